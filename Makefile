@@ -1,0 +1,60 @@
+# Runway: `make up` runs the whole stack on a demo dataset, `make test` the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SCALE ?= 0.01
+DATA ?= data/scale-$(SCALE)
+SEED ?= 1
+SERVICES ?= $(shell $(PY) -c "from infra.stack import available_services as a; print(' '.join(a()))" 2>/dev/null)
+
+.PHONY: help venv deps up down status test lint data load bench clean
+
+help:
+	@echo "make up | down | status | test | lint | data SCALE=0.01 | load DATA=dir | bench"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+deps:
+	bash infra/ensure-deps.sh postgres redis nginx prometheus
+
+up: venv deps
+	$(PY) -m infra.stack up
+
+down: venv
+	$(PY) -m infra.stack down
+
+status: venv
+	$(PY) -m infra.stack status
+
+test: venv deps
+	$(VENV)/bin/ruff check services infra tests bench
+	$(VENV)/bin/pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check services infra tests bench
+	$(VENV)/bin/ruff format --check services infra tests bench
+
+# Generate every service's CSV files at SCALE into $(DATA)/<service>/.
+data: venv
+	@for s in $(SERVICES); do \
+		$(PY) -m services.$$s.generator --scale $(SCALE) --seed $(SEED) --out $(DATA)/$$s || exit 1; \
+	done
+
+# Load $(DATA)/<service>/ (generated, or the real export laid out the same way).
+load: venv deps
+	@for s in $(SERVICES); do \
+		$(PY) -m services.$$s.loader --data $(DATA)/$$s --report $(DATA)/reports/$$s || exit 1; \
+	done
+
+bench: venv
+	$(PY) -m bench.run --scale $(or $(BENCH_SCALE),1.0)
+
+clean:
+	rm -rf run .pytest_cache

@@ -1,0 +1,237 @@
+"""The local stack under supervisord: `up` prepares each service's database
+(migrations, plus a generated demo dataset when it is empty), writes the
+supervisord config from the same settings the services read, starts it and
+waits until every instance is ready; `down` stops everything; `status` shows it.
+
+    python -m infra.stack up|down|status [--only reviews,qa]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+
+from services.common import settings as cfg
+from services.common.db import prepare_database
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = Path(os.environ.get("RUNWAY_RUN_DIR", ROOT / "run"))
+DATA_DIR = Path(os.environ.get("RUNWAY_DATA_DIR", ROOT / "data"))
+DEMO_SCALE = float(os.environ.get("DEMO_SCALE", "0.002"))
+PYTHON = sys.executable
+
+
+def available_services() -> list[str]:
+    """Services whose package exists (the stack grows as they are built)."""
+    return [s for s in cfg.SERVICES if (ROOT / "services" / s / "app.py").exists()]
+
+
+def _supervisor_paths() -> tuple[Path, Path]:
+    return RUN_DIR / "supervisord.conf", RUN_DIR / "supervisor.sock"
+
+
+def _program(name: str, command: str, env: dict[str, str], log: Path) -> str:
+    environment = ",".join(f'{k}="{v}"' for k, v in env.items())
+    return f"""
+[program:{name}]
+command={command}
+directory={ROOT}
+environment={environment}
+autostart=true
+autorestart=true
+startsecs=1
+startretries=10
+stopsignal=TERM
+stopwaitsecs=15
+redirect_stderr=true
+stdout_logfile={log}
+stdout_logfile_maxbytes=20MB
+stdout_logfile_backups=2
+"""
+
+
+def service_programs(services: list[str]) -> list[str]:
+    programs = []
+    for service in services:
+        for i, port in enumerate(cfg.instance_ports(service)):
+            env = {"PORT": str(port), "PYTHONUNBUFFERED": "1"}
+            programs.append(
+                _program(
+                    f"{service}-{i}",
+                    f"{PYTHON} -m services.{service}.app",
+                    env,
+                    RUN_DIR / "logs" / f"{service}-{i}.log",
+                )
+            )
+    return programs
+
+
+def extra_programs() -> list[str]:
+    """The gateway and monitoring, when their modules exist (infra/edge.py)."""
+    try:
+        module = importlib.import_module("infra.edge")
+    except ModuleNotFoundError:
+        return []
+    return module.programs(RUN_DIR, _program)
+
+
+def write_config(services: list[str]) -> Path:
+    conf, sock = _supervisor_paths()
+    (RUN_DIR / "logs").mkdir(parents=True, exist_ok=True)
+    header = f"""
+[unix_http_server]
+file={sock}
+
+[supervisord]
+logfile={RUN_DIR / "logs" / "supervisord.log"}
+pidfile={RUN_DIR / "supervisord.pid"}
+childlogdir={RUN_DIR / "logs"}
+nodaemon=false
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{sock}
+"""
+    conf.write_text(header + "".join(service_programs(services) + extra_programs()))
+    return conf
+
+
+def _bin(name: str) -> str:
+    return str(Path(PYTHON).parent / name)
+
+
+def supervisorctl(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    conf, _ = _supervisor_paths()
+    return subprocess.run(
+        [_bin("supervisorctl"), "-c", str(conf), *args],
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+
+
+def running() -> bool:
+    conf, sock = _supervisor_paths()
+    return conf.exists() and sock.exists() and supervisorctl("pid").returncode == 0
+
+
+async def _is_empty(dsn: str, table: str) -> bool:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})")
+    finally:
+        await conn.close()
+
+
+def prepare(service: str) -> None:
+    """Migrate the service's database; generate and load the demo data when empty."""
+    dsn = cfg.database_url(service)
+    loader = importlib.import_module(f"services.{service}.loader")
+    app_module = importlib.import_module(f"services.{service}.app")
+    asyncio.run(prepare_database(dsn, app_module.MIGRATIONS))
+    if not asyncio.run(_is_empty(dsn, loader.MAIN_TABLE)):
+        return
+    generator = importlib.import_module(f"services.{service}.generator")
+    data_dir = DATA_DIR / "demo" / service
+    if not data_dir.exists() or not any(data_dir.glob("*.csv")):
+        print(f"[stack] generating {service} demo data (scale {DEMO_SCALE}) in {data_dir}")
+        generator.generate(data_dir, scale=DEMO_SCALE, seed=1)
+    print(f"[stack] loading {service} demo data into {dsn}")
+    asyncio.run(loader.load(dsn, data_dir, DATA_DIR / "reports" / "demo" / service))
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def wait_ready(services: list[str], timeout_s: float = 60) -> None:
+    urls = [f"http://127.0.0.1:{port}/readyz" for s in services for port in cfg.instance_ports(s)]
+    deadline = time.monotonic() + timeout_s
+    pending = list(urls)
+    while pending and time.monotonic() < deadline:
+        pending = [u for u in pending if _get(u) != 200]
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        print(supervisorctl("status").stdout)
+        raise SystemExit(f"[stack] not ready after {timeout_s:.0f}s: {', '.join(pending)}")
+
+
+def up(services: list[str]) -> None:
+    for service in services:
+        prepare(service)
+    if running():
+        supervisorctl("shutdown")
+        time.sleep(0.5)
+    conf = write_config(services)
+    subprocess.run([_bin("supervisord"), "-c", str(conf)], check=True)
+    wait_ready(services)
+    try:
+        edge = importlib.import_module("infra.edge")
+    except ModuleNotFoundError:
+        edge = None
+    if edge is not None:
+        edge.wait_ready()
+    print("[stack] up:")
+    for s in services:
+        for port in cfg.instance_ports(s):
+            print(f"  {s:9} http://127.0.0.1:{port}")
+    if edge is not None:
+        edge.print_urls()
+
+
+def down() -> None:
+    if running():
+        supervisorctl("shutdown")
+        deadline = time.monotonic() + 20
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        print("[stack] stopped")
+    else:
+        print("[stack] not running")
+
+
+def status() -> None:
+    if not running():
+        print("[stack] not running")
+        return
+    print(supervisorctl("status").stdout, end="")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--only", help="comma-separated services (default: all built)")
+    args = parser.parse_args()
+    services = args.only.split(",") if args.only else available_services()
+    if args.command == "up":
+        if shutil.which(_bin("supervisord")) is None:
+            raise SystemExit("supervisord missing: run `make venv`")
+        up(services)
+    elif args.command == "down":
+        down()
+    else:
+        status()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Mechanics shared by the three services: settings, pool, cache, metrics, errors, validation."""

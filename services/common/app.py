@@ -1,0 +1,155 @@
+"""The pieces every service's `create_app(settings)` is assembled from: typed
+app keys, the pool / Redis / cache `cleanup_ctx` generators, the operational
+routes (/healthz, /readyz, /metrics) and the process entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from redis.asyncio import Redis
+
+from .cache import ResponseCache
+from .db import Database, create_pool, prepare_database
+from .errors import JSON_HEADERS
+from .metrics import METRICS, Metrics, metrics_view, observe_middleware
+from .settings import Settings
+
+log = logging.getLogger("runway.app")
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+DB: web.AppKey[Database] = web.AppKey("db", Database)
+CACHE: web.AppKey[ResponseCache] = web.AppKey("cache", ResponseCache)
+
+MAX_BODY_BYTES = 1024 * 1024  # the contract's 413 limit
+
+
+def base_app(
+    settings: Settings, *, cache_namespace: str, migrations_dir: Path | None = None
+) -> web.Application:
+    """An application with the shared middleware, resources and operational routes.
+    The service adds its own routes."""
+    app = web.Application(middlewares=[observe_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics(settings.service)
+    app.cleanup_ctx.append(_database_ctx(migrations_dir))
+    app.cleanup_ctx.append(_cache_ctx(cache_namespace))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app
+
+
+def _database_ctx(
+    migrations_dir: Path | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        if migrations_dir is not None:
+            await prepare_database(settings.database_url, migrations_dir)
+        pool = await create_pool(settings)
+        metrics = app[METRICS]
+        metrics.pool_size.set_function(pool.get_size)
+        metrics.pool_idle.set_function(pool.get_idle_size)
+        metrics.pool_max.set_function(pool.get_max_size)
+        app[DB] = Database(pool, metrics, settings.db_acquire_timeout_s)
+        yield
+        await pool.close()
+
+    return database
+
+
+def redis_client(settings: Settings, *, blocking: bool = False) -> Redis:
+    """A client whose every call is bounded in milliseconds (a pub/sub reader blocks)."""
+    timeout = None if blocking else settings.redis_timeout_ms / 1000
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=max(settings.redis_timeout_ms / 1000, 0.05),
+        health_check_interval=0,
+        max_connections=64,
+        retry_on_timeout=False,
+    )
+
+
+def _cache_ctx(namespace: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def cache(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        redis = redis_client(settings) if settings.cache_enabled else None
+        response_cache = ResponseCache(
+            redis,
+            namespace,
+            app[METRICS],
+            ttl_s=settings.cache_ttl_s,
+            local_max_bytes=settings.cache_local_max_bytes,
+            timeout_s=settings.redis_timeout_ms / 1000,
+            pubsub_factory=lambda: redis_client(settings, blocking=True),
+        )
+        app[CACHE] = response_cache
+        await response_cache.start()
+        yield
+        await response_cache.stop()
+        if redis is not None:
+            await redis.aclose()
+
+    return cache
+
+
+def json_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, headers=JSON_HEADERS)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive; no dependency is asked."""
+    return json_response(b'{"status":"ok"}')
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers; the cache's state is reported, not required."""
+    app = request.app
+    cache_state = app[CACHE].state()
+    try:
+        async with asyncio.timeout(1.0):
+            await app[DB].fetchval("SELECT 1")
+        database = "up"
+    except Exception as exc:  # any failure means not ready
+        log.warning("readiness: database check failed: %r", exc)
+        database = "down"
+    status = 200 if database == "up" else 503
+    body = {
+        "status": "ready" if status == 200 else "unavailable",
+        "database": database,
+        "cache": cache_state,
+    }
+    return json_response(orjson.dumps(body), status=status)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s %(levelname)s {settings.service} %(name)s: %(message)s",
+    )
+
+
+def run(create_app: Callable[[Settings], web.Application], service: str) -> None:
+    """Process entry point: uvloop, settings from the environment, no access log
+    unless ACCESS_LOG=1 (it costs more than a cached response)."""
+    import uvloop
+
+    settings = Settings.from_env(service)
+    configure_logging(settings)
+    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=access_log,
+        access_log_format='%a "%r" %s %b %Tf request_id=%{X-Request-Id}i',
+        print=None,
+        shutdown_timeout=10,
+        loop=uvloop.new_event_loop(),
+    )

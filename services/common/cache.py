@@ -1,0 +1,472 @@
+"""Read-through cache of ready-to-send response bytes, in two tiers: a bounded
+in-process LRU (hits cost no round trip) over a shared Redis (hits cost one).
+The design, and why it keeps read-your-writes across processes, is in
+CACHE.md beside this file. In short:
+
+* Entries are grouped by *scope* (e.g. ``p:42``, everything shown for product
+  42). A write invalidates scopes, never single keys.
+* Redis holds one hash per scope, ``{ns}:{gen}:{scope}``, whose ``_v`` field is
+  a token replaced by every invalidation. A reader fills only if the token is
+  still the one it saw before reading Postgres (compare-and-set in Lua), so a
+  slow reader can never put a pre-write answer back (no stale fill).
+* Every process subscribes to ``{ns}:inval``. An invalidation is published
+  after commit and the writer waits until every subscribed process has dropped
+  the scope and acknowledged, before it answers: a read that starts after the
+  reply finds no old entry in any process (read-your-writes).
+* The local tier is trusted only under a lease renewed by a 100 ms ping. When
+  Redis stalls or dies, leases lapse within ``LEASE_S``; a writer that cannot
+  reach Redis waits out that lease before replying. Requests then go straight
+  to Postgres (fail-open), and caching resumes when the ping succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .metrics import Metrics
+
+log = logging.getLogger("runway.cache")
+
+Loader = Callable[[], Awaitable[bytes]]
+
+LEASE_S = 0.3  # the local tier is trusted this long after a successful ping
+PING_INTERVAL_S = 0.1
+ACK_TIMEOUT_S = 0.25
+BREAKER_S = 1.0  # after a Redis error, skip Redis this long (the pinger may close it sooner)
+_SCOPE_SEQ_MAX = 100_000
+
+# Fill only if the scope's token is still the one read before the database query.
+_FILL_SCRIPT = """
+local cur = redis.call('HGET', KEYS[1], '_v')
+if not cur then cur = '' end
+if cur ~= ARGV[1] then return 0 end
+if cur == '' then redis.call('HSETNX', KEYS[1], '_v', '') end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class ResponseCache:
+    """Two-tier response cache for one service namespace (see module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        namespace: str,
+        metrics: Metrics,
+        *,
+        ttl_s: int = 300,
+        local_max_bytes: int = 64 * 1024 * 1024,
+        timeout_s: float = 0.05,
+        pubsub_factory: Callable[[], Redis] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._ns = namespace
+        self._metrics = metrics
+        self._ttl = ttl_s
+        self._local_max = local_max_bytes
+        self._timeout = timeout_s
+        self._pubsub_factory = pubsub_factory
+        self._gen = "0"
+        self._gen_key = f"{namespace}:gen"
+        self._inval_channel = f"{namespace}:inval"
+        self._ack_channel = f"{namespace}:ack"
+        # Local tier: scope -> {key: body}, LRU by scope, bounded in bytes.
+        self._local: OrderedDict[str, dict[str, bytes]] = OrderedDict()
+        self._local_bytes = 0
+        # Invalidation sequence: a local fill is refused when its scope was
+        # invalidated after the fill's read began.
+        self._seq = 0
+        self._scope_seq: OrderedDict[str, int] = OrderedDict()
+        self._evicted_seq = 0
+        self._flights: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self._lease_until = 0.0
+        self._down_until = 0.0
+        self._down_since: float | None = None
+        self._subscribed = False
+        self._pending: set[str] = set()
+        self._pending_all = False
+        self._acks: dict[str, list] = {}
+        self._fill_sha: str | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
+        self._process = f"{os.getpid()}-{secrets.token_hex(3)}"
+
+    # --- lifecycle ------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._redis is None:
+            return
+        self._tasks = [
+            asyncio.create_task(self._listen(), name=f"cache-listen-{self._ns}"),
+            asyncio.create_task(self._ping_loop(), name=f"cache-ping-{self._ns}"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    async def wait_ready(self, timeout_s: float = 2.0) -> bool:
+        """Wait until the local tier is live (subscribed and leased); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.local_live():
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    # --- state ------------------------------------------------------------
+
+    def local_live(self) -> bool:
+        return time.monotonic() < self._lease_until
+
+    def redis_usable(self) -> bool:
+        return self._redis is not None and time.monotonic() >= self._down_until
+
+    def state(self) -> dict[str, object]:
+        return {
+            "redis": "up" if self._redis is not None and self._down_since is None else "down",
+            "local_tier": "live" if self.local_live() else "off",
+            "local_bytes": self._local_bytes,
+        }
+
+    def _trip(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            log.warning("redis unavailable, serving from postgres: %r", exc)
+        self._down_until = now + BREAKER_S
+        self._metrics.cache_error_redis.inc()
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            log.info("redis answers again, caching resumes")
+        self._down_since = None
+        self._down_until = 0.0
+
+    # --- reads --------------------------------------------------------------
+
+    async def get(self, scope: str, key: str, load: Loader) -> bytes:
+        """The cached body for (scope, key), or `load()`'s, filled into both tiers."""
+        if time.monotonic() < self._lease_until:
+            entries = self._local.get(scope)
+            if entries is not None:
+                body = entries.get(key)
+                if body is not None:
+                    self._local.move_to_end(scope)
+                    self._metrics.cache_hit_local.inc()
+                    return body
+            self._metrics.cache_miss_local.inc()
+        # One load per key per process however many requests miss at once.
+        flight_key = (scope, key)
+        flight = self._flights.get(flight_key)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._flights[flight_key] = future
+        try:
+            body = await self._fetch(scope, key, load)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: followers may not exist
+            raise
+        else:
+            future.set_result(body)
+            return body
+        finally:
+            if self._flights.get(flight_key) is future:
+                del self._flights[flight_key]
+
+    async def _fetch(self, scope: str, key: str, load: Loader) -> bytes:
+        start_seq = self._seq
+        leased = time.monotonic() < self._lease_until
+        redis_key = f"{self._ns}:{self._gen}:{scope}"
+        token: str | None = None
+        if self.redis_usable():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    raw_token, body = await self._redis.hmget(redis_key, "_v", key)
+            except _REDIS_FAILURES as exc:
+                self._trip(exc)
+            else:
+                if body is not None:
+                    self._metrics.cache_hit_redis.inc()
+                    if leased:
+                        self._fill_local(scope, key, body, start_seq)
+                    return body
+                self._metrics.cache_miss_redis.inc()
+                token = raw_token.decode() if raw_token is not None else ""
+        body = await load()
+        if token is not None:
+            self._spawn(self._fill_redis(redis_key, token, key, body))
+        if leased:
+            self._fill_local(scope, key, body, start_seq)
+        return body
+
+    async def _fill_redis(self, redis_key: str, token: str, key: str, body: bytes) -> None:
+        ttl = int(self._ttl * random.uniform(0.9, 1.1))  # jitter: no synchronized expiry
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._eval_fill(redis_key, token, key, body, ttl)
+        except _REDIS_FAILURES as exc:
+            self._trip(exc)
+
+    async def _eval_fill(self, redis_key: str, token: str, key: str, body: bytes, ttl: int) -> None:
+        assert self._redis is not None
+        if self._fill_sha is None:
+            self._fill_sha = await self._redis.script_load(_FILL_SCRIPT)
+        try:
+            await self._redis.evalsha(self._fill_sha, 1, redis_key, token, key, body, ttl)
+        except RedisError as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+            self._fill_sha = None  # Redis restarted and lost its script cache
+            await self._redis.eval(_FILL_SCRIPT, 1, redis_key, token, key, body, ttl)
+
+    def _fill_local(self, scope: str, key: str, body: bytes, start_seq: int) -> None:
+        if self._last_invalidation(scope) > start_seq:
+            return  # invalidated while we were reading: the body may predate the write
+        entries = self._local.get(scope)
+        if entries is None:
+            entries = self._local[scope] = {}
+        else:
+            self._local.move_to_end(scope)
+        old = entries.get(key)
+        entries[key] = body
+        self._local_bytes += len(body) - (len(old) if old is not None else 0)
+        while self._local_bytes > self._local_max and self._local:
+            _, evicted = self._local.popitem(last=False)
+            self._local_bytes -= sum(len(b) for b in evicted.values())
+        self._metrics.cache_local_bytes.set(self._local_bytes)
+
+    def _last_invalidation(self, scope: str) -> int:
+        return self._scope_seq.get(scope, self._evicted_seq)
+
+    # --- invalidation -------------------------------------------------------
+
+    def _drop_local(self, scopes: Iterable[str]) -> None:
+        for scope in scopes:
+            self._seq += 1
+            self._scope_seq[scope] = self._seq
+            self._scope_seq.move_to_end(scope)
+            entries = self._local.pop(scope, None)
+            if entries is not None:
+                self._local_bytes -= sum(len(b) for b in entries.values())
+            for flight_key in [k for k in self._flights if k[0] == scope]:
+                del self._flights[flight_key]  # later readers must not join a pre-write load
+        while len(self._scope_seq) > _SCOPE_SEQ_MAX:
+            _, seq = self._scope_seq.popitem(last=False)
+            self._evicted_seq = max(self._evicted_seq, seq)
+        self._metrics.cache_local_bytes.set(self._local_bytes)
+
+    def _drop_all_local(self) -> None:
+        self._seq += 1
+        self._evicted_seq = self._seq  # every scope counts as invalidated now
+        self._scope_seq.clear()
+        self._local.clear()
+        self._local_bytes = 0
+        self._flights.clear()
+        self._metrics.cache_local_bytes.set(0)
+
+    async def invalidate(self, *scopes: str) -> None:
+        """Call after commit: no process serves the scopes' old answers once this returns."""
+        self._drop_local(scopes)
+        if self._redis is None:
+            return
+        message = {"scopes": list(scopes)}
+        await self._broadcast(message, scopes)
+
+    async def flush_all(self) -> None:
+        """Forget everything of this namespace (after a bulk reload)."""
+        self._drop_all_local()
+        if self._redis is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout * 20):
+                self._gen = str(await self._redis.incr(self._gen_key))
+        except _REDIS_FAILURES as exc:
+            self._trip(exc)
+            self._pending_all = True
+            await self._wait_out_leases()
+            return
+        await self._broadcast({"all": True, "gen": self._gen}, ())
+
+    async def _broadcast(self, message: dict, scopes: Iterable[str]) -> None:
+        nonce = secrets.token_hex(8)
+        message["id"] = nonce
+        waiter = [None, 0, asyncio.get_running_loop().create_future()]  # expected, acked, done
+        self._acks[nonce] = waiter
+        try:
+            if not self.redis_usable():
+                raise ConnectionError("redis circuit open")
+            async with asyncio.timeout(self._timeout * 4):
+                pipe = self._redis.pipeline(transaction=True)
+                for scope in scopes:
+                    redis_key = f"{self._ns}:{self._gen}:{scope}"
+                    pipe.delete(redis_key)
+                    pipe.hset(redis_key, "_v", nonce)  # new token: in-flight fills now fail
+                    pipe.expire(redis_key, self._ttl * 2)
+                pipe.publish(self._inval_channel, orjson.dumps(message))
+                results = await pipe.execute()
+        except _REDIS_FAILURES as exc:
+            self._acks.pop(nonce, None)
+            self._trip(exc)
+            self._metrics.cache_invalidations.labels("failed").inc()
+            self._pending.update(scopes)
+            await self._wait_out_leases()
+            return
+        subscribers = int(results[-1])
+        waiter[0] = subscribers
+        if waiter[1] >= subscribers:
+            waiter[2].set_result(None)
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT_S):
+                await waiter[2]
+            self._metrics.cache_invalidations.labels("ok").inc()
+        except TimeoutError:
+            # A subscribed process did not answer in time: it is stalled or
+            # overloaded. Its lease keeps it serving; say so in the metrics.
+            log.warning("invalidation %s: %d of %d processes acked", nonce, waiter[1], subscribers)
+            self._metrics.cache_invalidations.labels("degraded").inc()
+        finally:
+            self._acks.pop(nonce, None)
+
+    async def _wait_out_leases(self) -> None:
+        """Redis failed us: every other process's lease lapses within LEASE_S of
+        the failure, so after that none can serve a pre-write local entry."""
+        since = self._down_since if self._down_since is not None else time.monotonic()
+        remaining = since + LEASE_S - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    def _on_ack(self, nonce: str) -> None:
+        waiter = self._acks.get(nonce)
+        if waiter is None:
+            return
+        waiter[1] += 1
+        if waiter[0] is not None and waiter[1] >= waiter[0] and not waiter[2].done():
+            waiter[2].set_result(None)
+
+    # --- background: subscription and lease -----------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while True:
+            client = self._pubsub_factory() if self._pubsub_factory else self._redis
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._inval_channel, self._ack_channel)
+                # Messages sent while we were not subscribed are lost: start clean.
+                self._drop_all_local()
+                self._subscribed = True
+                backoff = 0.05
+                async for message in pubsub.listen():
+                    await self._handle_message(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._subscribed:
+                    log.warning("cache subscription lost: %r", exc)
+            finally:
+                self._subscribed = False
+                self._lease_until = 0.0
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                if self._pubsub_factory:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _handle_message(self, message: dict) -> None:
+        channel = message["channel"]
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        data = message["data"]
+        if channel == self._ack_channel:
+            self._on_ack(data.decode() if isinstance(data, bytes) else data)
+            return
+        payload = orjson.loads(data)
+        if payload.get("all"):
+            self._gen = str(payload.get("gen", self._gen))
+            self._drop_all_local()
+        else:
+            self._drop_local(payload.get("scopes", ()))
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                await self._redis.publish(self._ack_channel, payload["id"])
+        except _REDIS_FAILURES as exc:
+            self._trip(exc)
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PING_INTERVAL_S)
+            await self.ping()
+
+    async def ping(self) -> bool:
+        """Check Redis, refresh the generation, replay failed invalidations and
+        renew the local tier's lease. Returns whether Redis answered."""
+        if self._redis is None:
+            return False
+        sent = time.monotonic()
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                raw_gen = await self._redis.get(self._gen_key)
+        except _REDIS_FAILURES as exc:
+            self._trip(exc)
+            return False
+        self._recovered()
+        gen = raw_gen.decode() if raw_gen is not None else "0"
+        lapsed = sent >= self._lease_until
+        if gen != self._gen or lapsed:
+            self._gen = gen
+            self._drop_all_local()
+        if self._pending_all or self._pending:
+            if not await self._replay_pending():
+                return True
+        if self._subscribed:
+            self._lease_until = sent + LEASE_S
+        return True
+
+    async def _replay_pending(self) -> bool:
+        scopes, flush = list(self._pending), self._pending_all
+        self._pending.clear()
+        self._pending_all = False
+        try:
+            if flush:
+                await self.flush_all()
+            elif scopes:
+                await self.invalidate(*scopes)
+        except Exception as exc:  # keep them for the next ping
+            log.warning("replaying invalidations failed: %r", exc)
+            self._pending.update(scopes)
+            self._pending_all = self._pending_all or flush
+            return False
+        return not (self._pending or self._pending_all)

@@ -1,0 +1,1 @@
+"""Ratings & Reviews service."""

@@ -1,0 +1,3 @@
+from services.reviews.app import main
+
+main()

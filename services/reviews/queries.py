@@ -1,0 +1,172 @@
+"""Every SQL statement of the reviews service, and the shaping of rows into
+ready-to-send response bytes."""
+
+from __future__ import annotations
+
+import asyncpg
+import orjson
+
+from services.common.db import Database
+
+_ISO_MS = """to_char(date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+# Each order ends in id DESC so that pages are stable; each has a matching
+# partial index (002_indexes.sql). `relevant` is defined as `helpful`.
+ORDERS: dict[str, str] = {
+    "newest": "date DESC, id DESC",
+    "helpful": "helpfulness DESC, date DESC, id DESC",
+    "relevant": "helpfulness DESC, date DESC, id DESC",
+}
+
+
+def _page_sql(order: str) -> str:
+    return f"""
+SELECT r.id, r.rating, r.summary, r.recommend, r.response, r.body, r.date_text,
+       r.reviewer_name, r.helpfulness, p.ids, p.urls
+FROM (
+    SELECT id, rating, summary, recommend, response, body, {_ISO_MS} AS date_text,
+           reviewer_name, helpfulness, date
+    FROM reviews
+    WHERE product_id = $1 AND NOT reported
+    ORDER BY {order}
+    LIMIT $2 OFFSET $3
+) r
+LEFT JOIN LATERAL (
+    SELECT array_agg(ph.id ORDER BY ph.id) AS ids, array_agg(ph.url ORDER BY ph.id) AS urls
+    FROM reviews_photos ph WHERE ph.review_id = r.id
+) p ON true
+ORDER BY {order}
+"""
+
+
+PAGE_SQL: dict[str, str] = {sort: _page_sql(order) for sort, order in ORDERS.items()}
+
+META_SQL = """
+SELECT pr.r1, pr.r2, pr.r3, pr.r4, pr.r5, pr.recommend_false, pr.recommend_true,
+       c.id, c.name,
+       CASE WHEN c.score_count > 0
+            THEN round(c.score_sum::numeric / c.score_count, 16)::text END AS value
+FROM (SELECT $1::integer AS product_id) k
+LEFT JOIN product_ratings pr ON pr.product_id = k.product_id
+LEFT JOIN characteristics c ON c.product_id = k.product_id
+ORDER BY c.id
+"""
+
+PRODUCT_CHARACTERISTIC_IDS = "SELECT id FROM characteristics WHERE product_id = $1"
+
+# The review, its photos, its scores and both aggregates in one statement
+# (inside the caller's transaction, after the characteristic check).
+INSERT_REVIEW = """
+WITH new_review AS (
+    INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name,
+                         reviewer_email)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    RETURNING id
+), new_photos AS (
+    INSERT INTO reviews_photos (review_id, url)
+    SELECT new_review.id, u.url FROM new_review, unnest($8::text[]) WITH ORDINALITY AS u(url, n)
+    ORDER BY u.n
+), new_scores AS (
+    INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
+    SELECT s.characteristic_id, new_review.id, s.value
+    FROM new_review, unnest($9::integer[], $10::smallint[]) AS s(characteristic_id, value)
+), totals AS (
+    UPDATE characteristics c
+    SET score_sum = c.score_sum + s.value, score_count = c.score_count + 1
+    FROM unnest($9::integer[], $10::smallint[]) AS s(characteristic_id, value)
+    WHERE c.id = s.characteristic_id
+), ratings AS (
+    INSERT INTO product_ratings AS pr
+        (product_id, r1, r2, r3, r4, r5, recommend_false, recommend_true)
+    VALUES ($1, ($2 = 1)::int, ($2 = 2)::int, ($2 = 3)::int, ($2 = 4)::int, ($2 = 5)::int,
+            (NOT $5)::int, $5::int)
+    ON CONFLICT (product_id) DO UPDATE SET
+        r1 = pr.r1 + EXCLUDED.r1, r2 = pr.r2 + EXCLUDED.r2, r3 = pr.r3 + EXCLUDED.r3,
+        r4 = pr.r4 + EXCLUDED.r4, r5 = pr.r5 + EXCLUDED.r5,
+        recommend_false = pr.recommend_false + EXCLUDED.recommend_false,
+        recommend_true = pr.recommend_true + EXCLUDED.recommend_true
+)
+SELECT id FROM new_review
+"""
+
+MARK_HELPFUL = "UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = $1 RETURNING product_id"
+
+# Hide the review and subtract it from the aggregates, once: a second report
+# (or a concurrent one, re-checked under the row lock) changes nothing. The
+# final SELECT reads the pre-statement snapshot, so it finds the review
+# whether or not this statement reported it.
+REPORT = """
+WITH target AS (
+    UPDATE reviews SET reported = true
+    WHERE id = $1 AND NOT reported
+    RETURNING product_id, rating, recommend
+), ratings AS (
+    UPDATE product_ratings pr SET
+        r1 = pr.r1 - (t.rating = 1)::int, r2 = pr.r2 - (t.rating = 2)::int,
+        r3 = pr.r3 - (t.rating = 3)::int, r4 = pr.r4 - (t.rating = 4)::int,
+        r5 = pr.r5 - (t.rating = 5)::int,
+        recommend_false = pr.recommend_false - (NOT t.recommend)::int,
+        recommend_true = pr.recommend_true - t.recommend::int
+    FROM target t WHERE pr.product_id = t.product_id
+), scores AS (
+    UPDATE characteristics c
+    SET score_sum = c.score_sum - cr.value, score_count = c.score_count - 1
+    FROM characteristic_reviews cr, target t
+    WHERE cr.review_id = $1 AND c.id = cr.characteristic_id
+)
+SELECT product_id FROM reviews WHERE id = $1
+"""
+
+
+def _photos(ids: list[int] | None, urls: list[str | None] | None) -> list[dict]:
+    if not ids:
+        return []
+    return [{"id": i, "url": u} for i, u in zip(ids, urls or (), strict=True)]
+
+
+async def review_page(db: Database, product_id: int, sort: str, page: int, count: int) -> bytes:
+    rows = await db.fetch(PAGE_SQL[sort], product_id, count, (page - 1) * count)
+    results = [
+        {
+            "review_id": r[0],
+            "rating": r[1],
+            "summary": r[2],
+            "recommend": r[3],
+            "response": r[4],
+            "body": r[5],
+            "date": r[6],
+            "reviewer_name": r[7],
+            "helpfulness": r[8],
+            "photos": _photos(r[9], r[10]),
+        }
+        for r in rows
+    ]
+    return orjson.dumps(
+        {"product": str(product_id), "page": page - 1, "count": count, "results": results}
+    )
+
+
+_RATING_KEYS = ("1", "2", "3", "4", "5")
+
+
+async def review_meta(db: Database, product_id: int) -> bytes:
+    rows = await db.fetch(META_SQL, product_id)
+    first = rows[0]  # the LEFT JOINs always yield at least one row
+    ratings = {k: str(n) for k, n in zip(_RATING_KEYS, first[0:5], strict=True) if n}
+    recommended = {k: str(n) for k, n in (("false", first[5]), ("true", first[6])) if n}
+    characteristics: dict[str, dict] = {}
+    for row in rows:
+        if row[7] is not None and row[8] not in characteristics:
+            characteristics[row[8]] = {"id": row[7], "value": row[9]}
+    return orjson.dumps(
+        {
+            "product_id": str(product_id),
+            "ratings": ratings,
+            "recommended": recommended,
+            "characteristics": characteristics,
+        }
+    )
+
+
+async def product_characteristic_ids(conn: asyncpg.Connection, product_id: int) -> set[int]:
+    return {r[0] for r in await conn.fetch(PRODUCT_CHARACTERISTIC_IDS, product_id)}

@@ -1,0 +1,96 @@
+"""Thin handlers: parse and validate, then read through the cache or write and
+invalidate. SQL and response shaping live in queries.py."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.common.app import CACHE, DB, json_response
+from services.common.errors import ApiError
+from services.common.validation import MAX_ID, parse_id, parse_paging, read_body
+
+from . import queries
+from .schemas import NewReview
+
+# `relevant` and `helpful` share one order, so they share cache entries too.
+_SORT_KEYS = {"newest": "newest", "helpful": "helpful", "relevant": "helpful"}
+
+
+def product_scope(product_id: int) -> str:
+    return f"p:{product_id}"
+
+
+async def list_reviews(request: web.Request) -> web.Response:
+    query = request.query
+    product_id = parse_id(query.get("product_id"), "product_id")
+    page, count = parse_paging(query)
+    sort = query.get("sort") or "relevant"
+    sort_key = _SORT_KEYS.get(sort)
+    if sort_key is None:
+        raise ApiError(400, "sort must be one of newest, helpful, relevant")
+    db = request.app[DB]
+    body = await request.app[CACHE].get(
+        product_scope(product_id),
+        f"l:{sort_key}:{page}:{count}",
+        lambda: queries.review_page(db, product_id, sort_key, page, count),
+    )
+    return json_response(body)
+
+
+async def review_meta(request: web.Request) -> web.Response:
+    product_id = parse_id(request.query.get("product_id"), "product_id")
+    db = request.app[DB]
+    body = await request.app[CACHE].get(
+        product_scope(product_id), "meta", lambda: queries.review_meta(db, product_id)
+    )
+    return json_response(body)
+
+
+async def add_review(request: web.Request) -> web.Response:
+    review = await read_body(request, NewReview)
+    scores = {int(k): v for k, v in review.characteristics.items()}
+    too_big = [k for k in scores if k > MAX_ID]
+    if too_big:
+        raise ApiError(422, f"characteristics: {too_big[0]} is not a valid characteristic id")
+    async with request.app[DB].transaction() as conn:
+        if scores:
+            owned = await queries.product_characteristic_ids(conn, review.product_id)
+            foreign = sorted(set(scores) - owned)
+            if foreign:
+                raise ApiError(
+                    422,
+                    f"characteristics: {foreign[0]} is not a characteristic of product "
+                    f"{review.product_id}",
+                )
+        await conn.fetchval(
+            queries.INSERT_REVIEW,
+            review.product_id,
+            review.rating,
+            review.summary,
+            review.body,
+            review.recommend,
+            review.name,
+            review.email,
+            review.photos,
+            list(scores),
+            list(scores.values()),
+        )
+    await request.app[CACHE].invalidate(product_scope(review.product_id))
+    return web.Response(status=201, text="Created")
+
+
+async def _update_review(request: web.Request, sql: str) -> web.Response:
+    review_id = parse_id(request.match_info["review_id"], "review_id")
+    product_id = await request.app[DB].fetchval(sql, review_id)
+    if product_id is None:
+        raise ApiError(404, f"review_id {review_id} does not exist")
+    await request.app[CACHE].invalidate(product_scope(product_id))
+    return web.Response(status=204)
+
+
+async def mark_helpful(request: web.Request) -> web.Response:
+    return await _update_review(request, queries.MARK_HELPFUL)
+
+
+async def report(request: web.Request) -> web.Response:
+    return await _update_review(request, queries.REPORT)

@@ -1,0 +1,166 @@
+"""Shared fixtures: a Redis server of the tests' own (so a test may stop it),
+throwaway Postgres databases per service, and app/client factories. Nothing
+here touches the demo databases or the machine's own Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+
+from services.common.db import drop_database, prepare_database
+from services.common.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process owned by the tests: it can be stopped, paused and resumed."""
+
+    port: int
+    workdir: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(subprocess.signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(subprocess.signal.SIGCONT)
+
+    def flush(self) -> None:
+        redis.Redis(port=self.port, socket_timeout=1).flushall()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis for one test that kills or stalls it."""
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    yield server
+    if server.process is not None:
+        server.resume()
+    server.stop()
+
+
+def test_database_url(service: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/runway_test_{service}_{os.getpid()}"
+
+
+def make_database(service: str) -> Iterator[str]:
+    """A fresh, migrated database for one service for the whole session."""
+    from importlib import import_module
+
+    url = test_database_url(service)
+    migrations = import_module(f"services.{service}.app").MIGRATIONS
+    asyncio.run(drop_database(url))
+    asyncio.run(prepare_database(url, migrations))
+    yield url
+    asyncio.run(drop_database(url))
+
+
+async def truncate_all(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        tables = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                " AND tablename <> 'schema_migrations'"
+            )
+        ]
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+    finally:
+        await conn.close()
+
+
+def settings_for(service: str, database_url: str, redis_url: str, **overrides) -> Settings:
+    base = Settings.from_env(service, env={})
+    return replace(
+        base,
+        database_url=database_url,
+        redis_url=redis_url,
+        pool_min=1,
+        pool_max=5,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def reviews_db() -> Iterator[str]:
+    yield from make_database("reviews")
+
+
+@pytest.fixture
+def make_settings(redis_server: RedisServer) -> Callable[..., Settings]:
+    def factory(service: str, database_url: str, **overrides) -> Settings:
+        return settings_for(service, database_url, redis_server.url, **overrides)
+
+    return factory
