@@ -470,3 +470,27 @@ class ResponseCache:
             self._pending_all = self._pending_all or flush
             return False
         return not (self._pending or self._pending_all)
+
+
+async def flush_namespace(redis_url: str, namespace: str, timeout_ms: int = 50) -> bool:
+    """Forget a service's whole cache from outside its processes (the loader
+    calls this after a bulk reload). Returns False when Redis did not answer:
+    then the running processes still drop their local tiers within a lease,
+    and Redis entries expire with their TTL."""
+    client = Redis.from_url(redis_url, socket_timeout=timeout_ms / 1000)
+    cache = ResponseCache(
+        client,
+        namespace,
+        Metrics(namespace),
+        timeout_s=timeout_ms / 1000,
+        pubsub_factory=lambda: Redis.from_url(redis_url, socket_timeout=None),
+    )
+    try:
+        await cache.start()
+        if not await cache.wait_ready(2.0):
+            return False
+        await cache.flush_all()
+        return cache.redis_usable()
+    finally:
+        await cache.stop()
+        await client.aclose()

@@ -1,0 +1,266 @@
+"""The cache's requirements, each against a real Redis: read-your-writes across
+processes, no stale fill, stampede protection, fail-open on a killed or stalled
+Redis with caching resuming by itself, bounded memory and jittered TTLs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from services.common import cache as cache_module
+from services.common.cache import ResponseCache, flush_namespace
+from services.common.metrics import Metrics
+
+
+class FakeDatabase:
+    """Stands in for Postgres in these mechanism tests: a value and a read counter.
+    (The service-level tests use the real Postgres.)"""
+
+    def __init__(self) -> None:
+        self.value = b"v1"
+        self.reads = 0
+        self.gate: asyncio.Event | None = None
+
+    async def load(self) -> bytes:
+        self.reads += 1
+        value = self.value
+        if self.gate is not None:
+            await self.gate.wait()  # hold the old value while a write happens
+        return value
+
+
+def make_cache(url: str, namespace: str = "t", **kwargs) -> ResponseCache:
+    return ResponseCache(
+        Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.05),
+        namespace,
+        Metrics("test"),
+        timeout_s=0.05,
+        pubsub_factory=lambda: Redis.from_url(url, socket_timeout=None),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+async def caches(redis_server):
+    """Two caches on one namespace: two service processes as far as Redis can tell."""
+    redis_server.flush()
+    made = [make_cache(redis_server.url), make_cache(redis_server.url)]
+    for c in made:
+        await c.start()
+        assert await c.wait_ready()
+    yield made
+    for c in made:
+        await c.stop()
+
+
+def counter(cache: ResponseCache, tier: str, result: str) -> float:
+    return cache._metrics.cache.labels(tier, result)._value.get()
+
+
+async def test_second_read_is_a_local_hit(caches):
+    a, _ = caches
+    db = FakeDatabase()
+    assert await a.get("p:1", "k", db.load) == b"v1"
+    assert await a.get("p:1", "k", db.load) == b"v1"
+    assert db.reads == 1
+    assert counter(a, "local", "hit") == 1
+    assert counter(a, "redis", "miss") == 1
+
+
+async def test_other_process_fills_from_redis_not_the_database(caches):
+    a, b = caches
+    db = FakeDatabase()
+    await a.get("p:1", "k", db.load)
+    await asyncio.sleep(0.05)  # a's Redis fill runs in the background
+    assert await b.get("p:1", "k", db.load) == b"v1"
+    assert db.reads == 1
+    assert counter(b, "redis", "hit") == 1
+
+
+async def test_read_your_writes_across_processes(caches):
+    a, b = caches
+    db = FakeDatabase()
+    for round_ in range(20):
+        assert await a.get("p:7", "k", db.load) == db.value
+        assert await b.get("p:7", "k", db.load) == db.value
+        writer, reader = (a, b) if round_ % 2 else (b, a)
+        db.value = f"v{round_ + 2}".encode()
+        await writer.invalidate("p:7")
+        # Both processes, both tiers: the very next read shows the write.
+        assert await reader.get("p:7", "k", db.load) == db.value
+        assert await writer.get("p:7", "k", db.load) == db.value
+
+
+async def test_writer_waits_for_a_slow_process_to_drop_the_scope(caches):
+    """The reply to a write is held until every subscribed process acknowledged
+    the invalidation, so a process that is slow to read its messages cannot
+    serve the old answer to a read that starts after the reply."""
+    a, b = caches
+    db = FakeDatabase()
+    await b.get("p:8", "k", db.load)
+    handle = b._handle_message
+
+    async def slow_handle(message: dict) -> None:
+        await asyncio.sleep(0.1)  # b is busy: its listener runs late
+        await handle(message)
+
+    b._handle_message = slow_handle
+    db.value = b"v2"
+    await a.invalidate("p:8")
+    assert await b.get("p:8", "k", db.load) == b"v2"
+
+
+async def test_invalidation_is_scoped(caches):
+    a, b = caches
+    db = FakeDatabase()
+    await a.get("p:1", "k", db.load)
+    await a.get("p:2", "k", db.load)
+    await b.invalidate("p:1")
+    reads = db.reads
+    await a.get("p:2", "k", db.load)
+    assert db.reads == reads  # p:2 still cached
+    await a.get("p:1", "k", db.load)
+    assert db.reads == reads + 1
+
+
+async def test_no_stale_fill_after_a_concurrent_write(caches, redis_server):
+    a, b = caches
+    db = FakeDatabase()
+    db.gate = asyncio.Event()
+    # A reader misses and reads the old value from the database...
+    slow_read = asyncio.create_task(a.get("p:3", "k", db.load))
+    await asyncio.sleep(0.05)
+    assert db.reads == 1
+    # ...a write commits and invalidates (from the other process) before it fills...
+    db.value = b"v2"
+    await b.invalidate("p:3")
+    # ...then the slow reader finishes with the value it read before the write.
+    db.gate.set()
+    assert await slow_read == b"v1"
+    await asyncio.sleep(0.05)  # let its (refused) Redis fill run
+    db.gate = None
+    # Nothing old was left behind: not in a's local tier, not in Redis.
+    assert await a.get("p:3", "k", db.load) == b"v2"
+    fresh = make_cache(redis_server.url)
+    await fresh.start()
+    assert await fresh.wait_ready()
+    try:
+        assert await fresh.get("p:3", "k", FakeDatabase().load) == b"v2"
+    finally:
+        await fresh.stop()
+
+
+async def test_readers_after_a_write_do_not_join_a_pre_write_load(caches):
+    a, b = caches
+    db = FakeDatabase()
+    db.gate = asyncio.Event()
+    early = asyncio.create_task(a.get("p:4", "k", db.load))
+    await asyncio.sleep(0.02)
+    db.value = b"v2"
+    await b.invalidate("p:4")
+    late = asyncio.create_task(a.get("p:4", "k", db.load))
+    await asyncio.sleep(0.02)
+    db.gate.set()
+    assert await early == b"v1"
+    assert await late == b"v2"
+
+
+async def test_stampede_costs_one_load_per_process(caches):
+    a, b = caches
+    db = FakeDatabase()
+    db.gate = asyncio.Event()
+    readers = [asyncio.create_task(c.get("p:5", "k", db.load)) for c in (a, b) for _ in range(50)]
+    await asyncio.sleep(0.05)
+    db.gate.set()
+    assert set(await asyncio.gather(*readers)) == {b"v1"}
+    assert db.reads <= 2  # one per process (the second may even hit Redis)
+
+
+async def test_local_tier_is_bounded_in_bytes(redis_server):
+    redis_server.flush()
+    c = make_cache(redis_server.url, local_max_bytes=10_000)
+    await c.start()
+    assert await c.wait_ready()
+    try:
+        for i in range(100):
+            await c.get(f"p:{i}", "k", lambda: asyncio.sleep(0, b"x" * 1000))
+        assert 0 < c._local_bytes <= 10_000
+        assert len(c._local) <= 10
+        assert "p:99" in c._local and "p:0" not in c._local  # least recently used went first
+    finally:
+        await c.stop()
+
+
+async def test_redis_ttls_are_jittered(caches, redis_server):
+    a, _ = caches
+    for i in range(30):
+        await a.get(f"p:{i}", "k", lambda: asyncio.sleep(0, b"body"))
+    await asyncio.sleep(0.1)
+    client = Redis.from_url(redis_server.url)
+    ttls = {await client.ttl(f"t:0:p:{i}") for i in range(30)}
+    await client.aclose()
+    assert all(270 <= t <= 330 for t in ttls), ttls
+    assert len(ttls) > 3  # not all expiring together
+
+
+async def test_flush_namespace_forgets_everything(caches, redis_server):
+    a, b = caches
+    db = FakeDatabase()
+    await a.get("p:1", "k", db.load)
+    await b.get("p:2", "k", db.load)
+    db.value = b"reloaded"
+    assert await flush_namespace(redis_server.url, "t")
+    assert await a.get("p:1", "k", db.load) == b"reloaded"
+    assert await b.get("p:2", "k", db.load) == b"reloaded"
+
+
+async def _timed_get(c: ResponseCache, db: FakeDatabase, scope: str = "p:1") -> float:
+    start = time.perf_counter()
+    assert await c.get(scope, "k", db.load) == db.value
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("fault", ["killed", "stalled"])
+async def test_fail_open_and_resume(private_redis, fault):
+    a, b = make_cache(private_redis.url), make_cache(private_redis.url)
+    for c in (a, b):
+        await c.start()
+        assert await c.wait_ready()
+    db = FakeDatabase()
+    try:
+        await a.get("p:1", "k", db.load)
+        await b.get("p:1", "k", db.load)
+        if fault == "killed":
+            private_redis.stop()
+        else:
+            private_redis.pause()
+        # Reads keep working, each bounded in milliseconds, never an error.
+        slowest = max([await _timed_get(a, db, f"p:{i}") for i in range(20)])
+        assert slowest < 0.25, slowest
+        # A write during the outage: its reply waits out the lease, after which
+        # no process serves the old value from its local tier.
+        db.value = b"v2"
+        start = time.perf_counter()
+        await a.invalidate("p:1")
+        assert time.perf_counter() - start < cache_module.LEASE_S + 0.2
+        assert await b.get("p:1", "k", db.load) == b"v2"
+        assert not b.local_live()
+        if fault == "killed":
+            private_redis.start()
+        else:
+            private_redis.resume()
+        # Caching resumes by itself.
+        assert await a.wait_ready(5) and await b.wait_ready(5)
+        reads = db.reads
+        await b.get("p:9", "k", db.load)
+        await b.get("p:9", "k", db.load)
+        assert db.reads == reads + 1
+        assert b.state()["redis"] == "up"
+    finally:
+        if fault == "stalled" and private_redis.process is not None:
+            private_redis.resume()
+        for c in (a, b):
+            await c.stop()
