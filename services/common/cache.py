@@ -94,7 +94,7 @@ class ResponseCache:
         self._seq = 0
         self._scope_seq: OrderedDict[str, int] = OrderedDict()
         self._evicted_seq = 0
-        self._flights: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self._flights: dict[tuple[str, str], asyncio.Future[tuple[bytes, str]]] = {}
         self._lease_until = 0.0
         self._down_until = 0.0
         self._down_since: float | None = None
@@ -167,6 +167,11 @@ class ResponseCache:
 
     async def get(self, scope: str, key: str, load: Loader) -> bytes:
         """The cached body for (scope, key), or `load()`'s, filled into both tiers."""
+        return (await self.lookup(scope, key, load))[0]
+
+    async def lookup(self, scope: str, key: str, load: Loader) -> tuple[bytes, str]:
+        """Like get(), also saying where the body came from: local, redis, db or shared
+        (joined a load already under way)."""
         if time.monotonic() < self._lease_until:
             entries = self._local.get(scope)
             if entries is not None:
@@ -174,17 +179,17 @@ class ResponseCache:
                 if body is not None:
                     self._local.move_to_end(scope)
                     self._metrics.cache_hit_local.inc()
-                    return body
+                    return body, "local"
             self._metrics.cache_miss_local.inc()
         # One load per key per process however many requests miss at once.
         flight_key = (scope, key)
         flight = self._flights.get(flight_key)
         if flight is not None:
-            return await asyncio.shield(flight)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            return (await asyncio.shield(flight))[0], "shared"
+        future: asyncio.Future[tuple[bytes, str]] = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = future
         try:
-            body = await self._fetch(scope, key, load)
+            found = await self._fetch(scope, key, load)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -193,13 +198,13 @@ class ResponseCache:
             future.exception()  # mark retrieved: followers may not exist
             raise
         else:
-            future.set_result(body)
-            return body
+            future.set_result(found)
+            return found
         finally:
             if self._flights.get(flight_key) is future:
                 del self._flights[flight_key]
 
-    async def _fetch(self, scope: str, key: str, load: Loader) -> bytes:
+    async def _fetch(self, scope: str, key: str, load: Loader) -> tuple[bytes, str]:
         start_seq = self._seq
         leased = time.monotonic() < self._lease_until
         redis_key = f"{self._ns}:{self._gen}:{scope}"
@@ -215,7 +220,7 @@ class ResponseCache:
                     self._metrics.cache_hit_redis.inc()
                     if leased:
                         self._fill_local(scope, key, body, start_seq)
-                    return body
+                    return body, "redis"
                 self._metrics.cache_miss_redis.inc()
                 token = raw_token.decode() if raw_token is not None else ""
         body = await load()
@@ -223,7 +228,7 @@ class ResponseCache:
             self._spawn(self._fill_redis(redis_key, token, key, body))
         if leased:
             self._fill_local(scope, key, body, start_seq)
-        return body
+        return body, "db"
 
     async def _fill_redis(self, redis_key: str, token: str, key: str, body: bytes) -> None:
         ttl = int(self._ttl * random.uniform(0.9, 1.1))  # jitter: no synchronized expiry

@@ -7,6 +7,7 @@ hashes on every call, which the hot path does not need to pay."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +22,8 @@ from prometheus_client import (
 )
 
 from .errors import error_response
+
+write_log = logging.getLogger("runway.requests")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -104,7 +107,19 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.in_flight.dec()
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    metrics.observe(route, request.method, response.status, time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    metrics.observe(route, request.method, response.status, elapsed)
+    if request.method != "GET" or response.status >= 500:
+        # Writes and server errors are logged with the gateway's request id (reads
+        # are not: at thousands per second the log would cost more than the answer).
+        write_log.info(
+            "%s %s %d %.1fms request_id=%s",
+            request.method,
+            request.path_qs,
+            response.status,
+            elapsed * 1000,
+            request.headers.get("X-Request-Id", "-"),
+        )
     return response
 
 

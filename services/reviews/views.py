@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.common.app import CACHE, DB, json_response
+from services.common.app import CACHE, DB, cached_json
 from services.common.errors import ApiError
 from services.common.validation import MAX_ID, parse_id, parse_paging, read_body
 
@@ -29,21 +29,20 @@ async def list_reviews(request: web.Request) -> web.Response:
     if sort_key is None:
         raise ApiError(400, "sort must be one of newest, helpful, relevant")
     db = request.app[DB]
-    body = await request.app[CACHE].get(
+    return await cached_json(
+        request,
         product_scope(product_id),
         f"l:{sort_key}:{page}:{count}",
         lambda: queries.review_page(db, product_id, sort_key, page, count),
     )
-    return json_response(body)
 
 
 async def review_meta(request: web.Request) -> web.Response:
     product_id = parse_id(request.query.get("product_id"), "product_id")
     db = request.app[DB]
-    body = await request.app[CACHE].get(
-        product_scope(product_id), "meta", lambda: queries.review_meta(db, product_id)
+    return await cached_json(
+        request, product_scope(product_id), "meta", lambda: queries.review_meta(db, product_id)
     )
-    return json_response(body)
 
 
 async def add_review(request: web.Request) -> web.Response:

@@ -1,0 +1,67 @@
+"""Ceilings for the benchmark: the least an aiohttp process can do per request.
+
+    python -m bench.ceiling --port 8090 [--query DSN]
+
+Without --query, every request answers fixed bytes (the ceiling for cache
+hits). With --query, every request runs one indexed asyncpg query first (the
+ceiling for cold reads)."""
+
+from __future__ import annotations
+
+import argparse
+
+import asyncpg
+import uvloop
+from aiohttp import web
+
+BODY = b'{"product":"1","page":0,"count":5,"results":[]}'
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+
+
+async def fixed(request: web.Request) -> web.Response:
+    return web.Response(body=BODY, headers={"Content-Type": "application/json"})
+
+
+async def one_query(request: web.Request) -> web.Response:
+    key = int(request.query.get("id", "1"))
+    async with request.app[POOL].acquire() as conn:
+        await conn.fetchval("SELECT id FROM reviews WHERE id = $1", key)
+    return web.Response(body=BODY, headers={"Content-Type": "application/json"})
+
+
+def create_app(dsn: str | None) -> web.Application:
+    app = web.Application()
+    if dsn is None:
+        app.router.add_get("/{tail:.*}", fixed)
+        return app
+
+    async def pool_ctx(app: web.Application):
+        async def no_reset(conn: asyncpg.Connection) -> None:
+            return None
+
+        app[POOL] = await asyncpg.create_pool(dsn, min_size=10, max_size=10, reset=no_reset)
+        yield
+        await app[POOL].close()
+
+    app.cleanup_ctx.append(pool_ctx)
+    app.router.add_get("/{tail:.*}", one_query)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--query", metavar="DSN")
+    args = parser.parse_args()
+    web.run_app(
+        create_app(args.query),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+if __name__ == "__main__":
+    main()
