@@ -8,7 +8,7 @@ DATA ?= data/scale-$(SCALE)
 SEED ?= 1
 SERVICES ?= $(shell $(PY) -c "from infra.stack import available_services as a; print(' '.join(a()))" 2>/dev/null)
 
-.PHONY: help venv deps up down status test lint data load bench clean
+.PHONY: help venv deps up down status test lint data load bench bench-quick clean
 
 help:
 	@echo "make up | down | status | test | lint | data SCALE=0.01 | load DATA=dir | bench"
@@ -34,12 +34,12 @@ status: venv
 	$(PY) -m infra.stack status
 
 test: venv deps
-	$(VENV)/bin/ruff check services infra tests bench
+	$(VENV)/bin/ruff check services infra tests bench gateway
 	$(VENV)/bin/pytest -q
 
 lint: venv
-	$(VENV)/bin/ruff check services infra tests bench
-	$(VENV)/bin/ruff format --check services infra tests bench
+	$(VENV)/bin/ruff check services infra tests bench gateway
+	$(VENV)/bin/ruff format --check services infra tests bench gateway
 
 # Generate every service's CSV files at SCALE into $(DATA)/<service>/.
 data: venv
@@ -53,8 +53,14 @@ load: venv deps
 		$(PY) -m services.$$s.loader --data $(DATA)/$$s --report $(DATA)/reports/$$s || exit 1; \
 	done
 
+# The benchmark (bench/README.md): `make bench` is the full run at BENCH_SCALE
+# (default 1.0); QUICK=1 a small end-to-end run; SOAK=1 adds the 10-minute soak;
+# BENCH_ARGS passes anything else to bench.run (e.g. --services reviews,qa).
 bench: venv
-	$(PY) -m bench.run --scale $(or $(BENCH_SCALE),1.0)
+	$(PY) -m bench.run $(if $(QUICK),--quick,--scale $(or $(BENCH_SCALE),1.0)) $(if $(SOAK),--soak) $(BENCH_ARGS)
+
+bench-quick: venv
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf run .pytest_cache

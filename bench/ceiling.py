@@ -1,10 +1,11 @@
 """Ceilings for the benchmark: the least an aiohttp process can do per request.
 
-    python -m bench.ceiling --port 8090 [--query DSN]
+    python -m bench.ceiling --port 8090 [--query DSN] [--reuse-port]
 
 Without --query, every request answers fixed bytes (the ceiling for cache
 hits). With --query, every request runs one indexed asyncpg query first (the
-ceiling for cold reads)."""
+ceiling for cold reads). With --reuse-port, several processes share the port
+(the benchmark starts one per core, as many as it gives the services)."""
 
 from __future__ import annotations
 
@@ -52,11 +53,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--query", metavar="DSN")
+    parser.add_argument("--reuse-port", action="store_true")
     args = parser.parse_args()
     web.run_app(
         create_app(args.query),
         host="127.0.0.1",
         port=args.port,
+        reuse_port=args.reuse_port or None,
         access_log=None,
         print=None,
         loop=uvloop.new_event_loop(),

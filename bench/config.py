@@ -1,0 +1,130 @@
+"""Where the benchmark runs: ports, databases, Redis, directories and durations.
+
+The benchmark stack is the `make up` stack (infra/stack.py, the same
+supervisord programs and gateway) with its own run directory, ports, Redis
+and databases, so that a benchmark never clobbers a developer's stack or
+demo data, and the Redis and Postgres it measures serve only its own load.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common import settings as svc_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "bench"
+LUA_DIR = BENCH_DIR / "lua"
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+
+
+@dataclass(frozen=True, slots=True)
+class Durations:
+    """Seconds per phase."""
+
+    ceiling: int
+    warmup: int
+    read: int
+    write: int
+    w4: int
+    soak: int
+    soak_sample: int  # the soak's sampling interval (a minute in the full run)
+
+
+FULL = Durations(ceiling=30, warmup=20, read=60, write=60, w4=60, soak=600, soak_sample=60)
+QUICK = Durations(ceiling=5, warmup=3, read=8, write=8, w4=5, soak=60, soak_sample=6)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    scale: str  # as typed: it names data/scale-<scale>
+    seed: int
+    quick: bool
+    soak: bool
+    services: tuple[str, ...]
+    durations: Durations
+    threads: int
+    connections: int
+    w4_rate: int
+    soak_rate: int
+    port_offset: int
+    ceiling_procs: int
+    run_id: str
+    external_redis: str | None = None  # use this Redis instead of starting one
+    base_url: str | None = None  # a gateway already running: start no stack
+    keep_up: bool = False
+    run_dir: Path = field(default=ROOT / "run" / "bench")
+    data_root: Path = field(default=ROOT / "data")
+    results_dir: Path = field(default=BENCH_DIR / "results")
+
+    # --- ports and addresses -------------------------------------------------
+
+    def port(self, base: int) -> int:
+        return base + self.port_offset
+
+    @property
+    def redis_port(self) -> int:
+        return self.port(6379)
+
+    @property
+    def redis_url(self) -> str:
+        return self.external_redis or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.base_url or f"http://127.0.0.1:{self.port(svc_settings.GATEWAY_PORT)}"
+
+    @property
+    def ceiling_nginx_port(self) -> int:
+        return self.port(8090)
+
+    @property
+    def ceiling_bare_port(self) -> int:
+        return self.port(8091)
+
+    @property
+    def ceiling_query_port(self) -> int:
+        return self.port(8092)
+
+    def database_url(self, service: str) -> str:
+        override = os.environ.get(f"BENCH_{service.upper()}_DATABASE_URL")
+        return override or f"postgresql://postgres@127.0.0.1:5432/atelier_{service}_bench"
+
+    def stack_env(self) -> dict[str, str]:
+        """The environment infra/stack.py and the services read (see settings.py)."""
+        env = {
+            "RUNWAY_RUN_DIR": str(self.run_dir / "stack"),
+            "RUNWAY_DATA_DIR": str(self.data_root),
+            "REDIS_URL": self.redis_url,
+            "GATEWAY_PORT": str(self.port(svc_settings.GATEWAY_PORT)),
+            "GATEWAY_STATUS_PORT": str(self.port(svc_settings.GATEWAY_STATUS_PORT)),
+            # The benchmark is one client sending thousands of requests a second.
+            "GATEWAY_RATE_LIMIT": "off",
+            # The harness scrapes the services itself; Prometheus would only add load.
+            "PROMETHEUS_PORT": "off",
+        }
+        for service in svc_settings.SERVICES:
+            env[f"{service.upper()}_PORT"] = str(self.port(svc_settings.BASE_PORTS[service]))
+            env[f"{service.upper()}_DATABASE_URL"] = self.database_url(service)
+        return env
+
+    def instance_ports(self, service: str) -> list[int]:
+        return svc_settings.instance_ports(service, {**os.environ, **self.stack_env()})
+
+    # --- directories ----------------------------------------------------------
+
+    def data_dir(self, service: str) -> Path:
+        return self.data_root / f"scale-{self.scale}" / service
+
+    def report_dir(self, service: str) -> Path:
+        return self.data_root / f"scale-{self.scale}" / "reports" / service
+
+    @property
+    def ids_dir(self) -> Path:
+        return self.run_dir / "ids"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.results_dir / "raw" / self.run_id

@@ -1,0 +1,253 @@
+"""The processes a benchmark run starts and stops: its own Redis, the stack
+(infra/stack.py, as `make up` runs it, with the benchmark's environment), and
+the ceilings (aiohttp processes behind a bench-only NGINX). Also the process
+groups whose CPU and memory are reported."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from services.common import settings as svc_settings
+from services.common.cache import flush_namespace
+
+from . import procs
+from .config import BENCH_DIR, PYTHON, ROOT, BenchConfig
+from .data import log
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+CEILING_BODY = '{"product":"1","page":0,"count":5,"results":[]}'  # = bench/ceiling.py BODY
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def wait_for(url: str, timeout_s: float = 30, ok: tuple[int, ...] = (200,)) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _status(url) in ok:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"[bench] {url} did not answer within {timeout_s:.0f}s")
+
+
+class Processes:
+    """Everything this run started, stopped in reverse order by stop_all()."""
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        self.env = {**os.environ, **cfg.stack_env()}
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.ceiling_apps: list[subprocess.Popen[bytes]] = []
+        self.ceiling_nginx: subprocess.Popen[bytes] | None = None
+        self.stack_started = False
+        self._pids_cache: tuple[float, dict[str, int]] = (0.0, {})
+
+    # --- Redis --------------------------------------------------------------------
+
+    def start_redis(self) -> None:
+        if self.cfg.external_redis:
+            return
+        directory = self.cfg.run_dir / "redis"
+        directory.mkdir(parents=True, exist_ok=True)
+        # No persistence: the benchmark measures the cache, not disk writes.
+        self.redis = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.cfg.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+                "--logfile",
+                str(directory / "redis.log"),
+            ],
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ping = subprocess.run(
+                ["redis-cli", "-p", str(self.cfg.redis_port), "ping"],
+                capture_output=True,
+                text=True,
+            )
+            if ping.stdout.strip() == "PONG":
+                return
+            time.sleep(0.1)
+        raise SystemExit("[bench] redis-server did not start (see run/bench/redis/redis.log)")
+
+    def flush_caches(self) -> None:
+        """Every service's namespace, through the services' own protocol, so
+        their in-process tiers drop too."""
+        for service in self.cfg.services:
+            if not asyncio.run(flush_namespace(self.cfg.redis_url, service, timeout_ms=500)):
+                raise SystemExit(f"[bench] could not flush the {service} cache")
+
+    # --- the stack ----------------------------------------------------------------------
+
+    def start_stack(self) -> None:
+        if self.cfg.base_url:
+            return
+        log("starting the stack (infra.stack up, gateway rate limit off)")
+        self.stack_started = True
+        subprocess.run(
+            [PYTHON, "-m", "bench.stackup", ",".join(self.cfg.services)],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+        )
+
+    def stop_stack(self) -> None:
+        subprocess.run([PYTHON, "-m", "infra.stack", "down"], cwd=ROOT, env=self.env, check=False)
+
+    def supervisor_pids(self) -> dict[str, int]:
+        """Program name -> pid of the benchmark stack's running programs. Cached
+        for a few seconds: supervisorctl is a Python process, and the sampler
+        asks twice a second on a machine whose CPU is being measured."""
+        at, pids = self._pids_cache
+        if time.monotonic() - at < 5:
+            return pids
+        pids = self._query_supervisor()
+        self._pids_cache = (time.monotonic(), pids)
+        return pids
+
+    def _query_supervisor(self) -> dict[str, int]:
+        conf = Path(self.env["RUNWAY_RUN_DIR"]) / "supervisord.conf"
+        if not conf.exists():
+            return {}
+        out = subprocess.run(
+            [str(Path(PYTHON).parent / "supervisorctl"), "-c", str(conf), "status"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return {m[1]: int(m[2]) for m in re.finditer(r"^(\S+)\s+RUNNING\s+pid (\d+)", out, re.M)}
+
+    # --- ceilings ------------------------------------------------------------------------
+
+    def start_ceilings(self) -> None:
+        cfg = self.cfg
+        query_dsn = cfg.database_url("reviews")
+        for _ in range(cfg.ceiling_procs):
+            for port, extra in (
+                (cfg.ceiling_bare_port, []),
+                (cfg.ceiling_query_port, ["--query", query_dsn]),
+            ):
+                self.ceiling_apps.append(
+                    subprocess.Popen(
+                        [
+                            PYTHON,
+                            "-m",
+                            "bench.ceiling",
+                            "--port",
+                            str(port),
+                            "--reuse-port",
+                            *extra,
+                        ],
+                        cwd=ROOT,
+                    )
+                )
+        self.ceiling_nginx = subprocess.Popen(
+            [
+                NGINX,
+                "-p",
+                str(self._nginx_dir()),
+                "-c",
+                str(self._nginx_conf()),
+                "-e",
+                str(self._nginx_dir() / "error.log"),
+                "-g",
+                "daemon off;",
+            ],
+            cwd=ROOT,
+        )
+        base = f"http://127.0.0.1:{cfg.ceiling_nginx_port}"
+        wait_for(f"{base}/fixed")
+        wait_for(f"{base}/bare")
+        wait_for(f"{base}/query?id=1")
+
+    def _nginx_dir(self) -> Path:
+        return self.cfg.run_dir / "ceiling-nginx"
+
+    def _nginx_conf(self) -> Path:
+        directory = self._nginx_dir()
+        (directory / "tmp").mkdir(parents=True, exist_ok=True)
+        values = {
+            "run_dir": str(directory),
+            "port": str(self.cfg.ceiling_nginx_port),
+            "bare_port": str(self.cfg.ceiling_bare_port),
+            "query_port": str(self.cfg.ceiling_query_port),
+            "body": CEILING_BODY,
+        }
+        text = (BENCH_DIR / "nginx-ceiling.conf.template").read_text()
+        text = re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], text)
+        conf = directory / "nginx.conf"
+        conf.write_text(text)
+        return conf
+
+    # --- process groups ---------------------------------------------------------------------
+
+    def groups(self) -> dict[str, dict[str, int]]:
+        """Group -> {label: pid} for the CPU and RSS report."""
+        programs = self.supervisor_pids()
+        out: dict[str, dict[str, int]] = {}
+        for service in svc_settings.SERVICES:
+            mine = {name: pid for name, pid in programs.items() if name.startswith(service + "-")}
+            if mine:
+                out[service] = mine
+        if "gateway" in programs:
+            out["nginx"] = procs.with_children("gateway", programs["gateway"])
+        if self.ceiling_nginx is not None:
+            out["ceiling-nginx"] = procs.with_children("ceiling-nginx", self.ceiling_nginx.pid)
+        if self.ceiling_apps:
+            out["ceiling-aiohttp"] = {f"ceiling:{p.pid}": p.pid for p in self.ceiling_apps}
+        # Every Postgres process on the machine: one server serves all databases.
+        out["postgres"] = procs.by_comm("postgres")
+        if self.redis is not None:
+            out["redis"] = {"redis": self.redis.pid}
+        return out
+
+    def service_labels(self) -> list[str]:
+        return [name for name in self.supervisor_pids() if name.split("-")[0] in self.cfg.services]
+
+    # --- teardown ----------------------------------------------------------------------------
+
+    def stop_all(self) -> None:
+        if self.stack_started and not self.cfg.keep_up:
+            self.stop_stack()
+        for proc in [self.ceiling_nginx, *self.ceiling_apps]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # nginx: fast shutdown
+        for proc in [self.ceiling_nginx, *self.ceiling_apps]:
+            if proc is not None:
+                _reap(proc)
+        if self.redis is not None and not (self.cfg.keep_up and self.stack_started):
+            self.redis.terminate()
+            _reap(self.redis)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

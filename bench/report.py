@@ -1,0 +1,197 @@
+"""Results of a run: bench/results/<timestamp>.json, a markdown summary beside
+it (<timestamp>.md) and two PNG plots (<timestamp>-latency.png,
+<timestamp>-throughput.png)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+# The issue's targets at SCALE=1.0 (informational: only errors fail a run).
+TARGETS = {
+    "W1": {"rps": 8000, "ceiling_ratio": 0.6, "p99_ms": 20},
+    "W2": {"rps": 2500, "p99_ms": 50},
+    "W3": {"writes_per_s": 1000, "p99_ms": 50},
+    "W4": {"rate_held": 0.98, "p99_ms": 50},
+}
+RSS_LIMIT_MB = 200
+
+
+def add_ratios(workloads: list[dict[str, Any]]) -> None:
+    """Each workload's throughput as a ratio to its matching ceiling."""
+    rps = {w["name"]: w["rps"] for w in workloads}
+    for w in workloads:
+        ceiling = w.get("ceiling")
+        w["ceiling_rps"] = rps.get(ceiling) if ceiling else None
+        w["ceiling_ratio"] = round(w["rps"] / rps[ceiling], 3) if ceiling in rps else None
+        if w.get("rate_target"):
+            w["rate_ratio"] = round(w["rps"] / w["rate_target"], 3)
+
+
+def target_status(w: dict[str, Any]) -> str:
+    """'met', 'missed: ...' or '' against the issue's targets."""
+    family = w["name"].split("-")[0]
+    t = TARGETS.get(family)
+    if t is None:
+        return ""
+    missed = []
+    if "rps" in t and w["rps"] < t["rps"]:
+        missed.append(f"rps<{t['rps']}")
+    if "ceiling_ratio" in t and (w.get("ceiling_ratio") or 0) < t["ceiling_ratio"]:
+        missed.append(f"ratio<{t['ceiling_ratio']}")
+    if "writes_per_s" in t and (w.get("writes_per_s") or 0) < t["writes_per_s"]:
+        missed.append(f"writes/s<{t['writes_per_s']}")
+    if "rate_held" in t and (w.get("rate_ratio") or 0) < t["rate_held"]:
+        missed.append("rate not held")
+    if w["latency_ms"]["p99"] > t["p99_ms"]:
+        missed.append(f"p99>{t['p99_ms']}ms")
+    if w["errors"]["bad_responses"] or w["errors"]["ratio"]:
+        missed.append("errors")
+    if any(mb > RSS_LIMIT_MB for mb in w["peak_rss_mb"].values()):
+        missed.append(f"RSS>{RSS_LIMIT_MB}MB")
+    return "met" if not missed else "missed: " + ", ".join(missed)
+
+
+def _cpu(w: dict[str, Any]) -> str:
+    cpu = w["cpu_pct"]
+    services = sum(v for k, v in cpu.items() if k in ("overview", "reviews", "qa"))
+    parts = [f"svc {services:.0f}"]
+    for key, short in (
+        ("nginx", "ngx"),
+        ("ceiling-nginx", "ngx"),
+        ("ceiling-aiohttp", "aio"),
+        ("postgres", "pg"),
+        ("redis", "rds"),
+        ("wrk", "wrk"),
+    ):
+        if cpu.get(key):
+            parts.append(f"{short} {cpu[key]:.0f}")
+    return " / ".join(parts)
+
+
+def markdown(run: dict[str, Any]) -> str:
+    lines = [
+        f"# Benchmark {run['run_id']}: scale {run['scale']}{' (quick)' if run['quick'] else ''}",
+        "",
+        f"Through {run['gateway_url']}; services: {', '.join(run['services'])}; "
+        f"wrk -t{run['threads']} -c{run['connections']}; {run['cpus']} CPUs.",
+        "",
+        "| workload | rps | × ceiling | p50 ms | p90 ms | p99 ms | max ms | errors | cache hit "
+        "| CPU % (of one core) | peak RSS MB | targets |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for w in run["workloads"]:
+        lat = w["latency_ms"]
+        ratio = f"{w['ceiling_ratio']:.2f} ({w['ceiling']})" if w.get("ceiling_ratio") else ""
+        if w.get("rate_ratio"):
+            ratio = f"{w['rate_ratio']:.2f} (of rate)"
+        rps = f"{w['rps']:,.0f}"
+        if w.get("writes_per_s"):
+            rps += f" ({w['writes_per_s']:,.0f} w/s)"
+        if w.get("rate_target"):
+            rps += f" of {w['rate_target']:,}"
+        hit = w["cache"].get("hit_ratio")
+        errors = w["errors"]
+        err = f"{errors['ratio']:.2%}" if errors["ratio"] else "0"
+        rss = max(w["peak_rss_mb"].values(), default=0)
+        lines.append(
+            f"| {w['name']} {w['title']} | {rps} | {ratio} | {lat['p50']:.2f} | "
+            f"{lat['p90']:.2f} | {lat['p99']:.2f} | {lat['max']:.1f} | {err} | "
+            f"{'' if hit is None else f'{hit:.1%}'} | {_cpu(w)} | "
+            f"{rss or ''} | {target_status(w)} |"
+        )
+    lines += _verification_lines(run) + _soak_lines(run) + _failure_lines(run)
+    return "\n".join(lines) + "\n"
+
+
+def _verification_lines(run: dict[str, Any]) -> list[str]:
+    out = []
+    for w in run["workloads"]:
+        if w.get("verification"):
+            checks = ", ".join(
+                f"{op} {c['in_db']}/{c['acked']}" for op, c in w["verification"].items()
+            )
+            out.append(f"\n{w['name']} writes in the database / acknowledged: {checks}.")
+    return out
+
+
+def _soak_lines(run: dict[str, Any]) -> list[str]:
+    soak = run.get("soak")
+    if not soak:
+        return []
+    out = ["", "## Soak", "", "| check | first | last | limit | ok |", "|---|---:|---:|---:|---|"]
+    for c in soak["checks"]:
+        out.append(
+            f"| {c['what']} | {c['first']} | {c['last']} | {c['limit']} | "
+            f"{'yes' if c['ok'] else '**no**'} |"
+        )
+    return out
+
+
+def _failure_lines(run: dict[str, Any]) -> list[str]:
+    if not run["failures"]:
+        return ["", "No failures: every workload within the error budget, every write found."]
+    return ["", "## FAILURES", ""] + [f"- {f}" for f in run["failures"]]
+
+
+def plot_latency(run: dict[str, Any], path: Path) -> None:
+    """p50/p90/p99 per endpoint (W4) and per mixed workload, log scale."""
+    rows = [w for w in run["workloads"] if not w["name"].startswith("ceiling")]
+    if not rows:
+        return
+    names = [w["name"] for w in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(rows) + 2), 4.5))
+    width = 0.27
+    for i, p in enumerate(("p50", "p90", "p99")):
+        values = [max(w["latency_ms"][p], 0.01) for w in rows]
+        ax.bar([x + (i - 1) * width for x in range(len(rows))], values, width, label=p)
+    ax.axhline(50, color="red", linestyle="--", linewidth=1, label="50 ms (W2-W4 p99 target)")
+    ax.axhline(20, color="orange", linestyle="--", linewidth=1, label="20 ms (W1 p99 target)")
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms, log)")
+    ax.set_xticks(range(len(rows)), names, rotation=30, ha="right")
+    ax.set_title(f"Latency percentiles per workload / endpoint (scale {run['scale']})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_throughput(run: dict[str, Any], path: Path) -> None:
+    """Requests per second per workload, the ceilings drawn as reference lines."""
+    rows = [w for w in run["workloads"] if not w["name"].startswith("ceiling")]
+    ceilings = [w for w in run["workloads"] if w["name"].startswith("ceiling")]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2))
+    ax.barh([w["name"] for w in rows], [w["rps"] for w in rows], color="steelblue")
+    for c, color in zip(ceilings, ("black", "gray", "brown"), strict=False):
+        ax.axvline(c["rps"], color=color, linestyle="--", label=f"{c['name']} {c['rps']:,.0f}")
+    ax.invert_yaxis()
+    ax.set_xlabel("requests per second")
+    ax.set_title(f"Throughput against the ceilings (scale {run['scale']})")
+    if ceilings:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(run: dict[str, Any], results_dir: Path) -> dict[str, Path]:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stem = results_dir / run["run_id"]
+    paths = {
+        "json": stem.with_suffix(".json"),
+        "markdown": stem.with_suffix(".md"),
+        "latency": stem.parent / f"{stem.name}-latency.png",
+        "throughput": stem.parent / f"{stem.name}-throughput.png",
+    }
+    paths["json"].write_text(json.dumps(run, indent=1, sort_keys=False) + "\n")
+    paths["markdown"].write_text(markdown(run))
+    plot_latency(run, paths["latency"])
+    plot_throughput(run, paths["throughput"])
+    return paths

@@ -1,0 +1,301 @@
+"""`make bench`: the performance record (issue 6), and the soak (issue 7).
+
+    python -m bench.run --scale 1.0            # the full run (about 20 minutes)
+    python -m bench.run --quick                # scale 0.01, seconds per workload
+    python -m bench.run --scale 1.0 --soak     # the above plus the 10-minute soak
+
+Ensures the dataset at SCALE is generated and loaded into the benchmark
+databases (reused when already there), starts its own Redis and the stack as
+`make up` does (gateway rate limit off), the ceilings, then runs the
+workloads through the gateway with wrk and writes bench/results/<run>.json,
+.md and two PNGs. Exits non-zero when a workload saw more than 0.1% errors,
+when a timed response was not the expected status with a plausible body, or
+when an acknowledged write is missing from the database. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from infra.stack import available_services
+
+from . import data, report, soak, verify
+from .config import FULL, QUICK, BenchConfig
+from .env import Processes
+from .workloads import (
+    READ_MIX,
+    W4_ENDPOINTS,
+    WRITE_MIX,
+    Result,
+    Workload,
+    measure,
+    mix_for,
+)
+
+QUICK_SCALE = "0.01"
+
+
+def parse_args(argv: list[str] | None) -> tuple[BenchConfig, dict[str, bool]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--scale", default=None, help="dataset scale (default 1.0; --quick: 0.01)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="small scale, seconds per workload")
+    p.add_argument("--soak", action="store_true", help="also the 10-minute soak (issue 7)")
+    p.add_argument("--only-soak", action="store_true", help="the soak without W1-W4")
+    p.add_argument("--services", help="comma-separated (default: every built service)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="wrk threads")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections")
+    p.add_argument("--w4-rate", type=int, default=1000)
+    p.add_argument("--soak-rate", type=int, default=1000)
+    p.add_argument("--port-offset", type=int, default=10000, help="added to every stack port")
+    p.add_argument("--ceiling-procs", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--redis-url", help="use this Redis (default: start a private one)")
+    p.add_argument("--base-url", help="a gateway already running: start no stack")
+    p.add_argument("--keep-up", action="store_true", help="leave the stack running")
+    p.add_argument("--reload", action="store_true", help="reload the data even if present")
+    p.add_argument("--results", type=Path, default=None, help="default bench/results")
+    a = p.parse_args(argv)
+    services = tuple(a.services.split(",")) if a.services else tuple(available_services())
+    extra = {"results_dir": a.results} if a.results else {}
+    cfg = BenchConfig(
+        scale=a.scale or (QUICK_SCALE if a.quick else "1.0"),
+        seed=a.seed,
+        quick=a.quick,
+        soak=a.soak or a.only_soak,
+        services=services,
+        durations=QUICK if a.quick else FULL,
+        threads=a.threads,
+        connections=a.connections,
+        w4_rate=a.w4_rate,
+        soak_rate=a.soak_rate,
+        port_offset=a.port_offset,
+        ceiling_procs=a.ceiling_procs,
+        run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        external_redis=a.redis_url,
+        base_url=a.base_url,
+        keep_up=a.keep_up,
+        **extra,
+    )
+    return cfg, {"reload": a.reload, "only_soak": a.only_soak}
+
+
+# --- workload plans -------------------------------------------------------------------
+
+
+def _lua_pools(pools: dict[str, Path], reads: str, writes: str | None = None) -> dict[str, Path]:
+    """Lua pool arguments: reads from the `reads` sets, writes from `writes`."""
+    out = {"products": pools[f"{reads}_products"], "questions": pools[f"{reads}_questions"]}
+    if writes:
+        out |= {
+            "wproducts": pools[f"{writes}_products"],
+            "wquestions": pools[f"{writes}_questions"],
+            "wreviews": pools[f"{writes}_reviews"],
+            "wanswers": pools[f"{writes}_answers"],
+        }
+    return out
+
+
+def ceilings(cfg: BenchConfig, pools: dict[str, Path]) -> list[Workload]:
+    d = cfg.durations.ceiling
+    reviews = {"reviews": pools["sample_reviews"]}
+    return [
+        Workload("ceiling-nginx", "NGINX fixed body", {"fixed": 1}, {}, d, on_ceiling=True),
+        Workload(
+            "ceiling-bare",
+            "NGINX → bare aiohttp",
+            {"bare": 1},
+            {},
+            d,
+            on_ceiling=True,
+            ceiling="ceiling-nginx",
+        ),
+        Workload(
+            "ceiling-query",
+            "NGINX → aiohttp + 1 asyncpg query",
+            {"query": 1},
+            reviews,
+            d,
+            on_ceiling=True,
+            ceiling="ceiling-bare",
+        ),
+    ]
+
+
+def main_workloads(cfg: BenchConfig, pools: dict[str, Path]) -> list[Workload]:
+    d = cfg.durations
+    hot = _lua_pools(pools, "hot")
+    cold = _lua_pools(pools, "all")
+    w3 = _lua_pools(pools, "w3", "w3")
+    plans = [
+        Workload("W1-warmup", "hot reads warm-up", READ_MIX, hot, d.warmup),
+        Workload("W1", "hot reads", READ_MIX, hot, d.read, ceiling="ceiling-bare"),
+        Workload(
+            "W2", "cold reads", READ_MIX, cold, d.read, ceiling="ceiling-query", flush_first=True
+        ),
+        Workload(
+            "W3",
+            "writes + reads",
+            WRITE_MIX,
+            w3,
+            d.write,
+            ceiling="ceiling-query",
+            marker=f"bench-{cfg.run_id}-w3",
+        ),
+    ]
+    w4 = _lua_pools(pools, "w4")
+    for endpoint, ops in W4_ENDPOINTS.items():
+        plans.append(
+            Workload(
+                f"W4-{endpoint}",
+                f"{endpoint} at {cfg.w4_rate} rps",
+                ops,
+                w4,
+                d.w4,
+                rate=cfg.w4_rate,  # judged by the rate held, not against a ceiling
+                flush_first=True,
+            )
+        )
+    return plans
+
+
+def soak_workload(cfg: BenchConfig, pools: dict[str, Path]) -> Workload:
+    mix = dict(READ_MIX)
+    for op, weight in WRITE_MIX.items():
+        if not op.endswith("_report"):  # ten minutes of reports would hide most rows
+            mix[op] = mix.get(op, 0) + weight
+    return Workload(
+        "soak",
+        f"W1+W3 at {cfg.soak_rate} rps",
+        mix,
+        _lua_pools(pools, "hot", "soak"),
+        cfg.durations.soak,
+        rate=cfg.soak_rate,
+        ceiling="ceiling-bare",
+        marker=f"bench-{cfg.run_id}-soak",
+        connections=max(cfg.connections, 64),
+    )
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+def _run_one(cfg: BenchConfig, env: Processes, w: Workload) -> Result | None:
+    w.ops = mix_for(w.ops, cfg.services, w.pools) if not w.on_ceiling else w.ops
+    if not w.ops:
+        data.log(f"{w.name}: no operation available with these services, skipped")
+        return None
+    rate = f" at {w.rate} rps" if w.rate else ""
+    data.log(f"{w.name} ({w.title}): {w.duration_s}s{rate}")
+    sums = verify.helpful_sums(cfg, w.pools) if w.marker != "bench" else {}
+    result = measure(cfg, env, w)
+    if w.marker != "bench":
+        checks, failures = verify.verify(
+            cfg, w.pools, w.marker, result.ops(), result.summary.get("recorded") or {}, sums
+        )
+        result.extra["verification"] = checks
+        result.failures += failures
+    j = result.to_json()
+    data.log(
+        f"  {j['rps']:,.0f} rps, p50 {j['latency_ms']['p50']:.2f} ms,"
+        f" p99 {j['latency_ms']['p99']:.2f} ms, errors {j['errors']['ratio']:.3%},"
+        f" cache hit {j['cache'].get('hit_ratio')}"
+        + (f"  FAILED: {result.failures}" if result.failures else "")
+    )
+    return result
+
+
+def run(cfg: BenchConfig, reload: bool, only_soak: bool) -> dict[str, Any]:
+    env = Processes(cfg)
+    started = time.time()
+    results: list[Result] = []
+    soak_report: dict[str, Any] | None = None
+    try:
+        env.start_redis()
+        if not cfg.base_url:
+            for service in cfg.services:
+                data.ensure_loaded(cfg, service, env.env, reload)
+        pools = data.build_pools(cfg)
+        env.start_stack()
+        env.start_ceilings()
+        plans = ceilings(cfg, pools) + ([] if only_soak else main_workloads(cfg, pools))
+        for w in plans:
+            result = _run_one(cfg, env, w)
+            if result is not None:
+                results.append(result)
+        if cfg.soak:
+            w = soak_workload(cfg, pools)
+            w.ops = mix_for(w.ops, cfg.services, w.pools)
+            data.log(
+                f"soak ({w.title}): {w.duration_s}s, sampled every {cfg.durations.soak_sample}s"
+            )
+            sums = verify.helpful_sums(cfg, w.pools)
+            result, soak_report = soak.run(cfg, env, w)
+            checks, failures = verify.verify(
+                cfg, w.pools, w.marker, result.ops(), result.summary.get("recorded") or {}, sums
+            )
+            result.extra["verification"] = checks
+            result.failures += failures + _soak_failures(result, soak_report)
+            results.append(result)
+    finally:
+        env.stop_all()
+    return _assemble(cfg, results, soak_report, time.time() - started)
+
+
+def _soak_failures(result: Result, soak_report: dict[str, Any]) -> list[str]:
+    failures = [
+        f"{c['what']} {c['first']} -> {c['last']} (limit {c['limit']})"
+        for c in soak_report["checks"]
+        if not c["ok"]
+    ]
+    _, bad, socket = result.counts()
+    if bad or socket:  # the soak's budget is zero
+        failures.append(f"{bad} bad responses, {socket} socket errors (budget 0)")
+    return failures
+
+
+def _assemble(
+    cfg: BenchConfig, results: list[Result], soak_report: dict[str, Any] | None, wall_s: float
+) -> dict[str, Any]:
+    workloads = [r.to_json() for r in results if r.workload.name != "W1-warmup"]
+    report.add_ratios(workloads)
+    for w in workloads:
+        w["targets"] = report.target_status(w)
+    failures = [f"{w['name']}: {f}" for w in workloads for f in w["failures"]]
+    return {
+        "run_id": cfg.run_id,
+        "scale": cfg.scale,
+        "seed": cfg.seed,
+        "quick": cfg.quick,
+        "services": list(cfg.services),
+        "gateway_url": cfg.gateway_url,
+        "threads": cfg.threads,
+        "connections": cfg.connections,
+        "cpus": os.cpu_count(),
+        "wall_s": round(wall_s, 1),
+        "workloads": workloads,
+        "soak": soak_report,
+        "failures": failures,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, flags = parse_args(argv)
+    run_report = run(cfg, **flags)
+    paths = report.write(run_report, cfg.results_dir)
+    print()
+    print(paths["markdown"].read_text())
+    for kind, path in paths.items():
+        print(f"[bench] {kind}: {path}")
+    if run_report["failures"]:
+        print("[bench] FAILED:", *run_report["failures"], sep="\n  ", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The NGINX gateway: its config renderer and the OpenAPI document it serves."""

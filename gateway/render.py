@@ -1,0 +1,279 @@
+"""Render the gateway's nginx.conf from services/common/settings.py (ports and
+instance counts, the one source of truth) and the environment:
+
+    GATEWAY_PORT / GATEWAY_STATUS_PORT    public and status ports (settings.py)
+    GATEWAY_LISTEN_HOST                   public bind address (127.0.0.1)
+    GATEWAY_STATUS_HOST                   status bind address (127.0.0.1)
+    GATEWAY_RATE_LIMIT                    "off" disables rate and connection limits
+    GATEWAY_RATE / GATEWAY_BURST          per-client requests per second (50) and burst (100)
+    GATEWAY_CONN_LIMIT                    concurrent connections per client (100)
+    FRONTEND_ORIGIN                       CORS origin(s), comma-separated (http://localhost:3000)
+    <SERVICE>_UPSTREAM                    "host:port,host:port" instead of 127.0.0.1 instance ports
+                                          (compose and Kubernetes use the service's DNS name)
+    GATEWAY_ACCESS_LOG / GATEWAY_ERROR_LOG  log paths ("stdout"/"stderr" for containers, "off")
+    GATEWAY_OPENAPI_DIR                   directory holding openapi.json (gateway/)
+    GATEWAY_WORKER_USER                   workers' user when started as root (nobody nogroup),
+                                          "none" to omit it (an image that runs as non-root)
+
+    python -m gateway.render --run-dir run [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common import settings as cfg
+
+GATEWAY_DIR = Path(__file__).resolve().parent
+TEMPLATE = GATEWAY_DIR / "nginx.conf.template"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+TEMP_DIRS = ("body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+# Every error nginx itself produces answers in the contract's shape. Upstream
+# errors (a service's own JSON 404 or 503) pass through untouched, because
+# proxy_intercept_errors stays off.
+ERROR_MESSAGES: dict[int, str] = {
+    400: "bad request",
+    403: "forbidden",
+    404: "not found: no public route for this path",
+    405: "method not allowed",
+    408: "request timed out",
+    413: "request body is larger than the 1 MiB limit",
+    414: "request URI is too long",
+    429: "too many requests: rate limit exceeded, retry later",
+    494: "request header is too large",
+    500: "gateway internal error",
+    502: "upstream service unavailable",
+    503: "service temporarily unavailable",
+    504: "upstream service timed out",
+}
+# nginx reports an oversized header internally as 494 but sends 400.
+WIRE_STATUS = {494: 400}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    run_dir: Path
+    listen_host: str
+    port: int
+    status_host: str
+    status_port: int
+    upstreams: dict[str, list[str]]
+    rate_limit: bool
+    rate_per_s: int
+    burst: int
+    conn_limit: int
+    origins: list[str]
+    access_log: str
+    error_log: str
+    openapi_dir: Path
+    worker_user: str
+
+    @classmethod
+    def from_env(
+        cls, run_dir: Path, env: Mapping[str, str] = os.environ, logs: Path | None = None
+    ) -> GatewayConfig:
+        logs = logs or run_dir / "logs"
+        return cls(
+            run_dir=run_dir,
+            listen_host=env.get("GATEWAY_LISTEN_HOST", "127.0.0.1"),
+            port=cfg.gateway_port(env),
+            status_host=env.get("GATEWAY_STATUS_HOST", "127.0.0.1"),
+            status_port=cfg.gateway_status_port(env),
+            upstreams={s: upstream_servers(s, env) for s in cfg.SERVICES},
+            rate_limit=env.get("GATEWAY_RATE_LIMIT", "on").lower() not in ("off", "0", "no"),
+            rate_per_s=_positive(env, "GATEWAY_RATE", 50),
+            burst=_positive(env, "GATEWAY_BURST", 100),
+            conn_limit=_positive(env, "GATEWAY_CONN_LIMIT", 100),
+            origins=_origins(env.get("FRONTEND_ORIGIN", "http://localhost:3000")),
+            access_log=env.get("GATEWAY_ACCESS_LOG", str(logs / "gateway-access.log")),
+            error_log=env.get("GATEWAY_ERROR_LOG", str(logs / "gateway-error.log")),
+            openapi_dir=Path(env.get("GATEWAY_OPENAPI_DIR", str(GATEWAY_DIR))),
+            worker_user=env.get("GATEWAY_WORKER_USER", "nobody nogroup"),
+        )
+
+    @property
+    def conf_path(self) -> Path:
+        return self.run_dir / "nginx.conf"
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"setting {name} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+def _origins(raw: str) -> list[str]:
+    origins = [o.strip().rstrip("/") for o in raw.split(",") if o.strip()]
+    for origin in origins:
+        # An origin lands inside a quoted nginx map key: accept only scheme://host[:port].
+        if not _ORIGIN.match(origin):
+            raise SystemExit(f"FRONTEND_ORIGIN entry {origin!r} is not scheme://host[:port]")
+    return origins
+
+
+def upstream_servers(service: str, env: Mapping[str, str] = os.environ) -> list[str]:
+    """host:port of every instance: <SERVICE>_UPSTREAM, else 127.0.0.1 on instance_ports."""
+    override = env.get(f"{service.upper()}_UPSTREAM", "")
+    if override.strip():
+        return [s.strip() for s in override.split(",") if s.strip()]
+    return [f"127.0.0.1:{port}" for port in cfg.instance_ports(service, env)]
+
+
+def _log_target(value: str, kind: str) -> str:
+    """An access_log / error_log argument; container logs go to /dev/stdout or stderr."""
+    if value == "off":
+        return "off" if kind == "access" else "stderr"
+    if value in ("stdout", "stderr"):
+        return f"/dev/{value} runway_json" if kind == "access" else value
+    # A file: buffer access-log writes instead of one write(2) per request.
+    return f"{value} runway_json buffer=32k flush=1s" if kind == "access" else value
+
+
+def _upstream_block(service: str, servers: list[str]) -> str:
+    # Passive health: after 2 failures an instance rests 5 s (ignored by nginx
+    # when it is the only one, which is what a single instance should do).
+    lines = [f"    upstream {service} {{", f"        zone upstream_{service} 64k;"]
+    lines += [f"        server {s} max_fails=2 fail_timeout=5s;" for s in servers]
+    lines += [
+        "        keepalive 32;",
+        # Below aiohttp's 75 s keep-alive so nginx, not the service, closes idle
+        # connections (no request races a close).
+        "        keepalive_timeout 60s;",
+        "        keepalive_requests 10000;",
+        "    }",
+    ]
+    return "\n".join(lines)
+
+
+def _error_pages() -> str:
+    lines = []
+    for status in ERROR_MESSAGES:
+        wire = WIRE_STATUS.get(status, status)
+        lines.append(f"        error_page {status} ={wire} @error_{status};")
+    for status, message in ERROR_MESSAGES.items():
+        wire = WIRE_STATUS.get(status, status)
+        lines += [
+            f"        location @error_{status} {{",
+            f'            return {wire} \'{{"error": "{message}"}}\';',
+            "        }",
+        ]
+    return "\n".join(lines)
+
+
+def _rate_limit_zones(c: GatewayConfig) -> str:
+    if not c.rate_limit:
+        return "    # rate limiting is off (GATEWAY_RATE_LIMIT=off)"
+    return "\n".join(
+        [
+            f"    limit_req_zone $binary_remote_addr zone=per_client:10m rate={c.rate_per_s}r/s;",
+            "    limit_conn_zone $binary_remote_addr zone=conn_per_client:10m;",
+            "    limit_req_status 429;",
+            "    limit_conn_status 429;",
+            "    limit_req_log_level warn;",
+        ]
+    )
+
+
+def _rate_limit(c: GatewayConfig) -> str:
+    if not c.rate_limit:
+        return "        # rate limiting is off (GATEWAY_RATE_LIMIT=off)"
+    return "\n".join(
+        [
+            f"        limit_req zone=per_client burst={c.burst} nodelay;",
+            f"        limit_conn conn_per_client {c.conn_limit};",
+        ]
+    )
+
+
+def _user_directive(c: GatewayConfig) -> str:
+    # Started as root (the dev box, CI), nginx drops its workers to an
+    # unprivileged user; they only read files and never write temp files.
+    if c.worker_user == "none" or os.geteuid() != 0:
+        return "# not started as root: workers run as the master's user"
+    return f"user {c.worker_user};"
+
+
+def render(c: GatewayConfig) -> str:
+    values = {
+        "user": _user_directive(c),
+        "run_dir": str(c.run_dir),
+        "error_log": _log_target(c.error_log, "error"),
+        "access_log": _log_target(c.access_log, "access"),
+        "cors_origins": "\n".join(f'        "{o}" $http_origin;' for o in c.origins),
+        "retry_after": str(max(1, math.ceil(1 / c.rate_per_s))),
+        "rate_limit_zones": _rate_limit_zones(c),
+        "rate_limit": _rate_limit(c),
+        "upstreams": "\n\n".join(_upstream_block(s, c.upstreams[s]) for s in cfg.SERVICES),
+        "listen_host": c.listen_host,
+        "gateway_port": str(c.port),
+        "status_host": c.status_host,
+        "status_port": str(c.status_port),
+        "next_upstream_tries": str(max(2, *(len(v) for v in c.upstreams.values()))),
+        "error_pages": _error_pages(),
+        "openapi_dir": str(c.openapi_dir),
+    }
+    text = TEMPLATE.read_text()
+    missing = set(re.findall(r"\{\{(\w+)\}\}", text)) - values.keys()
+    if missing:
+        raise ValueError(f"template placeholders without a value: {sorted(missing)}")
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], text)
+
+
+def write(c: GatewayConfig) -> Path:
+    """Write nginx.conf and the directories it names under the run directory."""
+    for name in TEMP_DIRS:
+        (c.run_dir / "tmp" / name).mkdir(parents=True, exist_ok=True)
+    for log in (c.access_log, c.error_log):
+        if log.startswith("/") and not log.startswith("/dev/"):
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+    c.conf_path.write_text(render(c))
+    return c.conf_path
+
+
+def nginx_command(c: GatewayConfig, *extra: str) -> list[str]:
+    """nginx on the rendered config, its early error log under the run directory."""
+    return [NGINX, "-p", str(c.run_dir), "-c", str(c.conf_path), "-e", _early_log(c), *extra]
+
+
+def _early_log(c: GatewayConfig) -> str:
+    if c.error_log in ("stdout", "stderr", "off"):
+        return "stderr"
+    return c.error_log
+
+
+def check(c: GatewayConfig) -> subprocess.CompletedProcess[str]:
+    """`nginx -t` on the rendered config."""
+    return subprocess.run(nginx_command(c, "-t", "-q"), capture_output=True, text=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--run-dir", type=Path, default=Path("run") / "gateway")
+    parser.add_argument("--check", action="store_true", help="run nginx -t on the result")
+    args = parser.parse_args(argv)
+    config = GatewayConfig.from_env(args.run_dir.resolve())
+    print(write(config))
+    if args.check:
+        result = check(config)
+        if result.returncode != 0:
+            sys.exit(result.stderr)
+
+
+if __name__ == "__main__":
+    main()

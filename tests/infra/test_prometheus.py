@@ -1,0 +1,90 @@
+"""Prometheus: the checked-in (container) config, the copy the local stack
+renders, the alert rules and their unit tests, all through promtool; and every
+metric the rules name is one the services export."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra import edge
+from services.common import settings as cfg
+from tests.conftest import ROOT
+from tests.infra.metric_names import PROMETHEUS_BUILTINS, exported_names, metric_names
+
+PROM = ROOT / "infra" / "prometheus"
+PROMTOOL = "/usr/bin/promtool"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_checked_in_config_is_valid() -> None:
+    result = promtool("check", "config", str(PROM / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_are_valid() -> None:
+    result = promtool("check", "rules", str(PROM / "rules" / "runway.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_unit_tests_pass() -> None:
+    result = promtool("test", "rules", str(PROM / "rules" / "runway_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alerts_cover_the_required_conditions() -> None:
+    rules = yaml.safe_load((PROM / "rules" / "runway.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert {
+        "RunwayHighErrorRatio",
+        "RunwayHighP99Latency",
+        "RunwayCacheHitRatioCollapse",
+        "RunwayDatabaseDown",
+    } <= alerts
+    tested = (PROM / "rules" / "runway_test.yml").read_text()
+    for alert in alerts:
+        assert f"alertname: {alert}" in tested, f"{alert} has no promtool unit test"
+
+
+def test_rules_name_only_exported_metrics() -> None:
+    exported = exported_names() | PROMETHEUS_BUILTINS
+    rules = yaml.safe_load((PROM / "rules" / "runway.yml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            names = metric_names(rule["expr"])
+            assert names or any(r in rule["expr"] for r in recorded), rule
+            unknown = names - exported
+            assert not unknown, (rule.get("alert") or rule.get("record"), unknown)
+
+
+def test_container_targets_match_the_settings() -> None:
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    for service in cfg.SERVICES:
+        targets = jobs[service]["static_configs"][0]["targets"]
+        assert targets == [f"{service}:{cfg.BASE_PORTS[service]}"]
+
+
+@pytest.mark.parametrize("env", [{}, {"INSTANCES": "3", "QA_PORT": "9103"}])
+def test_local_config_scrapes_every_instance(
+    env: dict[str, str], tmp_path: Path, monkeypatch
+) -> None:
+    for name in ("INSTANCES", "QA_PORT", "OVERVIEW_INSTANCES", "REVIEWS_INSTANCES", "QA_INSTANCES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    path = edge.write_prometheus_config(tmp_path, 19090)
+    config = yaml.safe_load(path.read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    for service in cfg.SERVICES:
+        targets = jobs[service]["static_configs"][0]["targets"]
+        assert targets == [f"127.0.0.1:{p}" for p in cfg.instance_ports(service, env)]
+    result = promtool("check", "config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
