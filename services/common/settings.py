@@ -94,7 +94,7 @@ class Settings:
             pool_min=_int(env, "DB_POOL_MIN", 2),
             pool_max=_int(env, "DB_POOL_MAX", 10),
             db_connect_timeout_s=_int(env, "DB_CONNECT_TIMEOUT_MS", 1000) / 1000,
-            db_acquire_timeout_s=_int(env, "DB_ACQUIRE_TIMEOUT_MS", 1000) / 1000,
+            db_acquire_timeout_s=_int(env, "DB_ACQUIRE_TIMEOUT_MS", 3000) / 1000,
             statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000),
             redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", 50),
             cache_ttl_s=_int(env, "CACHE_TTL_S", 300),
