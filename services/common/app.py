@@ -5,6 +5,7 @@ routes (/healthz, /readyz, /metrics) and the process entry point."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -94,7 +95,8 @@ def _cache_ctx(namespace: str) -> Callable[[web.Application], AsyncIterator[None
         yield
         await response_cache.stop()
         if redis is not None:
-            await redis.aclose()
+            with contextlib.suppress(Exception):  # a dead Redis must not fail a clean shutdown
+                await redis.aclose()
 
     return cache
 

@@ -46,6 +46,7 @@ PING_INTERVAL_S = 0.1
 ACK_TIMEOUT_S = 0.25
 BREAKER_S = 1.0  # after a Redis error, skip Redis this long (the pinger may close it sooner)
 _SCOPE_SEQ_MAX = 100_000
+_FILL_QUEUE_MAX = 1_000
 
 # Fill only if the scope's token is still the one read before the database query.
 _FILL_SCRIPT = """
@@ -105,6 +106,8 @@ class ResponseCache:
         self._fill_sha: str | None = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
+        self._read_batch: list[tuple[str, str, asyncio.Future]] = []
+        self._fill_batch: list[tuple[str, str, str, bytes, int]] = []
         self._process = f"{os.getpid()}-{secrets.token_hex(3)}"
 
     # --- lifecycle ------------------------------------------------------
@@ -210,12 +213,9 @@ class ResponseCache:
         redis_key = f"{self._ns}:{self._gen}:{scope}"
         token: str | None = None
         if self.redis_usable():
-            try:
-                async with asyncio.timeout(self._timeout):
-                    raw_token, body = await self._redis.hmget(redis_key, "_v", key)
-            except _REDIS_FAILURES as exc:
-                self._trip(exc)
-            else:
+            found = await self._read_redis(redis_key, key)
+            if found is not None:
+                raw_token, body = found
                 if body is not None:
                     self._metrics.cache_hit_redis.inc()
                     if leased:
@@ -225,30 +225,73 @@ class ResponseCache:
                 token = raw_token.decode() if raw_token is not None else ""
         body = await load()
         if token is not None:
-            self._spawn(self._fill_redis(redis_key, token, key, body))
+            self._queue_fill(redis_key, token, key, body)
         if leased:
             self._fill_local(scope, key, body, start_seq)
         return body, "db"
 
-    async def _fill_redis(self, redis_key: str, token: str, key: str, body: bytes) -> None:
-        ttl = int(self._ttl * random.uniform(0.9, 1.1))  # jitter: no synchronized expiry
+    # Redis reads and fills are batched per event-loop tick: the misses of one
+    # tick share one pipelined round trip, which costs far less CPU than one
+    # command each (a cold workload misses on nearly every request).
+
+    def _read_redis(self, redis_key: str, key: str) -> asyncio.Future:
+        """Resolves to [token, body] (either may be None), or None if Redis failed."""
+        future = asyncio.get_running_loop().create_future()
+        self._read_batch.append((redis_key, key, future))
+        if len(self._read_batch) == 1:
+            asyncio.get_running_loop().call_soon(self._send_reads)
+        return future
+
+    def _send_reads(self) -> None:
+        batch, self._read_batch = self._read_batch, []
+        self._spawn(self._run_reads(batch))
+
+    async def _run_reads(self, batch: list[tuple[str, str, asyncio.Future]]) -> None:
+        assert self._redis is not None
+        results: list | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                await self._eval_fill(redis_key, token, key, body, ttl)
+                if len(batch) == 1:
+                    results = [await self._redis.hmget(batch[0][0], "_v", batch[0][1])]
+                else:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for redis_key, key, _ in batch:
+                        pipe.hmget(redis_key, "_v", key)
+                    results = await pipe.execute()
         except _REDIS_FAILURES as exc:
             self._trip(exc)
+        finally:
+            for i, (_, _, future) in enumerate(batch):
+                if not future.done():
+                    future.set_result(results[i] if results is not None else None)
 
-    async def _eval_fill(self, redis_key: str, token: str, key: str, body: bytes, ttl: int) -> None:
+    def _queue_fill(self, redis_key: str, token: str, key: str, body: bytes) -> None:
+        if len(self._fill_batch) >= _FILL_QUEUE_MAX:
+            return  # Redis is not keeping up: skipping a fill is always correct
+        ttl = int(self._ttl * random.uniform(0.9, 1.1))  # jitter: no synchronized expiry
+        self._fill_batch.append((redis_key, token, key, body, ttl))
+        if len(self._fill_batch) == 1:
+            asyncio.get_running_loop().call_soon(self._send_fills)
+
+    def _send_fills(self) -> None:
+        batch, self._fill_batch = self._fill_batch, []
+        self._spawn(self._run_fills(batch))
+
+    async def _run_fills(self, batch: list[tuple[str, str, str, bytes, int]]) -> None:
         assert self._redis is not None
-        if self._fill_sha is None:
-            self._fill_sha = await self._redis.script_load(_FILL_SCRIPT)
         try:
-            await self._redis.evalsha(self._fill_sha, 1, redis_key, token, key, body, ttl)
-        except RedisError as exc:
-            if "NOSCRIPT" not in str(exc):
-                raise
-            self._fill_sha = None  # Redis restarted and lost its script cache
-            await self._redis.eval(_FILL_SCRIPT, 1, redis_key, token, key, body, ttl)
+            async with asyncio.timeout(self._timeout * 2):
+                if self._fill_sha is None:
+                    self._fill_sha = await self._redis.script_load(_FILL_SCRIPT)
+                pipe = self._redis.pipeline(transaction=False)
+                for redis_key, token, key, body, ttl in batch:
+                    pipe.evalsha(self._fill_sha, 1, redis_key, token, key, body, ttl)
+                results = await pipe.execute(raise_on_error=False)
+                if any(isinstance(r, RedisError) and "NOSCRIPT" in str(r) for r in results):
+                    # Redis restarted and lost its script cache: load it again next time.
+                    self._fill_sha = None
+        except _REDIS_FAILURES as exc:
+            self._trip(exc)
 
     def _fill_local(self, scope: str, key: str, body: bytes, start_seq: int) -> None:
         if self._last_invalidation(scope) > start_seq:
