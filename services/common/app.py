@@ -13,6 +13,9 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .cache import ResponseCache
 from .db import Database, create_pool, prepare_database
@@ -73,7 +76,9 @@ def redis_client(settings: Settings, *, blocking: bool = False) -> Redis:
         socket_connect_timeout=max(settings.redis_timeout_ms / 1000, 0.05),
         health_check_interval=0,
         max_connections=64,
-        retry_on_timeout=False,
+        # One immediate retry on a broken connection (a pooled socket to a Redis
+        # that restarted); none on a timeout, and no backoff: calls stay bounded.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
 
 

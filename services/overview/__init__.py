@@ -1,0 +1,1 @@
+"""Overview service: products, styles, related products, carts and interactions."""

@@ -1,0 +1,3 @@
+from services.overview.app import main
+
+main()

@@ -1,0 +1,40 @@
+"""The overview service's app factory and its routes, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from services.common.app import base_app, run
+from services.common.settings import Settings
+
+from . import views
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+CACHE_NAMESPACE = "overview"
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = base_app(settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS)
+    r = app.router
+    # Trailing slashes are accepted everywhere here: harmless, and front ends vary.
+    for suffix in ("", "/"):
+        r.add_get("/products" + suffix, views.list_products, allow_head=False)
+        r.add_get("/products/{product_id}" + suffix, views.product_detail, allow_head=False)
+        r.add_get("/products/{product_id}/styles" + suffix, views.product_styles, allow_head=False)
+        r.add_get(
+            "/products/{product_id}/related" + suffix, views.product_related, allow_head=False
+        )
+        r.add_get("/cart" + suffix, views.get_cart, allow_head=False)
+        r.add_post("/cart" + suffix, views.add_to_cart)
+        r.add_post("/interactions" + suffix, views.add_interaction)
+    return app
+
+
+def main() -> None:
+    run(create_app, "overview")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from services.qa.app import main
+
+main()

@@ -1,0 +1,120 @@
+"""Thin handlers: parse and validate, then read through the cache or write and
+invalidate. SQL and response building live in queries.py.
+
+Cache scopes: `p:<product_id>` holds a product's question pages (with their
+embedded answers), `q:<question_id>` a question's answer pages. A write
+invalidates, after it commits, every scope whose answers it changes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.common.app import CACHE, DB, cached_json
+from services.common.errors import ApiError
+from services.common.validation import parse_id, parse_paging, read_body
+
+from . import queries
+from .schemas import NewAnswer, NewQuestion
+
+
+def product_scope(product_id: int) -> str:
+    return f"p:{product_id}"
+
+
+def question_scope(question_id: int) -> str:
+    return f"q:{question_id}"
+
+
+def questions_key(page: int, count: int) -> str:
+    return f"l:{page}:{count}"
+
+
+def answers_key(page: int, count: int) -> str:
+    return f"a:{page}:{count}"
+
+
+async def list_questions(request: web.Request) -> web.Response:
+    query = request.query
+    product_id = parse_id(query.get("product_id"), "product_id")
+    page, count = parse_paging(query)
+    db = request.app[DB]
+    return await cached_json(
+        request,
+        product_scope(product_id),
+        questions_key(page, count),
+        lambda: queries.questions_page(db, product_id, page, count),
+    )
+
+
+async def list_answers(request: web.Request) -> web.Response:
+    question_id = parse_id(request.match_info["question_id"], "question_id")
+    page, count = parse_paging(request.query)
+    db = request.app[DB]
+
+    async def load() -> bytes:
+        body = await queries.answers_page(db, question_id, page, count)
+        if body is None:  # raised inside the loader: a 404 is never cached
+            raise ApiError(404, f"question_id {question_id} does not exist")
+        return body
+
+    return await cached_json(request, question_scope(question_id), answers_key(page, count), load)
+
+
+async def add_question(request: web.Request) -> web.Response:
+    question = await read_body(request, NewQuestion)
+    await request.app[DB].fetchval(
+        queries.INSERT_QUESTION, question.product_id, question.body, question.name, question.email
+    )
+    await request.app[CACHE].invalidate(product_scope(question.product_id))
+    return web.Response(status=201, text="Created")
+
+
+async def add_answer(request: web.Request) -> web.Response:
+    # The id first: a malformed path is a 400 whatever the body holds.
+    question_id = parse_id(request.match_info["question_id"], "question_id")
+    answer = await read_body(request, NewAnswer)
+    product_id = await request.app[DB].fetchval(
+        queries.INSERT_ANSWER, question_id, answer.body, answer.name, answer.email, answer.photos
+    )
+    if product_id is None:
+        raise ApiError(404, f"question_id {question_id} does not exist")
+    await request.app[CACHE].invalidate(question_scope(question_id), product_scope(product_id))
+    return web.Response(status=201, text="Created")
+
+
+async def _update_question(request: web.Request, sql: str) -> web.Response:
+    question_id = parse_id(request.match_info["question_id"], "question_id")
+    product_id = await request.app[DB].fetchval(sql, question_id)
+    if product_id is None:
+        raise ApiError(404, f"question_id {question_id} does not exist")
+    await request.app[CACHE].invalidate(product_scope(product_id))
+    return web.Response(status=204)
+
+
+async def _update_answer(request: web.Request, sql: str) -> web.Response:
+    answer_id = parse_id(request.match_info["answer_id"], "answer_id")
+    row = await request.app[DB].fetchrow(sql, answer_id)
+    if row is None:
+        raise ApiError(404, f"answer_id {answer_id} does not exist")
+    question_id, product_id = row
+    scopes = [question_scope(question_id)]
+    if product_id is not None:
+        scopes.append(product_scope(product_id))
+    await request.app[CACHE].invalidate(*scopes)
+    return web.Response(status=204)
+
+
+async def mark_question_helpful(request: web.Request) -> web.Response:
+    return await _update_question(request, queries.QUESTION_HELPFUL)
+
+
+async def report_question(request: web.Request) -> web.Response:
+    return await _update_question(request, queries.QUESTION_REPORT)
+
+
+async def mark_answer_helpful(request: web.Request) -> web.Response:
+    return await _update_answer(request, queries.ANSWER_HELPFUL)
+
+
+async def report_answer(request: web.Request) -> web.Response:
+    return await _update_answer(request, queries.ANSWER_REPORT)

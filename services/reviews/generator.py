@@ -1,0 +1,403 @@
+"""Synthetic Ratings & Reviews export, with the real export's headers and quirks.
+
+    python -m services.reviews.generator --scale 0.01 --out data/reviews --seed 1
+
+Writes reviews.csv, reviews_photos.csv, characteristics.csv,
+characteristic_reviews.csv and generator.json (counts, and the reviews given
+an out-of-range rating on purpose with the rows the loader must reject with
+them). Scale 1.0 is the full export (5,774,952 reviews, ~1M products).
+
+Speed: the parent draws the plan (which product has how many reviews and
+characteristics, ids with gaps, ratings) into compact arrays; the four files
+are then written by forked workers that share those arrays, each line built
+from precomputed, already-quoted text pools with one f-string.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from array import array
+from dataclasses import dataclass
+from itertools import accumulate, combinations
+from pathlib import Path
+from typing import Any
+
+from services.common.generating import (
+    NULL_FIELD,
+    CsvOut,
+    ids_with_gaps,
+    pick_table,
+    quote,
+    rng_for,
+    run_parallel,
+    skewed_counts,
+)
+
+FULL = {
+    "products": 1_000_011,
+    "reviews": 5_774_952,
+    "photos": 2_742_540,
+    "characteristics": 3_347_679,
+    "characteristic_reviews": 19_327_575,
+}
+HEADERS = {
+    "reviews.csv": (
+        "id",
+        "product_id",
+        "rating",
+        "date",
+        "summary",
+        "body",
+        "recommend",
+        "reported",
+        "reviewer_name",
+        "reviewer_email",
+        "response",
+        "helpfulness",
+    ),
+    "reviews_photos.csv": ("id", "review_id", "url"),
+    "characteristics.csv": ("id", "product_id", "name"),
+    "characteristic_reviews.csv": ("id", "characteristic_id", "review_id", "value"),
+}
+CHARACTERISTIC_NAMES = ("Fit", "Length", "Comfort", "Quality", "Size", "Width")
+# 3-6 characteristics per product, averaging 3.35 like the export.
+CHARS_PER_PRODUCT = pick_table([0.75, 0.17, 0.05, 0.03], [3, 4, 5, 6])
+RATING_WEIGHTS = [0.08, 0.07, 0.15, 0.30, 0.40]
+BAD_RATING_RATE = 1e-5  # "a few" ratings outside 1-5: 58 at scale 1.0
+BAD_RATINGS = (0, 6, 7, 9)
+# 0.47 photos per review on average (2,742,540 / 5,774,952).
+PHOTOS_PER_REVIEW = pick_table([0.737, 0.14, 0.07, 0.03, 0.015, 0.008])
+DATE_FROM_MS = 1_588_291_200_000  # 2020-05-01
+DATE_SPAN_MS = 275 * 86_400_000  # to early 2021
+BATCH = 20_000
+
+
+@dataclass
+class Plan:
+    """Everything the four files must agree on, indexed by product/review
+    position (product id = position + 1)."""
+
+    seed: int
+    products: int
+    char_start: array  # product p's characteristics are char_ids[char_start[p]:char_start[p+1]]
+    char_ids: array
+    review_start: array  # same layout for reviews
+    review_ids: array
+    ratings: bytearray  # per review position; 0/6/7/9 = deliberately invalid
+    bad: list[int]  # review positions with an invalid rating
+
+
+_PLAN: Plan | None = None  # set before forking workers, shared copy-on-write
+
+
+def make_plan(scale: float, seed: int) -> Plan:
+    products = max(1, round(FULL["products"] * scale))
+    reviews = round(FULL["reviews"] * scale)
+    rnd = rng_for(seed, "characteristics-per-product").random
+    counts = bytes(CHARS_PER_PRODUCT[int(rnd() * 1024)] for _ in range(products))
+    char_start = array("i", accumulate(counts, initial=0))
+    char_ids = ids_with_gaps(rng_for(seed, "characteristic-ids"), char_start[-1])
+    per_product = skewed_counts(rng_for(seed, "reviews-per-product"), products, reviews)
+    review_start = array("i", accumulate(per_product, initial=0))
+    review_ids = ids_with_gaps(rng_for(seed, "review-ids"), reviews)
+    rating_table = pick_table(RATING_WEIGHTS, [1, 2, 3, 4, 5])
+    rng = rng_for(seed, "ratings")
+    rnd = rng.random
+    ratings = bytearray(rating_table[int(rnd() * 1024)] for _ in range(reviews))
+    bad = sorted(rng.sample(range(reviews), round(reviews * BAD_RATING_RATE)))
+    for pos in bad:
+        ratings[pos] = BAD_RATINGS[int(rnd() * len(BAD_RATINGS))]
+    return Plan(seed, products, char_start, char_ids, review_start, review_ids, ratings, bad)
+
+
+# --------------------------------------------------------------------------- text pools
+
+_WORDS = (
+    "great fit comfortable soft fabric color true to size runs small large love "
+    "these this product quality stitching wash washed shrink perfect summer winter "
+    "wear everyday price value would buy again recommend friends returned exchange "
+    "material feels cheap sturdy stylish compliments shipping fast slow length sleeves "
+    "waist tight loose stretchy breathable warm cozy looks picture online better worse "
+    "expected okay fine really pretty nice awesome terrible disappointed happy"
+).split()
+_FIRST = (
+    "funtime shortandsweeet jbilas bigbrother mymainstreammother fashionista "
+    "kimfromtheblock thelastsamurai ceo figuringitout yankeelover sillyguy "
+    "jackson11 chris mia_b alex99 sam_the_man queenbee"
+).split()
+_DOMAINS = ("gmail.com", "yahoo.com", "hotmail.com", "example.com", "outlook.com")
+
+
+def _sentence(rnd: Any, words: int) -> str:
+    text = " ".join(_WORDS[int(rnd() * len(_WORDS))] for _ in range(words))
+    return text[0].upper() + text[1:]
+
+
+def _summaries(seed: int, n: int) -> list[str]:
+    rng = rng_for(seed, "summary-pool")
+    rnd = rng.random
+    out = []
+    for k in range(n):
+        text = _sentence(rnd, 2 + int(rnd() * 6))
+        if k % 7 == 0:
+            text += ", honestly"  # a comma inside a quoted field
+        if k % 11 == 0:
+            text = f'The "{text}" one'  # doubled quotes in the file
+        out.append(quote(text[:60]))
+    return out
+
+
+def _bodies(seed: int, n: int) -> list[str]:
+    rng = rng_for(seed, "body-pool")
+    rnd = rng.random
+    out = []
+    for k in range(n):
+        target = 50 + int(rnd() ** 5 * 950)  # 50-1000 characters, mostly short (mean ~210)
+        parts: list[str] = []
+        size = 0
+        while size < target:
+            s = _sentence(rnd, 4 + int(rnd() * 12)) + rng.choice((".", "!", ", and", "?"))
+            parts.append(s)
+            size += len(s) + 1
+        text = " ".join(parts)
+        if k % 5 == 0:
+            text = text.replace(" and", ',\n\nand "honestly"', 1)  # newline + quotes
+        if k % 9 == 0:
+            text = f'"{text}" said nobody, ever'
+        text = text[:1000]
+        if len(text) < 50:
+            text = text.ljust(50, ".")
+        out.append(quote(text))
+    return out
+
+
+def _people(seed: int, n: int) -> tuple[list[str], list[str]]:
+    rng = rng_for(seed, "people-pool")
+    names, emails = [], []
+    for _ in range(n):
+        name = rng.choice(_FIRST) + (str(rng.randrange(1000)) if rng.random() < 0.6 else "")
+        names.append(quote(name))
+        emails.append(quote(f"{name}@{rng.choice(_DOMAINS)}"))
+    return names, emails
+
+
+def _responses(seed: int) -> list[str]:
+    """A lookup table: mostly bare null, some seller replies, a few empty strings."""
+    rng = rng_for(seed, "response-pool")
+    replies = [
+        quote(t)
+        for t in (
+            "Thank you for your feedback!",
+            "We're sorry to hear that, please contact us.",
+            'Glad you like the "Camo Onesie"!',
+            "We have passed this on to our team, thanks",
+        )
+    ]
+    table = [NULL_FIELD] * 1024
+    for k in range(0, 1024, 6):
+        table[k] = replies[rng.randrange(len(replies))]
+    table[1] = table[500] = quote("")  # empty string, not NULL
+    return table
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _plan() -> Plan:
+    assert _PLAN is not None, "make_plan() before writing"
+    return _PLAN
+
+
+def write_characteristics(out: Path, position: int = 0) -> dict[str, int]:
+    plan = _plan()
+    rnd = rng_for(plan.seed, "characteristic-names").random
+    quoted = {n: quote(n) for n in CHARACTERISTIC_NAMES}
+    combos = {
+        k: [[quoted[n] for n in c] for c in combinations(CHARACTERISTIC_NAMES, k)]
+        for k in range(1, len(CHARACTERISTIC_NAMES) + 1)
+    }
+    cs, ids = plan.char_start, plan.char_ids
+    with CsvOut(
+        out / "characteristics.csv", HEADERS["characteristics.csv"], len(ids), position
+    ) as w:
+        lines: list[str] = []
+        for p in range(plan.products):
+            a, b = cs[p], cs[p + 1]
+            options = combos[b - a]
+            names = options[int(rnd() * len(options))]
+            product = p + 1
+            for k in range(a, b):
+                lines.append(f"{ids[k]},{product},{names[k - a]}\n")
+            if len(lines) >= BATCH:
+                w.write(lines)
+                lines = []
+        w.write(lines)
+        return {"characteristics.csv": w.rows}
+
+
+def write_reviews(out: Path, position: int = 0) -> dict[str, int]:
+    plan = _plan()
+    seed = plan.seed
+    rng = rng_for(seed, "reviews")
+    rnd, bits = rng.random, rng.getrandbits
+    summaries, bodies = _summaries(seed, 2048), _bodies(seed, 4096)
+    names, emails = _people(seed, 4096)
+    responses = _responses(seed)
+    recommend = pick_table([0.22, 0.78], ["false", "true"])
+    reported = pick_table([0.97, 0.03], ["false", "true"])
+    helpful = pick_table([30, 20, 12, 8, 6, 5, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1])
+    rs, ids, ratings = plan.review_start, plan.review_ids, plan.ratings
+    with CsvOut(out / "reviews.csv", HEADERS["reviews.csv"], len(ids), position) as w:
+        lines: list[str] = []
+        for p in range(plan.products):
+            product = p + 1
+            for k in range(rs[p], rs[p + 1]):
+                lines.append(
+                    f"{ids[k]},{product},{ratings[k]},{DATE_FROM_MS + int(rnd() * DATE_SPAN_MS)},"
+                    f"{summaries[bits(11)]},{bodies[bits(12)]},"
+                    f"{recommend[int(rnd() * 1024)]},{reported[int(rnd() * 1024)]},"
+                    f"{names[bits(12)]},{emails[bits(12)]},{responses[bits(10)]},"
+                    f"{helpful[int(rnd() * 1024)]}\n"
+                )
+            if len(lines) >= BATCH:
+                w.write(lines)
+                lines = []
+        w.write(lines)
+        return {"reviews.csv": w.rows}
+
+
+def write_photos(out: Path, position: int = 0) -> dict[str, int]:
+    plan = _plan()
+    rng = rng_for(plan.seed, "photos")
+    rnd = rng.random
+    urls = [
+        quote(
+            f"https://images.unsplash.com/photo-{1_500_000_000_000 + rng.randrange(10**11)}"
+            f"-{rng.getrandbits(48):012x}?ixlib=rb-1.2.1&auto=format&fit=crop"
+            f"&w={rng.randrange(300, 2000)}&q=80"
+        )
+        for _ in range(4096)
+    ]
+    bad = set(plan.bad)
+    bad_photos = 0
+    ids, nxt = plan.review_ids, 1
+    with CsvOut(
+        out / "reviews_photos.csv", HEADERS["reviews_photos.csv"], round(len(ids) * 0.475), position
+    ) as w:
+        lines: list[str] = []
+        for k in range(len(ids)):
+            n = PHOTOS_PER_REVIEW[int(rnd() * 1024)]
+            if not n:
+                continue
+            review = ids[k]
+            for _ in range(n):
+                lines.append(f"{nxt},{review},{urls[int(rnd() * 4096)]}\n")
+                nxt += 2 if rnd() < 0.01 else 1  # id gaps
+            if k in bad:
+                bad_photos += n
+            if len(lines) >= BATCH:
+                w.write(lines)
+                lines = []
+        w.write(lines)
+        return {"reviews_photos.csv": w.rows, "bad_photos": bad_photos}
+
+
+def write_characteristic_reviews(out: Path, position: int = 0) -> dict[str, int]:
+    plan = _plan()
+    rnd = rng_for(plan.seed, "characteristic-scores").random
+    # A score near the review's rating: values[rating][int(random * 1024)].
+    noise = pick_table([1, 3, 8, 3, 1], [-2, -1, 0, 1, 2])
+    values = [[str(min(5, max(1, r + d))) for d in noise] for r in range(10)]
+    cs, cids = plan.char_start, plan.char_ids
+    rs, rids, ratings = plan.review_start, plan.review_ids, plan.ratings
+    bad = set(plan.bad)
+    bad_scores = 0
+    nxt = 1
+    with CsvOut(
+        out / "characteristic_reviews.csv",
+        HEADERS["characteristic_reviews.csv"],
+        round(len(rids) * 3.35),
+        position,
+    ) as w:
+        lines: list[str] = []
+        for p in range(plan.products):
+            a, b = rs[p], rs[p + 1]
+            if a == b:
+                continue
+            chars = [f",{cid}," for cid in cids[cs[p] : cs[p + 1]]]
+            for k in range(a, b):
+                review, table = rids[k], values[ratings[k]]
+                for c in chars:
+                    lines.append(f"{nxt}{c}{review},{table[int(rnd() * 1024)]}\n")
+                    nxt += 2 if rnd() < 0.01 else 1
+                if k in bad:
+                    bad_scores += len(chars)
+            if len(lines) >= BATCH:
+                w.write(lines)
+                lines = []
+        w.write(lines)
+        return {"characteristic_reviews.csv": w.rows, "bad_scores": bad_scores}
+
+
+def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None) -> dict[str, Any]:
+    """Write the four files (and generator.json) into `out`; returns the manifest."""
+    global _PLAN
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _PLAN = plan = make_plan(scale, seed)
+    planned = time.perf_counter() - started
+    workers = workers or min(2, os.cpu_count() or 1)
+    # Biggest first, so the two workers finish close together.
+    tasks = [
+        (write_reviews, (out, 0)),
+        (write_characteristic_reviews, (out, 1)),
+        (write_characteristics, (out, 2)),
+        (write_photos, (out, 3)),
+    ]
+    try:
+        results = run_parallel(tasks, workers)
+    finally:
+        _PLAN = None
+    counts: dict[str, int] = {}
+    for r in results:
+        counts.update(r)
+    bad_ids = [plan.review_ids[k] for k in plan.bad]
+    manifest = {
+        "seed": seed,
+        "scale": scale,
+        "products": plan.products,
+        "rows": {name: counts[name] for name in HEADERS},
+        # What the loader must reject: reviews with ratings outside 1-5 and
+        # their photos and characteristic scores.
+        "bad_rating_review_ids": bad_ids,
+        "expected_rejects": {
+            "reviews.csv": len(bad_ids),
+            "reviews_photos.csv": counts["bad_photos"],
+            "characteristic_reviews.csv": counts["bad_scores"],
+            "characteristics.csv": 0,
+        },
+        "seconds": {"plan": round(planned, 2), "total": round(time.perf_counter() - started, 2)},
+    }
+    (out / "generator.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=0.01, help="1.0 = the full export")
+    parser.add_argument("--out", type=Path, default=Path("data/reviews"))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: 2)")
+    args = parser.parse_args(argv)
+    manifest = generate(args.out, args.scale, args.seed, args.workers)
+    rows = ", ".join(f"{name} {n:,}" for name, n in manifest["rows"].items())
+    print(f"wrote {rows} to {args.out} in {manifest['seconds']['total']:.1f}s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,370 @@
+"""Bulk load of the Ratings & Reviews export into the reviews database.
+
+    python -m services.reviews.loader --data data/reviews --report data/reports/reviews
+
+One transaction: TRUNCATE, drop the secondary indexes, COPY characteristics,
+reviews, photos and characteristic scores (each file parsed and checked in a
+child process while Postgres ingests the previous chunk), rebuild indexes,
+build the aggregates (product_ratings, characteristics.score_sum/count over
+non-reported reviews), move the id sequences past the loaded ids. A failed
+load rolls back and leaves the previous data in place; re-running replaces it.
+
+Rejected (never clamped or silently dropped; see rejects.csv):
+- a review with a rating outside 1-5, and with it its photos and scores
+  ("review 17 rejected: rating 7 outside 1-5");
+- duplicate ids (the first row wins), rows with the wrong number of fields;
+- photos and scores pointing to unknown or rejected reviews/characteristics;
+- a score outside 1-5, or whose characteristic belongs to another product
+  than its review.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from array import array
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from services.common.etl import (
+    BOOL_TRUE_FALSE,
+    Converter,
+    EtlError,
+    FileSpec,
+    LoadReport,
+    ParseJob,
+    Reject,
+    bulk_session,
+    copy_parsed,
+    create_indexes,
+    drop_indexes,
+    drop_primary_keys,
+    indexes_file,
+    int_map,
+    load_service,
+    map_set,
+    parse_timestamp,
+    reset_sequences,
+    restore_primary_keys,
+    truncate,
+)
+from services.common.settings import database_url
+
+from .app import CACHE_NAMESPACE, MIGRATIONS
+
+MAIN_TABLE = "reviews"  # the stack loads demo data when this one is empty
+
+ID_TABLES = ("characteristics", "reviews", "reviews_photos", "characteristic_reviews")
+TABLES = (*ID_TABLES, "product_ratings")
+
+CHARACTERISTICS = FileSpec("characteristics.csv", "characteristics", ("id", "product_id", "name"))
+REVIEWS = FileSpec(
+    "reviews.csv",
+    "reviews",
+    (
+        "id",
+        "product_id",
+        "rating",
+        "date",
+        "summary",
+        "body",
+        "recommend",
+        "reported",
+        "reviewer_name",
+        "reviewer_email",
+        "response",
+        "helpfulness",
+    ),
+    nullable=frozenset({"response"}),
+)
+PHOTOS = FileSpec(
+    "reviews_photos.csv", "reviews_photos", ("id", "review_id", "url"), nullable=frozenset({"url"})
+)
+SCORES = FileSpec(
+    "characteristic_reviews.csv",
+    "characteristic_reviews",
+    ("id", "characteristic_id", "review_id", "value"),
+)
+
+
+@dataclass
+class Parents:
+    """What child rows are checked against: id -> product id (0 = not loaded)
+    and why rejected ids were rejected. Compact: 4 bytes per id."""
+
+    kind: str
+    product: array = field(default_factory=int_map)
+    rejected: dict[int, str] = field(default_factory=dict)
+    reported: bytearray = field(default_factory=bytearray)  # reviews: 1 = reported
+
+    def reason(self, i: int) -> str:
+        why = self.rejected.get(i)
+        return f"{self.kind} {i} rejected: {why}" if why else f"unknown {self.kind} {i}"
+
+
+# Converter factories: module-level so a spawned parser process can unpickle
+# them; each returns a closure (the hot path) whose .result() hands the
+# id -> product map back to the loader.
+
+
+def characteristics_converter(_: Any = None) -> Converter:
+    parents = Parents("characteristic")
+    product = parents.product
+
+    def fail(cid: int, reason: str) -> None:
+        parents.rejected[cid] = reason
+        raise Reject(reason)
+
+    def convert(row: list[Any]) -> tuple[Any, ...]:
+        cid = row[0]
+        try:
+            pid = int(row[1])
+        except ValueError as exc:
+            fail(cid, f"bad product_id: {exc}")
+        if pid <= 0:
+            fail(cid, f"product_id {pid} not positive")
+        name = row[2]
+        if not name.strip():
+            fail(cid, "empty name")
+        map_set(product, cid, pid)
+        return (cid, pid, name)
+
+    convert.result = lambda: parents  # type: ignore[attr-defined]
+    return convert
+
+
+def reviews_converter(_: Any = None) -> Converter:
+    parents = Parents("review")
+    product, flags = parents.product, parents.reported
+    booleans = BOOL_TRUE_FALSE
+
+    def fail(rid: int, reason: str) -> None:
+        parents.rejected[rid] = reason
+        raise Reject(reason)
+
+    def convert(row: list[Any]) -> tuple[Any, ...]:
+        rid = row[0]
+        try:
+            pid, rating, helpfulness = int(row[1]), int(row[2]), int(row[11])
+            when = parse_timestamp(row[3])
+        except ValueError as exc:
+            fail(rid, f"bad value: {exc}")
+        except Reject as exc:
+            fail(rid, exc.reason)
+        if pid <= 0:
+            fail(rid, f"product_id {pid} not positive")
+        if not 1 <= rating <= 5:
+            fail(rid, f"rating {rating} outside 1-5")
+        recommend, reported = booleans.get(row[6]), booleans.get(row[7])
+        if recommend is None or reported is None:
+            fail(rid, f"recommend/reported {row[6]!r}/{row[7]!r} not true/false")
+        if rid >= len(product):
+            map_set(product, rid, pid)
+        else:
+            product[rid] = pid
+        if reported:  # rare: grow the flags only for reported reviews
+            if rid >= len(flags):
+                flags.extend(bytes(rid + 1 - len(flags) + 65536))
+            flags[rid] = 1
+        return (
+            rid,
+            pid,
+            rating,
+            when,
+            row[4],
+            row[5],
+            recommend,
+            reported,
+            row[8],
+            row[9],
+            row[10],
+            helpfulness,
+        )
+
+    convert.result = lambda: parents  # type: ignore[attr-defined]
+    return convert
+
+
+def photos_converter(reviews: Parents) -> Converter:
+    product, n = reviews.product, len(reviews.product)
+
+    def convert(row: list[Any]) -> tuple[Any, ...]:
+        rid = int(row[1])
+        if not (0 < rid < n and product[rid]):
+            raise Reject(reviews.reason(rid))
+        return (row[0], rid, row[2])
+
+    return convert
+
+
+def scores_converter(parents: tuple[Parents, Parents]) -> Converter:
+    """Also sums each characteristic's scores over non-reported reviews, so
+    characteristics.score_sum/score_count need no 19M-row join afterwards."""
+    chars, reviews = parents
+    cproduct, nc = chars.product, len(chars.product)
+    rproduct, nr = reviews.product, len(reviews.product)
+    reported, nrep = reviews.reported, len(reviews.reported)
+    sums, counts = array("q", bytes(8 * nc)), array("i", bytes(4 * nc))
+
+    def convert(row: list[Any]) -> tuple[Any, ...]:
+        cid, rid, value = int(row[1]), int(row[2]), int(row[3])
+        rp = rproduct[rid] if 0 < rid < nr else 0
+        if not rp:
+            raise Reject(reviews.reason(rid))
+        cp = cproduct[cid] if 0 < cid < nc else 0
+        if not cp:
+            raise Reject(chars.reason(cid))
+        if not 1 <= value <= 5:
+            raise Reject(f"value {value} outside 1-5")
+        if cp != rp:
+            raise Reject(f"characteristic {cid} is for product {cp}, review {rid} for product {rp}")
+        if not (rid < nrep and reported[rid]):
+            sums[cid] += value
+            counts[cid] += 1
+        return (row[0], cid, rid, value)
+
+    convert.result = lambda: (sums, counts)  # type: ignore[attr-defined]
+    return convert
+
+
+# Aggregates over the non-reported reviews, built in bulk once the rows are in.
+PRODUCT_RATINGS_SQL = """
+INSERT INTO product_ratings (product_id, r1, r2, r3, r4, r5, recommend_false, recommend_true)
+SELECT product_id,
+       count(*) FILTER (WHERE rating = 1), count(*) FILTER (WHERE rating = 2),
+       count(*) FILTER (WHERE rating = 3), count(*) FILTER (WHERE rating = 4),
+       count(*) FILTER (WHERE rating = 5),
+       count(*) FILTER (WHERE NOT recommend), count(*) FILTER (WHERE recommend)
+FROM reviews WHERE NOT reported GROUP BY product_id
+"""
+# characteristics.csv is COPYed into a temp table first and inserted once with
+# its scores (summed by the scores parser): cheaper than COPY then UPDATE.
+STAGING_SQL = """
+CREATE TEMP TABLE characteristics_load (id integer, product_id integer, name text)
+    ON COMMIT DROP;
+CREATE TEMP TABLE characteristic_scores_load (id integer, score_sum bigint, score_count integer)
+    ON COMMIT DROP;
+"""
+CHARACTERISTICS_LOAD = replace(CHARACTERISTICS, table="characteristics_load")
+INSERT_CHARACTERISTICS_SQL = """
+INSERT INTO characteristics (id, product_id, name, score_sum, score_count)
+SELECT c.id, c.product_id, c.name, coalesce(s.score_sum, 0), coalesce(s.score_count, 0)
+FROM characteristics_load c LEFT JOIN characteristic_scores_load s ON s.id = c.id
+"""
+
+
+async def _timed(report: LoadReport, name: str, sql: str, conn: asyncpg.Connection) -> None:
+    started = time.perf_counter()
+    await conn.execute(sql)
+    report.step(name, time.perf_counter() - started)
+
+
+async def _load_files(
+    conn: asyncpg.Connection, data_dir: Path, report: LoadReport, in_process: bool | None
+) -> None:
+    index_sql = indexes_file(MIGRATIONS)
+    await bulk_session(conn)
+    await truncate(conn, TABLES)
+    await conn.execute(STAGING_SQL)
+    if index_sql:
+        await drop_indexes(conn, index_sql)
+    # Unique ids are checked while parsing; building the primary keys after
+    # the COPY (sorted, in parallel) beats 31M one-by-one btree inserts.
+    primary_keys = await drop_primary_keys(conn, ID_TABLES)
+    jobs: list[ParseJob] = []
+
+    def parse(spec: FileSpec, make_converter: Any, context: Any) -> ParseJob:
+        jobs.append(ParseJob(data_dir, spec, make_converter, context, in_process))
+        return jobs[-1]
+
+    try:
+        # Two independent parsers at a time: the next file's parsing overlaps
+        # the COPY of the previous one on this transaction's one connection.
+        chars_job = parse(CHARACTERISTICS_LOAD, characteristics_converter, None)
+        reviews_job = parse(REVIEWS, reviews_converter, None)
+        chars = await copy_parsed(conn, chars_job, report)
+        reviews = await copy_parsed(conn, reviews_job, report)
+        photos_job = parse(PHOTOS, photos_converter, reviews)
+        scores_job = parse(SCORES, scores_converter, (chars, reviews))
+        await copy_parsed(conn, photos_job, report)
+        sums, counts = await copy_parsed(conn, scores_job, report)
+    finally:
+        for job in jobs:
+            await asyncio.to_thread(job.close)
+
+    started = time.perf_counter()
+    await conn.copy_records_to_table(
+        "characteristic_scores_load", records=[(i, sums[i], c) for i, c in enumerate(counts) if c]
+    )
+    await conn.execute(INSERT_CHARACTERISTICS_SQL)
+    report.step("characteristics+scores", time.perf_counter() - started)
+    started = time.perf_counter()
+    await restore_primary_keys(conn, primary_keys)
+    report.step("primary_keys", time.perf_counter() - started)
+    started = time.perf_counter()
+    if index_sql:
+        await create_indexes(conn, index_sql)
+    report.step("indexes", time.perf_counter() - started)
+    await _timed(report, "analyze", f"ANALYZE {', '.join(TABLES)}", conn)
+    await _timed(report, "product_ratings", PRODUCT_RATINGS_SQL, conn)
+    started = time.perf_counter()
+    await reset_sequences(conn, ID_TABLES)  # last: setval is not rolled back
+    report.step("sequences", time.perf_counter() - started)
+
+
+async def load(
+    dsn: str,
+    data_dir: Path | str,
+    report_dir: Path | str,
+    *,
+    in_process: bool | None = None,
+    quiet: bool = False,
+    redis_url: str | None = None,
+) -> dict[str, Any]:
+    """Replace the reviews database's content with the export in `data_dir`;
+    writes load-report.json and rejects.csv into `report_dir` and returns the
+    report. Files of 16 MB or more are parsed in child processes unless
+    `in_process` says otherwise (False: everything inline, for debugging)."""
+    return await load_service(
+        "reviews",
+        CACHE_NAMESPACE,
+        MIGRATIONS,
+        _load_files,
+        dsn,
+        data_dir,
+        report_dir,
+        in_process=in_process,
+        quiet=quiet,
+        redis_url=redis_url,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Load the reviews CSV export into Postgres.")
+    parser.add_argument("--data", type=Path, default=Path("data/reviews"))
+    parser.add_argument("--report", type=Path, default=Path("data/reports/reviews"))
+    parser.add_argument(
+        "--dsn", default=None, help="default: REVIEWS_DATABASE_URL, DATABASE_URL, or the local one"
+    )
+    parser.add_argument("--inline", action="store_true", help="parse in this process")
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(
+            load(
+                args.dsn or database_url("reviews"),
+                args.data,
+                args.report,
+                in_process=False if args.inline else None,
+            )
+        )
+    except EtlError as exc:
+        sys.exit(f"load failed: {exc}")
+
+
+if __name__ == "__main__":
+    main()
