@@ -50,10 +50,11 @@ def test_epoch_ms_is_exact_utc_text() -> None:
     assert epoch_ms_to_text(0) == "1970-01-01 00:00:00.000+00"
     rng = random.Random(5)
     for _ in range(2000):
-        ms = rng.randrange(-10**12, 4 * 10**12)
+        ms = rng.randrange(-(10**12), 4 * 10**12)
         expected = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
         assert epoch_ms_to_text(ms) == expected.strftime("%Y-%m-%d %H:%M:%S.") + (
-            f"{expected.microsecond // 1000:03d}+00")
+            f"{expected.microsecond // 1000:03d}+00"
+        )
 
 
 def test_parse_timestamp_accepts_iso_day_and_rejects_garbage() -> None:
@@ -95,7 +96,8 @@ def test_header_mapping_ignores_case_underscores_and_spaces() -> None:
 
 def test_csv_line_null_versus_empty_string() -> None:
     assert csv_line([1, None, "", 'say "hi", ok\nbye', True, "null"]) == (
-        '1,,"","say ""hi"", ok\nbye",True,"null"')
+        '1,,"","say ""hi"", ok\nbye",True,"null"'
+    )
 
 
 def test_generating_helpers_are_deterministic_and_exact() -> None:
@@ -112,8 +114,9 @@ def test_generating_helpers_are_deterministic_and_exact() -> None:
 
 # ---------------------------------------------------------------- the parser
 
-ITEMS = FileSpec("items.csv", "items", ("id", "style_id", "label", "note"),
-                 nullable=frozenset({"note"}))
+ITEMS = FileSpec(
+    "items.csv", "items", ("id", "style_id", "label", "note"), nullable=frozenset({"note"})
+)
 
 
 def item_converter(_: Any = None) -> Any:
@@ -141,19 +144,22 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_parser_quirks_and_reject_line_numbers(tmp_path: Path) -> None:
-    path = write(tmp_path / "items.csv", (
-        "id,styleId,label,note\n"
-        '1,1,"plain",null\n'                       # bare null -> NULL
-        '2,1,"null","null"\n'                      # quoted "null" -> the string
-        '3,2,"a, b ""c""\nsecond line",""\n'       # commas, doubled quotes, newline; ''
-        '4,2,"short row"\n'                        # missing column (line 6)
-        '1,3,"dup",null\n'                         # duplicate id (line 7)
-        '5,999,"big",null\n'                       # converter Reject (line 8)
-        '6,x,"bad int",null\n'                     # ValueError (line 9)
-        '7,3,null,"n"\n'                           # bare null in a NOT NULL column
-        "\n"                                       # blank line: no record
-        '8,4,"last",null\n'
-    ))
+    path = write(
+        tmp_path / "items.csv",
+        (
+            "id,styleId,label,note\n"
+            '1,1,"plain",null\n'  # bare null -> NULL
+            '2,1,"null","null"\n'  # quoted "null" -> the string
+            '3,2,"a, b ""c""\nsecond line",""\n'  # commas, doubled quotes, newline; ''
+            '4,2,"short row"\n'  # missing column (line 6)
+            '1,3,"dup",null\n'  # duplicate id (line 7)
+            '5,999,"big",null\n'  # converter Reject (line 8)
+            '6,x,"bad int",null\n'  # ValueError (line 9)
+            '7,3,null,"n"\n'  # bare null in a NOT NULL column
+            "\n"  # blank line: no record
+            '8,4,"last",null\n'
+        ),
+    )
     rows, rejects, stats = parse(path)
     assert rows == [
         ["1", "1", "plain", ""],
@@ -176,13 +182,16 @@ def test_parser_broken_quote_is_rejected_not_lost(tmp_path: Path) -> None:
     # A field without its closing quote swallows the next line up to its first
     # quote; the text after that quote makes the record unparseable, so both
     # lines go to rejects (raw text kept) and parsing carries on after them.
-    path = write(tmp_path / "items.csv", (
-        "id,style_id,label,note\n"
-        '1,1,"ok",null\n'
-        '2,1,"broken,null\n'
-        '3,1,"swallowed",null\n'
-        '4,1,"also swallowed",null\n'
-    ))
+    path = write(
+        tmp_path / "items.csv",
+        (
+            "id,style_id,label,note\n"
+            '1,1,"ok",null\n'
+            '2,1,"broken,null\n'
+            '3,1,"swallowed",null\n'
+            '4,1,"also swallowed",null\n'
+        ),
+    )
     rows, rejects, stats = parse(path)
     assert [r[0] for r in rows] == ["1", "4"]
     assert [(r[1], r[3]) for r in rejects] == [(3, '2,1,"broken,null\n3,1,"swallowed",null\n')]
@@ -191,14 +200,22 @@ def test_parser_broken_quote_is_rejected_not_lost(tmp_path: Path) -> None:
 
 
 def test_repair_hook_fixes_and_counts(tmp_path: Path) -> None:
-    spec = FileSpec("photos.csv", "items", ITEMS.columns, nullable=ITEMS.nullable,
-                    repair=close_unterminated_quote)
-    path = write(tmp_path / "photos.csv", (
-        "id,style_id,label,note\n"
-        '1,1,"a","https://x/1"\n'
-        '2,1,"b","https://x/2\n'   # closing quote lost
-        '3,1,"c","https://x/3"\n'
-    ))
+    spec = FileSpec(
+        "photos.csv",
+        "items",
+        ITEMS.columns,
+        nullable=ITEMS.nullable,
+        repair=close_unterminated_quote,
+    )
+    path = write(
+        tmp_path / "photos.csv",
+        (
+            "id,style_id,label,note\n"
+            '1,1,"a","https://x/1"\n'
+            '2,1,"b","https://x/2\n'  # closing quote lost
+            '3,1,"c","https://x/3"\n'
+        ),
+    )
     rows, _, stats = parse(path, spec)
     assert rows[1] == ["2", "1", "b", "https://x/2"] and len(rows) == 3
     assert (stats.repaired, stats.rejected) == (1, 0)
@@ -214,9 +231,11 @@ def test_missing_header_column_is_fatal(tmp_path: Path) -> None:
 
 
 def test_index_names_ignore_comments() -> None:
-    sql = ("-- CREATE INDEX IF NOT EXISTS commented_idx ON t (a);\n"
-           "CREATE INDEX IF NOT EXISTS a_idx ON t (a);\n"
-           "create unique index if not exists b_idx\n  ON t (b) WHERE b > 0;\n")
+    sql = (
+        "-- CREATE INDEX IF NOT EXISTS commented_idx ON t (a);\n"
+        "CREATE INDEX IF NOT EXISTS a_idx ON t (a);\n"
+        "create unique index if not exists b_idx\n  ON t (b) WHERE b > 0;\n"
+    )
     assert index_names(sql) == ["a_idx", "b_idx"]
 
 
@@ -244,17 +263,22 @@ CREATE TABLE items (
 
 @pytest.mark.parametrize("in_process", [True, False])
 async def test_copy_round_trip_null_empty_and_sequences(
-        etl_db: str, tmp_path: Path, in_process: bool) -> None:
-    write(tmp_path / "items.csv", (
-        "id, styleId, label, note\n"   # the old export's spaces after commas
-        '10,1,"plain",null\n'
-        '20,1,"null",""\n'
-        '30,2,"a, b ""c""\nnext","x"\n'
-        '30,2,"dup",null\n'
-        '40,999,"big",null\n'
-    ))
+    etl_db: str, tmp_path: Path, in_process: bool
+) -> None:
+    write(
+        tmp_path / "items.csv",
+        (
+            "id, styleId, label, note\n"  # the old export's spaces after commas
+            '10,1,"plain",null\n'
+            '20,1,"null",""\n'
+            '30,2,"a, b ""c""\nnext","x"\n'
+            '30,2,"dup",null\n'
+            '40,999,"big",null\n'
+        ),
+    )
     (tmp_path / "idx.sql").write_text(
-        "CREATE INDEX IF NOT EXISTS items_style_idx ON items (style_id);\n")
+        "CREATE INDEX IF NOT EXISTS items_style_idx ON items (style_id);\n"
+    )
     conn = await asyncpg.connect(etl_db)
     try:
         await conn.execute(SCHEMA)
@@ -264,8 +288,9 @@ async def test_copy_round_trip_null_empty_and_sequences(
             await bulk_session(conn)
             await truncate(conn, ["items"])
             assert await drop_indexes(conn, tmp_path / "idx.sql") == ["items_style_idx"]
-            await copy_file(conn, tmp_path, ITEMS, item_converter, None, report,
-                            in_process=in_process)
+            await copy_file(
+                conn, tmp_path, ITEMS, item_converter, None, report, in_process=in_process
+            )
             await create_indexes(conn, tmp_path / "idx.sql")
             assert await reset_sequences(conn, ["items"]) == {"items": 31}  # 40 was rejected
             assert await conn.fetchval("SHOW synchronous_commit") == "off"
@@ -276,14 +301,25 @@ async def test_copy_round_trip_null_empty_and_sequences(
             (20, 1, "null", ""),
             (30, 2, 'a, b "c"\nnext', "x"),
         ]
-        assert await conn.fetchval(
-            "INSERT INTO items (style_id, label) VALUES (1, 'new') RETURNING id") == 31
-        assert await conn.fetchval("SELECT count(*) FROM pg_indexes"
-                                   " WHERE indexname = 'items_style_idx'") == 1
+        assert (
+            await conn.fetchval(
+                "INSERT INTO items (style_id, label) VALUES (1, 'new') RETURNING id"
+            )
+            == 31
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'items_style_idx'"
+            )
+            == 1
+        )
     finally:
         await conn.close()
     assert result["files"]["items.csv"] == {
-        "read": 5, "loaded": 3, "repaired": 0, "rejected": 2,
+        "read": 5,
+        "loaded": 3,
+        "repaired": 0,
+        "rejected": 2,
         "parse_seconds": result["files"]["items.csv"]["parse_seconds"],
         "seconds": result["files"]["items.csv"]["seconds"],
     }
@@ -292,7 +328,9 @@ async def test_copy_round_trip_null_empty_and_sequences(
     text = (tmp_path / "report" / "rejects.csv").read_text()
     rejects = list(csv.DictReader(text.splitlines(keepends=True)))
     assert [(r["file"], r["line"], r["reason"]) for r in rejects] == [
-        ("items.csv", "6", "duplicate id 30"), ("items.csv", "7", "style 999 too large")]
+        ("items.csv", "6", "duplicate id 30"),
+        ("items.csv", "7", "style 999 too large"),
+    ]
     assert rejects[1]["raw"] == '40,999,"big",null\n'
 
 

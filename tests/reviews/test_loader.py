@@ -27,12 +27,14 @@ CHARACTERISTICS = (
     '1,1,"Fit"\n'
     '2,1,"Length"\n'
     '3,2,"Comfort"\n'
-    '3,2,"Duplicate"\n'   # line 5: duplicate id
-    "4,2\n"               # line 6: missing column
+    '3,2,"Duplicate"\n'  # line 5: duplicate id
+    "4,2\n"  # line 6: missing column
     '5,3,"Quality"\n'
 )
-REVIEW_HEADER = ("id,product_id,rating,date,summary,body,recommend,reported,reviewer_name,"
-                 "reviewer_email,response,helpfulness\n")
+REVIEW_HEADER = (
+    "id,product_id,rating,date,summary,body,recommend,reported,reviewer_name,"
+    "reviewer_email,response,helpfulness\n"
+)
 BODY_2 = 'Body with, commas and "quotes"\nand a second line'
 REVIEWS = REVIEW_HEADER + (
     '1,1,5,1596080481467,"This product was great!","I really did or did not like this",'
@@ -48,9 +50,9 @@ REVIEWS = REVIEW_HEADER + (
 PHOTOS = (
     "id,review_id,url\n"
     '1,1,"https://a/1"\n'
-    '2,3,"https://a/3"\n'    # review 3 rejected
+    '2,3,"https://a/3"\n'  # review 3 rejected
     '3,99,"https://a/99"\n'  # unknown review
-    "4,2,null\n"             # NULL url is allowed
+    "4,2,null\n"  # NULL url is allowed
 )
 SCORES = (
     "id,characteristic_id,review_id,value\n"
@@ -58,11 +60,11 @@ SCORES = (
     "2,2,1,4\n"
     "3,1,2,3\n"
     "4,2,2,2\n"
-    "5,1,3,5\n"    # line 6: review 3 rejected
-    "6,2,3,5\n"    # line 7
-    "7,3,4,4\n"    # reported review: loaded, left out of the aggregates
-    "8,3,5,9\n"    # line 9: value outside 1-5
-    "9,3,1,3\n"    # line 10: characteristic of product 2, review of product 1
+    "5,1,3,5\n"  # line 6: review 3 rejected
+    "6,2,3,5\n"  # line 7
+    "7,3,4,4\n"  # reported review: loaded, left out of the aggregates
+    "8,3,5,9\n"  # line 9: value outside 1-5
+    "9,3,1,3\n"  # line 10: characteristic of product 2, review of product 1
     "10,42,5,3\n"  # line 11: unknown characteristic
     "11,3,5,2\n"
 )
@@ -77,8 +79,12 @@ def db_url() -> Iterator[str]:
 
 def write_export(directory: Path, **files: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    contents = {"characteristics.csv": CHARACTERISTICS, "reviews.csv": REVIEWS,
-                "reviews_photos.csv": PHOTOS, "characteristic_reviews.csv": SCORES}
+    contents = {
+        "characteristics.csv": CHARACTERISTICS,
+        "reviews.csv": REVIEWS,
+        "reviews_photos.csv": PHOTOS,
+        "characteristic_reviews.csv": SCORES,
+    }
     contents.update({name.removesuffix("_csv") + ".csv": text for name, text in files.items()})
     for name, text in contents.items():
         (directory / name).write_text(text, encoding="utf-8", newline="")
@@ -87,8 +93,10 @@ def write_export(directory: Path, **files: str) -> Path:
 
 def read_rejects(report_dir: Path) -> list[tuple[str, int, str]]:
     text = (report_dir / "rejects.csv").read_text(encoding="utf-8")
-    return [(r["file"], int(r["line"]), r["reason"])
-            for r in csv.DictReader(text.splitlines(keepends=True))]
+    return [
+        (r["file"], int(r["line"]), r["reason"])
+        for r in csv.DictReader(text.splitlines(keepends=True))
+    ]
 
 
 async def fetch(url: str, sql: str) -> list[tuple[Any, ...]]:
@@ -121,41 +129,61 @@ async def test_hand_written_export(db_url: str, tmp_path: Path) -> None:
         ("characteristic_reviews.csv", 6, "review 3 rejected: rating 7 outside 1-5"),
         ("characteristic_reviews.csv", 7, "review 3 rejected: rating 7 outside 1-5"),
         ("characteristic_reviews.csv", 9, "value 9 outside 1-5"),
-        ("characteristic_reviews.csv", 10,
-         "characteristic 3 is for product 2, review 1 for product 1"),
+        (
+            "characteristic_reviews.csv",
+            10,
+            "characteristic 3 is for product 2, review 1 for product 1",
+        ),
         ("characteristic_reviews.csv", 11, "unknown characteristic 42"),
     ]
 
-    reviews = await fetch(db_url, "SELECT id, rating, date, summary, body, recommend, reported,"
-                                  " response, helpfulness FROM reviews ORDER BY id")
+    reviews = await fetch(
+        db_url,
+        "SELECT id, rating, date, summary, body, recommend, reported,"
+        " response, helpfulness FROM reviews ORDER BY id",
+    )
     assert [r[0] for r in reviews] == [1, 2, 4, 5]
     assert reviews[0][2] == datetime(2020, 7, 30, 3, 41, 21, 467000, tzinfo=UTC)
-    assert reviews[0][7] is None        # bare null -> NULL
-    assert reviews[1][7] == ""          # quoted empty -> ''
-    assert reviews[1][3] == "null"      # quoted "null" -> the string
-    assert reviews[1][4] == BODY_2      # commas, doubled quotes, newline
+    assert reviews[0][7] is None  # bare null -> NULL
+    assert reviews[1][7] == ""  # quoted empty -> ''
+    assert reviews[1][3] == "null"  # quoted "null" -> the string
+    assert reviews[1][4] == BODY_2  # commas, doubled quotes, newline
     assert reviews[2][6] is True and reviews[2][7] == "Thanks!"
     photos = await fetch(db_url, "SELECT id, review_id, url FROM reviews_photos ORDER BY id")
     assert photos == [(1, 1, "https://a/1"), (4, 2, None)]
 
     assert await fetch(db_url, "SELECT * FROM product_ratings ORDER BY product_id") == [
-        (1, 0, 0, 0, 1, 1, 1, 1),   # reviews 1 (5, recommended) and 2 (4, not)
-        (2, 0, 1, 0, 0, 0, 1, 0),   # review 5; review 4 is reported
+        (1, 0, 0, 0, 1, 1, 1, 1),  # reviews 1 (5, recommended) and 2 (4, not)
+        (2, 0, 1, 0, 0, 0, 1, 0),  # review 5; review 4 is reported
     ]
-    assert await fetch(db_url, "SELECT id, product_id, name, score_sum, score_count"
-                               " FROM characteristics ORDER BY id") == [
-        (1, 1, "Fit", 8, 2), (2, 1, "Length", 6, 2), (3, 2, "Comfort", 2, 1),
-        (5, 3, "Quality", 0, 0)]
+    assert await fetch(
+        db_url,
+        "SELECT id, product_id, name, score_sum, score_count FROM characteristics ORDER BY id",
+    ) == [
+        (1, 1, "Fit", 8, 2),
+        (2, 1, "Length", 6, 2),
+        (3, 2, "Comfort", 2, 1),
+        (5, 3, "Quality", 0, 0),
+    ]
     assert report["status"] == "ok"
     assert json.loads((tmp_path / "report" / "load-report.json").read_text())["totals"] == {
-        "read": 28, "loaded": 16, "repaired": 0, "rejected": 12}
+        "read": 28,
+        "loaded": 16,
+        "repaired": 0,
+        "rejected": 12,
+    }
 
 
 async def test_reload_is_idempotent_and_sequences_continue(db_url: str, tmp_path: Path) -> None:
     data = write_export(tmp_path / "data")
     await load(db_url, data, tmp_path / "r1", quiet=True)
-    tables = ("reviews", "reviews_photos", "characteristics", "characteristic_reviews",
-              "product_ratings")
+    tables = (
+        "reviews",
+        "reviews_photos",
+        "characteristics",
+        "characteristic_reviews",
+        "product_ratings",
+    )
     before = {t: await fetch(db_url, f"SELECT * FROM {t} ORDER BY 1") for t in tables}
     await load(db_url, data, tmp_path / "r2", in_process=False, quiet=True)
     after = {t: await fetch(db_url, f"SELECT * FROM {t} ORDER BY 1") for t in tables}
@@ -166,31 +194,58 @@ async def test_reload_is_idempotent_and_sequences_continue(db_url: str, tmp_path
     probe = conn.transaction()  # rolled back: the inserts only probe the sequences
     await probe.start()
     try:
-        assert await conn.fetchval(
-            "INSERT INTO characteristics (product_id, name) VALUES (9, 'Fit') RETURNING id"
-        ) == 6
+        assert (
+            await conn.fetchval(
+                "INSERT INTO characteristics (product_id, name) VALUES (9, 'Fit') RETURNING id"
+            )
+            == 6
+        )
         review = await conn.fetchval(
             "INSERT INTO reviews (product_id, rating, body, recommend, reviewer_name,"
-            " reviewer_email) VALUES (9, 5, 'b', true, 'n', 'e') RETURNING id")
+            " reviewer_email) VALUES (9, 5, 'b', true, 'n', 'e') RETURNING id"
+        )
         assert review == 6  # max loaded id is 5 (review 6 was rejected)
-        assert await conn.fetchval("INSERT INTO reviews_photos (review_id, url)"
-                                   " VALUES (6, 'u') RETURNING id") == 5
-        assert await conn.fetchval(
-            "INSERT INTO characteristic_reviews (characteristic_id, review_id, value)"
-            " VALUES (6, 6, 3) RETURNING id") == 12
+        assert (
+            await conn.fetchval(
+                "INSERT INTO reviews_photos (review_id, url) VALUES (6, 'u') RETURNING id"
+            )
+            == 5
+        )
+        assert (
+            await conn.fetchval(
+                "INSERT INTO characteristic_reviews (characteristic_id, review_id, value)"
+                " VALUES (6, 6, 3) RETURNING id"
+            )
+            == 12
+        )
     finally:
         await probe.rollback()
         await conn.close()
-    indexes = await fetch(db_url, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'"
-                                  " AND indexname LIKE '%\\_idx' ORDER BY 1")
-    keys = await fetch(db_url, "SELECT conname FROM pg_constraint WHERE contype = 'p'"
-                               " AND connamespace = 'public'::regnamespace ORDER BY 1")
+    indexes = await fetch(
+        db_url,
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'"
+        " AND indexname LIKE '%\\_idx' ORDER BY 1",
+    )
+    keys = await fetch(
+        db_url,
+        "SELECT conname FROM pg_constraint WHERE contype = 'p'"
+        " AND connamespace = 'public'::regnamespace ORDER BY 1",
+    )
     assert [k[0] for k in keys] == [  # dropped for the COPY, rebuilt after
-        "characteristic_reviews_pkey", "characteristics_pkey", "product_ratings_pkey",
-        "reviews_photos_pkey", "reviews_pkey", "schema_migrations_pkey"]
+        "characteristic_reviews_pkey",
+        "characteristics_pkey",
+        "product_ratings_pkey",
+        "reviews_photos_pkey",
+        "reviews_pkey",
+        "schema_migrations_pkey",
+    ]
     assert [i[0] for i in indexes] == [
-        "characteristic_reviews_review_idx", "characteristics_product_idx",
-        "reviews_photos_review_idx", "reviews_product_helpful_idx", "reviews_product_newest_idx"]
+        "characteristic_reviews_review_idx",
+        "characteristics_product_idx",
+        "reviews_photos_review_idx",
+        "reviews_product_helpful_idx",
+        "reviews_product_newest_idx",
+    ]
 
 
 async def test_failed_load_keeps_previous_data(db_url: str, tmp_path: Path) -> None:
@@ -205,7 +260,8 @@ async def test_failed_load_keeps_previous_data(db_url: str, tmp_path: Path) -> N
 
 
 async def test_old_export_header_spaces_camel_case_and_iso_dates(
-        db_url: str, tmp_path: Path) -> None:
+    db_url: str, tmp_path: Path
+) -> None:
     old_reviews = (
         "id, productId, rating, date, summary, body, recommend, reported, reviewerName,"
         " reviewer_email, response, helpfulness\n"
@@ -221,9 +277,11 @@ async def test_old_export_header_spaces_camel_case_and_iso_dates(
     )
     report = await load(db_url, data, tmp_path / "report", quiet=True)
     assert await fetch(db_url, "SELECT id, product_id, date, summary, response FROM reviews") == [
-        (1, 1, datetime(2019, 4, 14, tzinfo=UTC), "Old", None)]
+        (1, 1, datetime(2019, 4, 14, tzinfo=UTC), "Old", None)
+    ]
     assert read_rejects(tmp_path / "report") == [
-        ("reviews.csv", 3, "date '2019-02-30' is not a valid date")]
+        ("reviews.csv", 3, "date '2019-02-30' is not a valid date")
+    ]
     assert report["totals"]["loaded"] == 4
     assert await fetch(db_url, "SELECT score_sum, score_count FROM characteristics") == [(4, 1)]
 
@@ -283,19 +341,20 @@ async def test_generator_loader_round_trip(db_url: str, tmp_path: Path, scale: f
     for name, f in report["files"].items():
         assert f["read"] == manifest["rows"][name]
         assert f["rejected"] == manifest["expected_rejects"][name], name
-    reasons = Counter(reason.split(":")[-1].strip()
-                      for _, _, reason in read_rejects(tmp_path / "report"))
+    reasons = Counter(
+        reason.split(":")[-1].strip() for _, _, reason in read_rejects(tmp_path / "report")
+    )
     assert all("outside 1-5" in r for r in reasons)
 
     ratings, scores = await asyncio.to_thread(recount, tmp_path / "data", bad_ids)
     loaded = await fetch(db_url, "SELECT * FROM product_ratings ORDER BY product_id")
     assert loaded == [(p, *ratings[p]) for p in sorted(ratings)]
-    chars = await fetch(db_url, "SELECT id, score_sum, score_count FROM characteristics"
-                                " ORDER BY id")
+    chars = await fetch(
+        db_url, "SELECT id, score_sum, score_count FROM characteristics ORDER BY id"
+    )
     assert len(chars) == manifest["rows"]["characteristics.csv"]
     assert chars == [(c, *scores.get(c, (0, 0))) for c, _, _ in chars]
     # Some products have no reviews at all, some have many.
-    per_product = Counter(p for p, *_ in
-                          await fetch(db_url, "SELECT product_id FROM reviews"))
+    per_product = Counter(p for p, *_ in await fetch(db_url, "SELECT product_id FROM reviews"))
     assert len(per_product) < manifest["products"]
     assert max(per_product.values()) > 5 * (sum(per_product.values()) / len(per_product))
