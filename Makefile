@@ -8,7 +8,7 @@ DATA ?= data/scale-$(SCALE)
 SEED ?= 1
 SERVICES ?= $(shell $(PY) -c "from infra.stack import available_services as a; print(' '.join(a()))" 2>/dev/null)
 
-.PHONY: help venv deps up down status test lint data load bench bench-quick clean
+.PHONY: help venv deps up down status test test-full lint data load bench bench-quick clean
 
 help:
 	@echo "make up | down | status | test | lint | data SCALE=0.01 | load DATA=dir | bench"
@@ -36,6 +36,10 @@ status: venv
 test: venv deps
 	$(VENV)/bin/ruff check services infra tests bench gateway
 	$(VENV)/bin/pytest -q
+
+# The issue's full counts for the reliability and security suites (a few minutes more).
+test-full: venv deps
+	RUNWAY_COHERENCE_OPS=10000 RUNWAY_SCHEMATHESIS_REQUESTS=5000 $(VENV)/bin/pytest -q tests/reliability tests/security
 
 lint: venv
 	$(VENV)/bin/ruff check services infra tests bench gateway

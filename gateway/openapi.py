@@ -41,6 +41,20 @@ def obj(properties: dict[str, Schema], required: list[str] | None = None) -> Sch
     }
 
 
+def body_obj(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
+    """A request body: the listed keys validated, unknown keys ignored (as the services do)."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+    }
+
+
+def or_empty(schema: Schema) -> Schema:
+    """A query value that may also be sent empty (`?page=`), which means the default."""
+    return {"anyOf": [schema, {"type": "string", "enum": [""]}]}
+
+
 def nullable(schema: Schema) -> Schema:
     return {"anyOf": [schema, {"type": "null"}]}
 
@@ -160,7 +174,7 @@ SCHEMAS: dict[str, Schema] = {
             },
         }
     ),
-    "NewReview": obj(
+    "NewReview": body_obj(
         {
             "product_id": INT_ID,
             "rating": {"type": "integer", "minimum": 1, "maximum": 5},
@@ -226,7 +240,7 @@ SCHEMAS: dict[str, Schema] = {
             "results": {"type": "array", "items": ref("Answer")},
         }
     ),
-    "NewQuestion": obj(
+    "NewQuestion": body_obj(
         {
             "body": {"type": "string", "minLength": 1, "maxLength": 1000},
             "name": NAME,
@@ -234,7 +248,7 @@ SCHEMAS: dict[str, Schema] = {
             "product_id": INT_ID,
         }
     ),
-    "NewAnswer": obj(
+    "NewAnswer": body_obj(
         {
             "body": {"type": "string", "minLength": 1, "maxLength": 1000},
             "name": NAME,
@@ -244,8 +258,8 @@ SCHEMAS: dict[str, Schema] = {
         required=["body", "name", "email"],
     ),
     "CartItem": obj({"sku_id": INT_ID, "count": {"type": "integer", "minimum": 1}}),
-    "NewCartItem": obj({"sku_id": INT_ID}, required=[]),
-    "Interaction": obj(
+    "NewCartItem": body_obj({"sku_id": INT_ID}, required=[]),
+    "Interaction": body_obj(
         {"element": {"type": "string"}, "widget": {"type": "string"}, "time": {"type": "string"}}
     ),
 }
@@ -272,13 +286,13 @@ PAGING: list[Schema] = [
         "name": "page",
         "in": "query",
         "description": "1-based page number.",
-        "schema": {"type": "integer", "minimum": 1, "default": 1},
+        "schema": or_empty({"type": "integer", "minimum": 1, "default": 1}),
     },
     {
         "name": "count",
         "in": "query",
         "description": "Page size; above 1000 is a 400.",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
+        "schema": or_empty({"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}),
     },
 ]
 
@@ -293,7 +307,8 @@ REQUEST_ID_HEADER: Schema = {
 }
 
 ERROR_DESCRIPTIONS: dict[str, str] = {
-    "400": "A malformed query or path value (the message names the field).",
+    "400": "A malformed query, path or session value, or a body that is not JSON "
+    "(the message names the field).",
     "404": "Unknown id, or no public route for the path.",
     "413": "Request body over 1 MiB.",
     "422": "The body fails validation (the message names the field).",
@@ -450,9 +465,10 @@ def paths() -> dict[str, Any]:
                     {
                         "name": "sort",
                         "in": "query",
+                        "description": "Empty means the default.",
                         "schema": {
                             "type": "string",
-                            "enum": ["newest", "helpful", "relevant"],
+                            "enum": ["newest", "helpful", "relevant", ""],
                             "default": "relevant",
                         },
                     },
@@ -462,7 +478,7 @@ def paths() -> dict[str, Any]:
                 "addReview",
                 "Add a review",
                 "reviews",
-                responses({"201": CREATED}, "404", "422"),
+                responses({"201": CREATED}, "400", "404", "422"),
                 requestBody=json_body(ref("NewReview")),
             ),
         },
@@ -495,7 +511,7 @@ def paths() -> dict[str, Any]:
                 "addQuestion",
                 "Ask a question",
                 "qa",
-                responses({"201": CREATED}, "422"),
+                responses({"201": CREATED}, "400", "422"),
                 requestBody=json_body(ref("NewQuestion")),
             ),
         },
@@ -535,7 +551,7 @@ def paths() -> dict[str, Any]:
                 "getCart",
                 "The session's cart",
                 "cart",
-                responses({"200": ok({"type": "array", "items": ref("CartItem")})}),
+                responses({"200": ok({"type": "array", "items": ref("CartItem")})}, "400"),
                 parameters=SESSION,
             ),
             "post": op(
@@ -549,8 +565,8 @@ def paths() -> dict[str, Any]:
                         "name": "sku_id",
                         "in": "query",
                         "required": False,
-                        "description": "Accepted instead of the body's sku_id.",
-                        "schema": STR_ID,
+                        "description": "Accepted instead of the body's sku_id (empty: absent).",
+                        "schema": or_empty(STR_ID),
                     },
                 ],
                 requestBody={
@@ -565,7 +581,7 @@ def paths() -> dict[str, Any]:
                 "logInteraction",
                 "Record a click-tracking event",
                 "interactions",
-                responses({"201": CREATED}, "422"),
+                responses({"201": CREATED}, "400", "422"),
                 requestBody=json_body(ref("Interaction")),
             ),
         },

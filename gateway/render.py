@@ -160,14 +160,18 @@ def _upstream_block(service: str, servers: list[str]) -> str:
 
 
 def _error_pages() -> str:
+    # URI locations, not named ones: a request nginx refuses while reading its
+    # request line (a NUL in the path) has no URI, and cannot be redirected to
+    # a named location (nginx would answer its own HTML 500 instead).
     lines = []
     for status in ERROR_MESSAGES:
         wire = WIRE_STATUS.get(status, status)
-        lines.append(f"        error_page {status} ={wire} @error_{status};")
+        lines.append(f"        error_page {status} ={wire} /_error/{status};")
     for status, message in ERROR_MESSAGES.items():
         wire = WIRE_STATUS.get(status, status)
         lines += [
-            f"        location @error_{status} {{",
+            f"        location = /_error/{status} {{",
+            "            internal;",
             f'            return {wire} \'{{"error": "{message}"}}\';',
             "        }",
         ]

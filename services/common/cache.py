@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from .metrics import Metrics
 
@@ -287,7 +287,7 @@ class ResponseCache:
                 for redis_key, token, key, body, ttl in batch:
                     pipe.evalsha(self._fill_sha, 1, redis_key, token, key, body, ttl)
                 results = await pipe.execute(raise_on_error=False)
-                if any(isinstance(r, RedisError) and "NOSCRIPT" in str(r) for r in results):
+                if any(isinstance(r, NoScriptError) for r in results):
                     # Redis restarted and lost its script cache: load it again next time.
                     self._fill_sha = None
         except _REDIS_FAILURES as exc:

@@ -88,5 +88,5 @@ async def read_body(request: web.Request, schema: type[T]) -> T:
         return msgspec.json.decode(raw, type=schema)
     except msgspec.ValidationError as err:
         raise ApiError(422, _field_message(err)) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # invalid UTF-8 inside a string
         raise ApiError(400, "body: malformed JSON") from None

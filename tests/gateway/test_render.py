@@ -87,5 +87,5 @@ def test_unsafe_frontend_origin_is_refused(origin: str, tmp_path: Path) -> None:
 def test_every_gateway_error_page_is_json(tmp_path: Path) -> None:
     text = render.render(render.GatewayConfig.from_env(tmp_path, {}))
     for status in (404, 413, 429, 502, 503, 504):
-        assert f"error_page {status} ={status} @error_{status};" in text
+        assert f"error_page {status} ={status} /_error/{status};" in text
         assert re.search(rf"return {status} '\{{\"error\": \"[^\"]+\"\}}';", text)
