@@ -46,7 +46,17 @@ PING_INTERVAL_S = 0.1
 ACK_TIMEOUT_S = 0.25
 BREAKER_S = 1.0  # after a Redis error, skip Redis this long (the pinger may close it sooner)
 _SCOPE_SEQ_MAX = 100_000
+# What a local entry costs beyond its body: the key string, dict slots and the
+# bytes object's header (measured with tracemalloc, rounded up). Counting only
+# bodies let a walk over many small answers hold several times the budget.
+ENTRY_OVERHEAD = 160
+SCOPE_OVERHEAD = 420
 _FILL_QUEUE_MAX = 1_000
+# Ask Redis on every local miss while at least this share of the recent ones
+# found their answer there; below it, only one miss in REDIS_SAMPLE_EVERY.
+REDIS_MIN_HIT_PERCENT = 5
+REDIS_SAMPLE_EVERY = 8
+REDIS_WINDOW = 2_000
 
 # Fill only if the scope's token is still the one read before the database query.
 _FILL_SCRIPT = """
@@ -60,6 +70,14 @@ return 1
 """
 
 _REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def _entry_cost(key: str, body: bytes) -> int:
+    return len(body) + len(key) + ENTRY_OVERHEAD
+
+
+def _scope_cost(entries: dict[str, bytes]) -> int:
+    return SCOPE_OVERHEAD + sum(_entry_cost(k, b) for k, b in entries.items())
 
 
 class ResponseCache:
@@ -108,6 +126,9 @@ class ResponseCache:
         self._background: set[asyncio.Task] = set()
         self._read_batch: list[tuple[str, str, asyncio.Future]] = []
         self._fill_batch: list[tuple[str, str, str, bytes, int]] = []
+        self._redis_reads = 0
+        self._redis_hits = 0
+        self._redis_skipped = 0
         self._process = f"{os.getpid()}-{secrets.token_hex(3)}"
 
     # --- lifecycle ------------------------------------------------------
@@ -212,11 +233,13 @@ class ResponseCache:
         leased = time.monotonic() < self._lease_until
         redis_key = f"{self._ns}:{self._gen}:{scope}"
         token: str | None = None
-        if self.redis_usable():
+        if self.redis_usable() and self._redis_pays_off():
             found = await self._read_redis(redis_key, key)
             if found is not None:
                 raw_token, body = found
+                self._redis_reads += 1
                 if body is not None:
+                    self._redis_hits += 1
                     self._metrics.cache_hit_redis.inc()
                     if leased:
                         self._fill_local(scope, key, body, start_seq)
@@ -293,20 +316,41 @@ class ResponseCache:
         except _REDIS_FAILURES as exc:
             self._trip(exc)
 
+    def _redis_pays_off(self) -> bool:
+        """Whether this local miss should ask Redis. When almost no local miss
+        finds its answer in Redis (traffic spread over far more keys than are
+        cached: a cold catalogue walk), the round trip and the fill are pure
+        cost, so only one miss in REDIS_SAMPLE_EVERY asks (and fills), enough to
+        notice when Redis starts paying off again. Skipping Redis is always
+        correct: the answer then comes from Postgres."""
+        if self._redis_reads >= REDIS_WINDOW:  # a decaying window over recent reads
+            self._redis_reads //= 2
+            self._redis_hits //= 2
+        if self._redis_reads < REDIS_WINDOW // 4:
+            return True
+        if self._redis_hits * 100 >= self._redis_reads * REDIS_MIN_HIT_PERCENT:
+            return True
+        self._redis_skipped += 1
+        return self._redis_skipped % REDIS_SAMPLE_EVERY == 0
+
     def _fill_local(self, scope: str, key: str, body: bytes, start_seq: int) -> None:
         if self._last_invalidation(scope) > start_seq:
             return  # invalidated while we were reading: the body may predate the write
         entries = self._local.get(scope)
         if entries is None:
             entries = self._local[scope] = {}
+            self._local_bytes += SCOPE_OVERHEAD
         else:
             self._local.move_to_end(scope)
         old = entries.get(key)
         entries[key] = body
-        self._local_bytes += len(body) - (len(old) if old is not None else 0)
+        if old is None:
+            self._local_bytes += _entry_cost(key, body)
+        else:
+            self._local_bytes += len(body) - len(old)
         while self._local_bytes > self._local_max and self._local:
             _, evicted = self._local.popitem(last=False)
-            self._local_bytes -= sum(len(b) for b in evicted.values())
+            self._local_bytes -= _scope_cost(evicted)
         self._metrics.cache_local_bytes.set(self._local_bytes)
 
     def _last_invalidation(self, scope: str) -> int:
@@ -321,7 +365,7 @@ class ResponseCache:
             self._scope_seq.move_to_end(scope)
             entries = self._local.pop(scope, None)
             if entries is not None:
-                self._local_bytes -= sum(len(b) for b in entries.values())
+                self._local_bytes -= _scope_cost(entries)
             for flight_key in [k for k in self._flights if k[0] == scope]:
                 del self._flights[flight_key]  # later readers must not join a pre-write load
         while len(self._scope_seq) > _SCOPE_SEQ_MAX:

@@ -945,3 +945,36 @@ async def load_service(
         )
     report.step("cache_flush", time.perf_counter() - started)
     return report.finish(quiet=quiet)
+
+
+def loader_main(
+    service: str, load: Callable[..., Any], description: str, argv: list[str] | None
+) -> None:
+    """The command line every service's loader shares."""
+    import argparse
+
+    from .settings import database_url
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, default=Path("data") / service)
+    parser.add_argument("--report", type=Path, default=Path("data/reports") / service)
+    parser.add_argument(
+        "--dsn",
+        default=None,
+        help=f"default: {service.upper()}_DATABASE_URL, DATABASE_URL, or the local one",
+    )
+    parser.add_argument("--redis", default=None, help="default: REDIS_URL or the local one")
+    parser.add_argument("--inline", action="store_true", help="parse every file in this process")
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(
+            load(
+                args.dsn or database_url(service),
+                args.data,
+                args.report,
+                redis_url=args.redis,
+                in_process=False if args.inline else None,
+            )
+        )
+    except EtlError as exc:
+        sys.exit(f"load failed: {exc}")

@@ -9,9 +9,13 @@ numbers and booleans bare, SQL NULL as the bare word `null`.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
+import os
 import random
 import sys
+import time
 from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -165,3 +169,41 @@ def run_parallel(
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
         futures = [pool.submit(fn, *args) for fn, args in tasks]
         return [f.result() for f in futures]
+
+
+def run_writers(
+    tasks: Sequence[tuple[Callable[..., dict[str, int]], tuple[Any, ...]]],
+    workers: int | None = None,
+) -> dict[str, int]:
+    """Run a generator's file writers (list the biggest first, so that two
+    workers finish close together) and merge the counts they return."""
+    counts: dict[str, int] = {}
+    for result in run_parallel(tasks, workers or min(2, os.cpu_count() or 1)):
+        counts.update(result)
+    return counts
+
+
+def write_manifest(out: Path, manifest: dict[str, Any], started: float, planned: float) -> dict:
+    """Add the timings and write generator.json: what the files hold, and what
+    the loader must repair or reject in them (the tests compare the two)."""
+    manifest["seconds"] = {
+        "plan": round(planned, 2),
+        "total": round(time.perf_counter() - started, 2),
+    }
+    (out / "generator.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def generator_main(
+    generate: Callable[..., dict[str, Any]], service: str, description: str, argv: list[str] | None
+) -> None:
+    """The command line every service's generator shares."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--scale", type=float, default=0.01, help="1.0 = the full export")
+    parser.add_argument("--out", type=Path, default=Path("data") / service)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: 2)")
+    args = parser.parse_args(argv)
+    manifest = generate(args.out, args.scale, args.seed, args.workers)
+    rows = ", ".join(f"{name} {n:,}" for name, n in manifest["rows"].items())
+    print(f"wrote {rows} to {args.out} in {manifest['seconds']['total']:.1f}s", file=sys.stderr)

@@ -24,10 +24,6 @@ arrays, each line one f-string over pre-quoted text pools.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import time
 from array import array
 from dataclasses import dataclass
@@ -38,11 +34,13 @@ from typing import Any
 from services.common.generating import (
     NULL_FIELD,
     CsvOut,
+    generator_main,
     ids_with_gaps,
     pick_table,
     quote,
     rng_for,
-    run_parallel,
+    run_writers,
+    write_manifest,
 )
 
 FULL_PRODUCTS = 1_000_011
@@ -464,7 +462,6 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
     out.mkdir(parents=True, exist_ok=True)
     _PLAN = plan = make_plan(scale, seed)
     planned = time.perf_counter() - started
-    workers = workers or min(2, os.cpu_count() or 1)
     # Biggest first, so the two workers finish close together.
     tasks = [
         (write_skus, (out, 0)),
@@ -475,12 +472,9 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
         (write_styles, (out, 5)),
     ]
     try:
-        results = run_parallel(tasks, workers)
+        counts = run_writers(tasks, workers)
     finally:
         _PLAN = None
-    counts: dict[str, int] = {}
-    for r in results:
-        counts.update(r)
     manifest = {
         "seed": seed,
         "scale": scale,
@@ -493,22 +487,12 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
         "expected_rejects": {
             "related.csv": counts["related_zero"] + counts["related_duplicate"],
         },
-        "seconds": {"plan": round(planned, 2), "total": round(time.perf_counter() - started, 2)},
     }
-    (out / "generator.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return write_manifest(out, manifest, started, planned)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=float, default=0.01, help="1.0 = the full export")
-    parser.add_argument("--out", type=Path, default=Path("data/overview"))
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: 2)")
-    args = parser.parse_args(argv)
-    manifest = generate(args.out, args.scale, args.seed, args.workers)
-    rows = ", ".join(f"{name} {n:,}" for name, n in manifest["rows"].items())
-    print(f"wrote {rows} to {args.out} in {manifest['seconds']['total']:.1f}s", file=sys.stderr)
+    generator_main(generate, "overview", __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,7 @@ while parsing, or renumbered after the COPY when product.csv is not in id order.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import re
-import sys
 import time
 from array import array
 from pathlib import Path
@@ -46,7 +43,6 @@ from services.common.etl import (
     BOOL_0_1,
     BOOL_ANY,
     Converter,
-    EtlError,
     FileSpec,
     IdBitmap,
     LoadReport,
@@ -59,11 +55,11 @@ from services.common.etl import (
     indexes_file,
     int_map,
     load_service,
+    loader_main,
     map_set,
     reset_sequences,
     truncate,
 )
-from services.common.settings import database_url
 
 from .app import CACHE_NAMESPACE, MIGRATIONS
 
@@ -377,27 +373,7 @@ async def load(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Load the product CSV export into Postgres.")
-    parser.add_argument("--data", type=Path, default=Path("data/overview"))
-    parser.add_argument("--report", type=Path, default=Path("data/reports/overview"))
-    parser.add_argument(
-        "--dsn", default=None, help="default: OVERVIEW_DATABASE_URL, DATABASE_URL, or the local one"
-    )
-    parser.add_argument("--redis", default=None, help="default: REDIS_URL or the local one")
-    parser.add_argument("--inline", action="store_true", help="parse in this process")
-    args = parser.parse_args(argv)
-    try:
-        asyncio.run(
-            load(
-                args.dsn or database_url("overview"),
-                args.data,
-                args.report,
-                redis_url=args.redis,
-                in_process=not args.inline,
-            )
-        )
-    except EtlError as exc:
-        sys.exit(f"load failed: {exc}")
+    loader_main("overview", load, "Load the product CSV export into Postgres.", argv)
 
 
 if __name__ == "__main__":

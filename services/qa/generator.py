@@ -23,10 +23,6 @@ those arrays, each line one f-string over precomputed, already-quoted pools.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import time
 from array import array
 from dataclasses import dataclass
@@ -37,12 +33,14 @@ from typing import Any
 from services.common.generating import (
     NULL_FIELD,
     CsvOut,
+    generator_main,
     ids_with_gaps,
     pick_table,
     quote,
     rng_for,
-    run_parallel,
+    run_writers,
     skewed_counts,
+    write_manifest,
 )
 
 FULL = {
@@ -374,16 +372,12 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
     out.mkdir(parents=True, exist_ok=True)
     _PLAN = plan = make_plan(scale, seed)
     planned = time.perf_counter() - started
-    workers = workers or min(2, os.cpu_count() or 1)
     # Biggest first, so that two workers finish close together.
     tasks = [(write_answers, (out, 0)), (write_questions, (out, 1)), (write_photos, (out, 2))]
     try:
-        results = run_parallel(tasks, workers)
+        counts = run_writers(tasks, workers)
     finally:
         _PLAN = None
-    counts: dict[str, int] = {}
-    for r in results:
-        counts.update(r)
     manifest = {
         "seed": seed,
         "scale": scale,
@@ -398,22 +392,12 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
             "answers.csv": len(plan.orphans),
             "answers_photos.csv": counts["orphan_photos"],
         },
-        "seconds": {"plan": round(planned, 2), "total": round(time.perf_counter() - started, 2)},
     }
-    (out / "generator.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return write_manifest(out, manifest, started, planned)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=float, default=0.01, help="1.0 = the full export")
-    parser.add_argument("--out", type=Path, default=Path("data/qa"))
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: 2)")
-    args = parser.parse_args(argv)
-    manifest = generate(args.out, args.scale, args.seed, args.workers)
-    rows = ", ".join(f"{name} {n:,}" for name, n in manifest["rows"].items())
-    print(f"wrote {rows} to {args.out} in {manifest['seconds']['total']:.1f}s", file=sys.stderr)
+    generator_main(generate, "qa", __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

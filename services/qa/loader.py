@@ -22,9 +22,6 @@ A bare `null` photo url is loaded as NULL (the export has a few).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +32,6 @@ import asyncpg
 from services.common.etl import (
     BOOL_ANY,
     Converter,
-    EtlError,
     FileSpec,
     IdBitmap,
     LoadReport,
@@ -46,11 +42,11 @@ from services.common.etl import (
     drop_indexes,
     indexes_file,
     load_service,
+    loader_main,
     parse_timestamp,
     reset_sequences,
     truncate,
 )
-from services.common.settings import database_url
 
 from .app import CACHE_NAMESPACE, MIGRATIONS
 
@@ -220,20 +216,7 @@ async def load(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Load the Q&A CSV export into Postgres.")
-    parser.add_argument("--data", type=Path, default=Path("data/qa"))
-    parser.add_argument("--report", type=Path, default=Path("data/reports/qa"))
-    parser.add_argument(
-        "--dsn", default=None, help="default: QA_DATABASE_URL, DATABASE_URL, or the local one"
-    )
-    parser.add_argument("--inline", action="store_true", help="parse in this process")
-    args = parser.parse_args(argv)
-    try:
-        asyncio.run(
-            load(args.dsn or database_url("qa"), args.data, args.report, in_process=not args.inline)
-        )
-    except EtlError as exc:
-        sys.exit(f"load failed: {exc}")
+    loader_main("qa", load, "Load the Q&A CSV export into Postgres.", argv)
 
 
 if __name__ == "__main__":

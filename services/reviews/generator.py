@@ -15,10 +15,6 @@ from precomputed, already-quoted text pools with one f-string.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import time
 from array import array
 from dataclasses import dataclass
@@ -29,12 +25,14 @@ from typing import Any
 from services.common.generating import (
     NULL_FIELD,
     CsvOut,
+    generator_main,
     ids_with_gaps,
     pick_table,
     quote,
     rng_for,
-    run_parallel,
+    run_writers,
     skewed_counts,
+    write_manifest,
 )
 
 FULL = {
@@ -351,7 +349,6 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
     out.mkdir(parents=True, exist_ok=True)
     _PLAN = plan = make_plan(scale, seed)
     planned = time.perf_counter() - started
-    workers = workers or min(2, os.cpu_count() or 1)
     # Biggest first, so the two workers finish close together.
     tasks = [
         (write_reviews, (out, 0)),
@@ -360,12 +357,9 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
         (write_photos, (out, 3)),
     ]
     try:
-        results = run_parallel(tasks, workers)
+        counts = run_writers(tasks, workers)
     finally:
         _PLAN = None
-    counts: dict[str, int] = {}
-    for r in results:
-        counts.update(r)
     bad_ids = [plan.review_ids[k] for k in plan.bad]
     manifest = {
         "seed": seed,
@@ -381,22 +375,12 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
             "characteristic_reviews.csv": counts["bad_scores"],
             "characteristics.csv": 0,
         },
-        "seconds": {"plan": round(planned, 2), "total": round(time.perf_counter() - started, 2)},
     }
-    (out / "generator.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return write_manifest(out, manifest, started, planned)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=float, default=0.01, help="1.0 = the full export")
-    parser.add_argument("--out", type=Path, default=Path("data/reviews"))
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: 2)")
-    args = parser.parse_args(argv)
-    manifest = generate(args.out, args.scale, args.seed, args.workers)
-    rows = ", ".join(f"{name} {n:,}" for name, n in manifest["rows"].items())
-    print(f"wrote {rows} to {args.out} in {manifest['seconds']['total']:.1f}s", file=sys.stderr)
+    generator_main(generate, "reviews", __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ Rejected (never clamped or silently dropped; see rejects.csv):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
 import time
 from array import array
 from dataclasses import dataclass, field, replace
@@ -34,7 +32,6 @@ import asyncpg
 from services.common.etl import (
     BOOL_TRUE_FALSE,
     Converter,
-    EtlError,
     FileSpec,
     LoadReport,
     ParseJob,
@@ -47,13 +44,13 @@ from services.common.etl import (
     indexes_file,
     int_map,
     load_service,
+    loader_main,
     map_set,
     parse_timestamp,
     reset_sequences,
     restore_primary_keys,
     truncate,
 )
-from services.common.settings import database_url
 
 from .app import CACHE_NAMESPACE, MIGRATIONS
 
@@ -345,25 +342,7 @@ async def load(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Load the reviews CSV export into Postgres.")
-    parser.add_argument("--data", type=Path, default=Path("data/reviews"))
-    parser.add_argument("--report", type=Path, default=Path("data/reports/reviews"))
-    parser.add_argument(
-        "--dsn", default=None, help="default: REVIEWS_DATABASE_URL, DATABASE_URL, or the local one"
-    )
-    parser.add_argument("--inline", action="store_true", help="parse in this process")
-    args = parser.parse_args(argv)
-    try:
-        asyncio.run(
-            load(
-                args.dsn or database_url("reviews"),
-                args.data,
-                args.report,
-                in_process=False if args.inline else None,
-            )
-        )
-    except EtlError as exc:
-        sys.exit(f"load failed: {exc}")
+    loader_main("reviews", load, "Load the reviews CSV export into Postgres.", argv)
 
 
 if __name__ == "__main__":

@@ -264,3 +264,15 @@ async def test_fail_open_and_resume(private_redis, fault):
             private_redis.resume()
         for c in (a, b):
             await c.stop()
+
+
+async def test_redis_is_mostly_skipped_while_it_does_not_pay_off(caches):
+    """A walk over far more keys than are cached: almost no local miss finds
+    its answer in Redis, so most stop asking it (and the answers stay right)."""
+    a, _ = caches
+    db = FakeDatabase()
+    for i in range(3000):
+        assert await a.get(f"p:{i}", "k", db.load) == b"v1"
+    asked = counter(a, "redis", "miss") + counter(a, "redis", "hit")
+    assert db.reads == 3000
+    assert 0 < asked < 3000 * 0.6
