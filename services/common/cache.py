@@ -342,6 +342,10 @@ class ResponseCache:
             self._local_bytes += SCOPE_OVERHEAD
         else:
             self._local.move_to_end(scope)
+        # An exact-size copy: orjson returns bytes whose allocation keeps the
+        # capacity of its write buffer (about 2 KiB for a 60-byte answer), and
+        # a long-lived entry would hold all of it (measured with tracemalloc).
+        body = bytes(memoryview(body))
         old = entries.get(key)
         entries[key] = body
         if old is None:
@@ -408,6 +412,7 @@ class ResponseCache:
     async def _broadcast(self, message: dict, scopes: Iterable[str]) -> None:
         nonce = secrets.token_hex(8)
         message["id"] = nonce
+        message["from"] = self._process
         waiter = [None, 0, asyncio.get_running_loop().create_future()]  # expected, acked, done
         self._acks[nonce] = waiter
         try:
@@ -430,8 +435,9 @@ class ResponseCache:
             await self._wait_out_leases()
             return
         subscribers = int(results[-1])
-        waiter[0] = subscribers
-        if waiter[1] >= subscribers:
+        # This process dropped the scopes before publishing; wait for the others.
+        waiter[0] = subscribers - 1 if self._subscribed else subscribers
+        if waiter[1] >= waiter[0]:
             waiter[2].set_result(None)
         try:
             async with asyncio.timeout(ACK_TIMEOUT_S):
@@ -440,7 +446,7 @@ class ResponseCache:
         except TimeoutError:
             # A subscribed process did not answer in time: it is stalled or
             # overloaded. Its lease keeps it serving; say so in the metrics.
-            log.warning("invalidation %s: %d of %d processes acked", nonce, waiter[1], subscribers)
+            log.warning("invalidation %s: %d of %d processes acked", nonce, waiter[1], waiter[0])
             self._metrics.cache_invalidations.labels("degraded").inc()
         finally:
             self._acks.pop(nonce, None)
@@ -506,6 +512,8 @@ class ResponseCache:
             self._on_ack(data.decode() if isinstance(data, bytes) else data)
             return
         payload = orjson.loads(data)
+        if payload.get("from") == self._process:
+            return  # our own invalidation: applied before it was published
         if payload.get("all"):
             self._gen = str(payload.get("gen", self._gen))
             self._drop_all_local()
