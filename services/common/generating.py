@@ -207,3 +207,15 @@ def generator_main(
     manifest = generate(args.out, args.scale, args.seed, args.workers)
     rows = ", ".join(f"{name} {n:,}" for name, n in manifest["rows"].items())
     print(f"wrote {rows} to {args.out} in {manifest['seconds']['total']:.1f}s", file=sys.stderr)
+
+
+def photo_url_pool(rng: random.Random, count: int = 4096) -> list[str]:
+    """Quoted photo URLs shaped like the export's (the writers draw from the pool)."""
+    return [
+        quote(
+            f"https://images.unsplash.com/photo-{1_500_000_000_000 + rng.randrange(10**11)}"
+            f"-{rng.getrandbits(48):012x}?ixlib=rb-1.2.1&auto=format&fit=crop"
+            f"&w={rng.randrange(300, 2000)}&q=80"
+        )
+        for _ in range(count)
+    ]

@@ -27,6 +27,7 @@ from services.common.generating import (
     CsvOut,
     generator_main,
     ids_with_gaps,
+    photo_url_pool,
     pick_table,
     quote,
     rng_for,
@@ -272,14 +273,7 @@ def write_photos(out: Path, position: int = 0) -> dict[str, int]:
     plan = _plan()
     rng = rng_for(plan.seed, "photos")
     rnd = rng.random
-    urls = [
-        quote(
-            f"https://images.unsplash.com/photo-{1_500_000_000_000 + rng.randrange(10**11)}"
-            f"-{rng.getrandbits(48):012x}?ixlib=rb-1.2.1&auto=format&fit=crop"
-            f"&w={rng.randrange(300, 2000)}&q=80"
-        )
-        for _ in range(4096)
-    ]
+    urls = photo_url_pool(rng)
     bad = set(plan.bad)
     bad_photos = 0
     ids, nxt = plan.review_ids, 1
