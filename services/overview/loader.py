@@ -50,14 +50,13 @@ from services.common.etl import (
     bulk_session,
     close_unterminated_quote,
     copy_file,
-    create_indexes,
     drop_indexes,
     indexes_file,
     int_map,
     load_service,
     loader_main,
     map_set,
-    reset_sequences,
+    rebuild_after_copy,
     truncate,
 )
 
@@ -333,16 +332,7 @@ async def _load_files(
     started = time.perf_counter()
     await add_primary_keys(conn, ID_TABLES)
     report.step("primary_keys", time.perf_counter() - started)
-    started = time.perf_counter()
-    if index_sql:
-        await create_indexes(conn, index_sql)
-    report.step("indexes", time.perf_counter() - started)
-    started = time.perf_counter()
-    await conn.execute(f"ANALYZE {', '.join(TABLES)}")
-    report.step("analyze", time.perf_counter() - started)
-    started = time.perf_counter()
-    await reset_sequences(conn, ID_TABLES)  # last: setval is not rolled back
-    report.step("sequences", time.perf_counter() - started)
+    await rebuild_after_copy(conn, report, index_sql, TABLES, ID_TABLES)
 
 
 async def load(

@@ -22,7 +22,6 @@ A bare `null` photo url is loaded as NULL (the export has a few).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,13 +37,12 @@ from services.common.etl import (
     Reject,
     bulk_session,
     copy_file,
-    create_indexes,
     drop_indexes,
     indexes_file,
     load_service,
     loader_main,
     parse_timestamp,
-    reset_sequences,
+    rebuild_after_copy,
     truncate,
 )
 
@@ -176,16 +174,7 @@ async def _load_files(
     answers = await copy_file(conn, data_dir, ANSWERS, answers_converter, questions, report, **kw)
     await copy_file(conn, data_dir, PHOTOS, photos_converter, answers, report, **kw)
 
-    started = time.perf_counter()
-    if index_sql:
-        await create_indexes(conn, index_sql)
-    report.step("indexes", time.perf_counter() - started)
-    started = time.perf_counter()
-    await conn.execute(f"ANALYZE {', '.join(TABLES)}")
-    report.step("analyze", time.perf_counter() - started)
-    started = time.perf_counter()
-    await reset_sequences(conn, TABLES)  # last: setval is not rolled back
-    report.step("sequences", time.perf_counter() - started)
+    await rebuild_after_copy(conn, report, index_sql, TABLES, TABLES)
 
 
 async def load(
