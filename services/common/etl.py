@@ -90,14 +90,6 @@ BOOL_0_1: dict[str, bool] = {"0": False, "1": True}
 BOOL_ANY: dict[str, bool] = {**BOOL_TRUE_FALSE, **BOOL_0_1}
 
 
-def parse_bool(value: str, mapping: dict[str, bool], column: str) -> bool:
-    """A boolean in the file's own spelling (`mapping`), else Reject."""
-    result = mapping.get(value)
-    if result is None:
-        raise Reject(f"{column} {value!r} is not one of {'/'.join(mapping)}")
-    return result
-
-
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _DAY_TEXT: dict[int, str] = {}
 _HMS: list[str] = []
@@ -181,10 +173,6 @@ def map_set(arr: array, i: int, value: int) -> None:
     if i >= len(arr):
         arr.frombytes(bytes(4 * (max(i + 1, 2 * len(arr)) - len(arr))))
     arr[i] = value
-
-
-def map_get(arr: array, i: int) -> int:
-    return arr[i] if 0 <= i < len(arr) else 0
 
 
 # --------------------------------------------------------------------------- CSV reading
