@@ -55,6 +55,7 @@ class BenchConfig:
     external_redis: str | None = None  # use this Redis instead of starting one
     base_url: str | None = None  # a gateway already running: start no stack
     keep_up: bool = False
+    only: tuple[str, ...] = ()  # workload name prefixes to run (empty: all)
     run_dir: Path = field(default=ROOT / "run" / "bench")
     data_root: Path = field(default=ROOT / "data")
     results_dir: Path = field(default=BENCH_DIR / "results")

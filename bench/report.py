@@ -75,12 +75,23 @@ def _cpu(w: dict[str, Any]) -> str:
     return " / ".join(parts)
 
 
+def _postgres_line(pg: dict[str, Any]) -> list[str]:
+    if not pg:
+        return []
+    warm = ", ".join(f"{s} {mb:,} MB" for s, mb in pg["prewarmed_mb"].items())
+    return [
+        f"Postgres shared_buffers {pg['shared_buffers_mb']:,} MB, prewarmed ({warm}) in "
+        f"{pg['prewarm_s']} s."
+    ]
+
+
 def markdown(run: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark {run['run_id']}: scale {run['scale']}{' (quick)' if run['quick'] else ''}",
         "",
         f"Through {run['gateway_url']}; services: {', '.join(run['services'])}; "
         f"wrk -t{run['threads']} -c{run['connections']}; {run['cpus']} CPUs.",
+        *_postgres_line(run.get("postgres") or {}),
         "",
         "| workload | rps | × ceiling | p50 ms | p90 ms | p99 ms | max ms | errors | cache hit "
         "| CPU % (of one core) | peak RSS MB | targets |",

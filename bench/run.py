@@ -19,13 +19,14 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from infra.stack import available_services
 
-from . import data, report, soak, verify
+from . import data, pgtune, report, soak, verify
 from .config import FULL, QUICK, BenchConfig
 from .env import Processes
 from .workloads import (
@@ -60,16 +61,35 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, dict[str, bool]]:
     p.add_argument("--keep-up", action="store_true", help="leave the stack running")
     p.add_argument("--reload", action="store_true", help="reload the data even if present")
     p.add_argument("--results", type=Path, default=None, help="default bench/results")
+    p.add_argument(
+        "--only",
+        help="comma-separated workload names or prefixes (e.g. W2,W3,ceiling): run just these",
+    )
+    p.add_argument(
+        "--seconds", type=int, help="override every workload's duration (profiling, not records)"
+    )
     a = p.parse_args(argv)
     services = tuple(a.services.split(",")) if a.services else tuple(available_services())
-    extra = {"results_dir": a.results} if a.results else {}
+    extra: dict[str, Any] = {"results_dir": a.results} if a.results else {}
+    if a.only:
+        extra["only"] = tuple(a.only.split(","))
+    durations = QUICK if a.quick else FULL
+    if a.seconds:
+        durations = replace(
+            durations,
+            ceiling=a.seconds,
+            warmup=min(durations.warmup, a.seconds),
+            read=a.seconds,
+            write=a.seconds,
+            w4=a.seconds,
+        )
     cfg = BenchConfig(
         scale=a.scale or (QUICK_SCALE if a.quick else "1.0"),
         seed=a.seed,
         quick=a.quick,
         soak=a.soak or a.only_soak,
         services=services,
-        durations=QUICK if a.quick else FULL,
+        durations=durations,
         threads=a.threads,
         connections=a.connections,
         w4_rate=a.w4_rate,
@@ -215,15 +235,21 @@ def run(cfg: BenchConfig, reload: bool, only_soak: bool) -> dict[str, Any]:
     started = time.time()
     results: list[Result] = []
     soak_report: dict[str, Any] | None = None
+    postgres: dict[str, Any] = {}
     try:
         env.start_redis()
         if not cfg.base_url:
             for service in cfg.services:
                 data.ensure_loaded(cfg, service, env.env, reload)
+            # Before the stack starts: a restart would cut its pools' connections.
+            buffers = pgtune.shared_buffers(cfg) if cfg.quick else pgtune.ensure_buffers(cfg)
+            postgres = pgtune.prewarm(cfg, buffers)
         pools = data.build_pools(cfg)
         env.start_stack()
         env.start_ceilings()
         plans = ceilings(cfg, pools) + ([] if only_soak else main_workloads(cfg, pools))
+        if cfg.only:
+            plans = [w for w in plans if w.name.startswith(cfg.only)]
         for w in plans:
             result = _run_one(cfg, env, w)
             if result is not None:
@@ -244,7 +270,7 @@ def run(cfg: BenchConfig, reload: bool, only_soak: bool) -> dict[str, Any]:
             results.append(result)
     finally:
         env.stop_all()
-    return _assemble(cfg, results, soak_report, time.time() - started)
+    return _assemble(cfg, results, soak_report, postgres, time.time() - started)
 
 
 def _soak_failures(result: Result, soak_report: dict[str, Any]) -> list[str]:
@@ -260,7 +286,11 @@ def _soak_failures(result: Result, soak_report: dict[str, Any]) -> list[str]:
 
 
 def _assemble(
-    cfg: BenchConfig, results: list[Result], soak_report: dict[str, Any] | None, wall_s: float
+    cfg: BenchConfig,
+    results: list[Result],
+    soak_report: dict[str, Any] | None,
+    postgres: dict[str, Any],
+    wall_s: float,
 ) -> dict[str, Any]:
     workloads = [r.to_json() for r in results if r.workload.name != "W1-warmup"]
     report.add_ratios(workloads)
@@ -278,6 +308,7 @@ def _assemble(
         "connections": cfg.connections,
         "cpus": os.cpu_count(),
         "wall_s": round(wall_s, 1),
+        "postgres": postgres,
         "workloads": workloads,
         "soak": soak_report,
         "failures": failures,

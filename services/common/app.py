@@ -68,8 +68,11 @@ def _database_ctx(
 
 
 def redis_client(settings: Settings, *, blocking: bool = False) -> Redis:
-    """A client whose every call is bounded in milliseconds (a pub/sub reader blocks)."""
-    timeout = None if blocking else settings.redis_timeout_ms / 1000
+    """A client for the cache. Its calls are bounded in milliseconds by the
+    cache's own lag-tolerant deadlines; the socket timeout is only a backstop
+    (a wall-clock one would fire whenever this process's loop stalls, and
+    redis-py drops the connection on it). A pub/sub reader blocks."""
+    timeout = None if blocking else max(1.0, settings.redis_timeout_ms / 100)
     return Redis.from_url(
         settings.redis_url,
         socket_timeout=timeout,

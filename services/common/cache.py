@@ -72,6 +72,43 @@ return 1
 _REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 
+class LagTolerantTimeout:
+    """`asyncio.timeout(seconds)` that does not blame Redis for this process's
+    own lag. When the event loop is stalled (CPU saturation, a long callback)
+    the deadline's timer runs late, possibly before the loop has read a reply
+    that arrived in time, and a 50 ms deadline would then trip the breaker of a
+    healthy Redis. A timer that runs more than half its span late re-arms for
+    one more span instead (at most `extensions` times); on time, it expires."""
+
+    __slots__ = ("_extensions", "_handle", "_loop", "_seconds", "_timeout")
+
+    def __init__(self, seconds: float, extensions: int = 2) -> None:
+        self._seconds = seconds
+        self._extensions = extensions
+
+    async def __aenter__(self) -> LagTolerantTimeout:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = asyncio.timeout(None)
+        await self._timeout.__aenter__()
+        self._arm(self._loop.time() + self._seconds)
+        return self
+
+    def _arm(self, due: float) -> None:
+        self._handle = self._loop.call_at(due, self._check, due)
+
+    def _check(self, due: float) -> None:
+        now = self._loop.time()
+        if now - due > self._seconds / 2 and self._extensions > 0:
+            self._extensions -= 1
+            self._arm(now + self._seconds)
+        else:
+            self._timeout.reschedule(now)  # expire: TimeoutError leaves the block
+
+    async def __aexit__(self, *exc_info: object) -> bool | None:
+        self._handle.cancel()
+        return await self._timeout.__aexit__(*exc_info)  # type: ignore[arg-type]
+
+
 def _entry_cost(key: str, body: bytes) -> int:
     return len(body) + len(key) + ENTRY_OVERHEAD
 
@@ -273,7 +310,7 @@ class ResponseCache:
         assert self._redis is not None
         results: list | None = None
         try:
-            async with asyncio.timeout(self._timeout):
+            async with LagTolerantTimeout(self._timeout):
                 if len(batch) == 1:
                     results = [await self._redis.hmget(batch[0][0], "_v", batch[0][1])]
                 else:
@@ -303,7 +340,7 @@ class ResponseCache:
     async def _run_fills(self, batch: list[tuple[str, str, str, bytes, int]]) -> None:
         assert self._redis is not None
         try:
-            async with asyncio.timeout(self._timeout * 2):
+            async with LagTolerantTimeout(self._timeout * 2):
                 if self._fill_sha is None:
                     self._fill_sha = await self._redis.script_load(_FILL_SCRIPT)
                 pipe = self._redis.pipeline(transaction=False)
@@ -400,7 +437,7 @@ class ResponseCache:
         if self._redis is None:
             return
         try:
-            async with asyncio.timeout(self._timeout * 20):
+            async with LagTolerantTimeout(self._timeout * 20):
                 self._gen = str(await self._redis.incr(self._gen_key))
         except _REDIS_FAILURES as exc:
             self._trip(exc)
@@ -418,7 +455,7 @@ class ResponseCache:
         try:
             if not self.redis_usable():
                 raise ConnectionError("redis circuit open")
-            async with asyncio.timeout(self._timeout * 4):
+            async with LagTolerantTimeout(self._timeout * 4):
                 pipe = self._redis.pipeline(transaction=True)
                 for scope in scopes:
                     redis_key = f"{self._ns}:{self._gen}:{scope}"
@@ -520,7 +557,7 @@ class ResponseCache:
         else:
             self._drop_local(payload.get("scopes", ()))
         try:
-            async with asyncio.timeout(self._timeout * 4):
+            async with LagTolerantTimeout(self._timeout * 4):
                 await self._redis.publish(self._ack_channel, payload["id"])
         except _REDIS_FAILURES as exc:
             self._trip(exc)
@@ -537,7 +574,7 @@ class ResponseCache:
             return False
         sent = time.monotonic()
         try:
-            async with asyncio.timeout(self._timeout * 2):
+            async with LagTolerantTimeout(self._timeout * 2):
                 raw_gen = await self._redis.get(self._gen_key)
         except _REDIS_FAILURES as exc:
             self._trip(exc)

@@ -276,3 +276,40 @@ async def test_redis_is_mostly_skipped_while_it_does_not_pay_off(caches):
     asked = counter(a, "redis", "miss") + counter(a, "redis", "hit")
     assert db.reads == 3000
     assert 0 < asked < 3000 * 0.6
+
+
+async def test_a_late_deadline_is_extended_not_expired():
+    """A reply that arrives in time must not be lost because this process's own
+    loop stalled past the deadline (plain asyncio.timeout loses it)."""
+    loop = asyncio.get_running_loop()
+
+    async def wait_through_a_stall(timeout_cm) -> int:
+        reply = loop.create_future()
+        async with timeout_cm:
+            loop.call_later(0.01, reply.set_result, 1)  # the reply is due at 10 ms
+            loop.call_soon(time.sleep, 0.15)  # the loop then stalls 150 ms
+            return await reply
+
+    assert await wait_through_a_stall(cache_module.LagTolerantTimeout(0.05)) == 1
+    with pytest.raises(TimeoutError):
+        await wait_through_a_stall(asyncio.timeout(0.05))
+
+
+async def test_a_silent_peer_still_times_out_on_time():
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        async with cache_module.LagTolerantTimeout(0.05):
+            await loop.create_future()  # never answers
+    assert 0.045 <= loop.time() - started < 0.2
+
+
+async def test_a_stalled_process_does_not_trip_the_breaker(caches):
+    """CPU saturation stalls the loop mid-ping; Redis itself is fine."""
+    cache = caches[0]
+    loop = asyncio.get_running_loop()
+    for _ in range(5):
+        loop.call_soon(time.sleep, 0.2)  # runs while the ping waits for its reply
+        assert await cache.ping()
+    assert counter(cache, "redis", "error") == 0
+    assert cache.redis_usable()
