@@ -43,6 +43,7 @@ from services.common.etl import (
     BOOL_0_1,
     BOOL_ANY,
     Converter,
+    EtlError,
     FileSpec,
     IdBitmap,
     LoadReport,
@@ -60,11 +61,12 @@ from services.common.etl import (
     truncate,
 )
 
+from . import queries
 from .app import CACHE_NAMESPACE, MIGRATIONS
 
 MAIN_TABLE = "products"
 ID_TABLES = ("products", "features", "styles", "photos", "skus", "related")
-TABLES = (*ID_TABLES, "cart_items")
+TABLES = (*ID_TABLES, "cart_items", "product_documents")
 
 PRODUCTS = FileSpec(
     "product.csv",
@@ -333,6 +335,59 @@ async def _load_files(
     await add_primary_keys(conn, ID_TABLES)
     report.step("primary_keys", time.perf_counter() - started)
     await rebuild_after_copy(conn, report, index_sql, TABLES, ID_TABLES)
+    started = time.perf_counter()
+    await build_documents(conn)
+    report.step("product_documents", time.perf_counter() - started)
+
+
+DOCUMENT_BATCH = 5_000
+
+
+async def build_documents(conn: asyncpg.Connection) -> int:
+    """Fill product_documents (truncated by the load) with every product's three
+    answers, shaped by the functions the live queries use, so the bytes are the
+    same. Three cursors in product id order are merged; returns the count."""
+    details = conn.cursor(queries.ALL_DETAILS, prefetch=DOCUMENT_BATCH)
+    styles = conn.cursor(queries.ALL_STYLES, prefetch=DOCUMENT_BATCH).__aiter__()
+    related = conn.cursor(queries.ALL_RELATED, prefetch=DOCUMENT_BATCH).__aiter__()
+    style = await anext(styles, None)
+    rel = await anext(related, None)
+    batch: list[tuple[int, bytes, bytes, bytes]] = []
+    built = 0
+    async for row in details:
+        product_id = row[0]
+        rows = []
+        while style is not None and style[10] == product_id:
+            rows.append(style)
+            style = await anext(styles, None)
+        ids = None
+        if rel is not None and rel[0] == product_id:
+            ids = rel[1]
+            rel = await anext(related, None)
+        batch.append(
+            (
+                product_id,
+                queries.detail_body(row),
+                queries.styles_body(product_id, rows),
+                queries.related_body(ids),
+            )
+        )
+        if len(batch) >= DOCUMENT_BATCH:
+            await _copy_documents(conn, batch)
+            built += len(batch)
+            batch = []
+    if batch:
+        await _copy_documents(conn, batch)
+        built += len(batch)
+    if style is not None or rel is not None:  # the loader rejects orphans, so this is a bug
+        raise EtlError("product_documents: styles or related rows of no product")
+    return built
+
+
+async def _copy_documents(conn: asyncpg.Connection, batch: list) -> None:
+    await conn.copy_records_to_table(
+        "product_documents", records=batch, columns=["product_id", "detail", "styles", "related"]
+    )
 
 
 async def load(

@@ -63,6 +63,47 @@ LEFT JOIN LATERAL (
 WHERE p.id = $1
 """
 
+# The loader's prebuilt answers (003_documents.sql): one primary-key lookup.
+DOCUMENT_DETAIL = "SELECT detail FROM product_documents WHERE product_id = $1"
+DOCUMENT_STYLES = "SELECT styles FROM product_documents WHERE product_id = $1"
+DOCUMENT_RELATED = "SELECT related FROM product_documents WHERE product_id = $1"
+
+# The same answers for every product at once, in product id order, for the
+# loader to build product_documents: the live queries' columns, with
+# aggregates over whole tables (one sort each) instead of per-product lookups.
+ALL_DETAILS = f"""
+SELECT {_PRODUCT_COLUMNS}, f.features, f.values
+FROM products p
+LEFT JOIN (
+    SELECT product_id, array_agg(feature ORDER BY id) AS features,
+           array_agg(value ORDER BY id) AS values
+    FROM features GROUP BY product_id
+) f ON f.product_id = p.id
+ORDER BY p.id
+"""
+
+ALL_STYLES = """
+SELECT s.id, s.name, s.original_price::text, s.sale_price::text, s.default_style,
+       ph.urls, ph.thumbnails, sk.ids, sk.quantities, sk.sizes, s.product_id
+FROM styles s
+LEFT JOIN (
+    SELECT style_id, array_agg(url ORDER BY id) AS urls,
+           array_agg(thumbnail_url ORDER BY id) AS thumbnails
+    FROM photos GROUP BY style_id
+) ph ON ph.style_id = s.id
+LEFT JOIN (
+    SELECT style_id, array_agg(id ORDER BY id) AS ids,
+           array_agg(quantity ORDER BY id) AS quantities, array_agg(size ORDER BY id) AS sizes
+    FROM skus GROUP BY style_id
+) sk ON sk.style_id = s.id
+ORDER BY s.product_id, s.id
+"""
+
+ALL_RELATED = """
+SELECT current_product_id, array_agg(related_product_id ORDER BY id)
+FROM related GROUP BY current_product_id ORDER BY current_product_id
+"""
+
 # Add one unit of a sku to a session's cart, only while the session holds
 # fewer than the sku's quantity. Two concurrent adds serialise on the cart
 # row (ON CONFLICT DO UPDATE locks it and re-checks WHERE against the latest
@@ -110,14 +151,22 @@ async def product_page(db: Database, page: int, count: int) -> bytes:
     return orjson.dumps([_product(r) for r in rows])
 
 
-async def product_detail(db: Database, product_id: int) -> bytes:
-    row = await db.fetchrow(PRODUCT_DETAIL, product_id)
-    if row is None:
-        raise _unknown_product(product_id)
+def detail_body(row: asyncpg.Record) -> bytes:
+    """GET /products/:id from a PRODUCT_DETAIL row."""
     body = _product(row)
     names, values = row[6] or (), row[7] or ()
     body["features"] = [{"feature": f, "value": v} for f, v in zip(names, values, strict=True)]
     return orjson.dumps(body)
+
+
+async def product_detail(db: Database, product_id: int) -> bytes:
+    document = await db.fetchval(DOCUMENT_DETAIL, product_id)
+    if document is not None:
+        return document
+    row = await db.fetchrow(PRODUCT_DETAIL, product_id)
+    if row is None:
+        raise _unknown_product(product_id)
+    return detail_body(row)
 
 
 def _style(row: asyncpg.Record) -> dict:
@@ -144,19 +193,35 @@ def _style(row: asyncpg.Record) -> dict:
     }
 
 
-async def product_styles(db: Database, product_id: int) -> bytes:
-    rows = await db.fetch(PRODUCT_STYLES, product_id)
-    if not rows:
-        raise _unknown_product(product_id)
+def styles_body(product_id: int, rows: list[asyncpg.Record]) -> bytes:
+    """GET /products/:id/styles from its PRODUCT_STYLES rows (one with a NULL
+    style id for a product without styles)."""
     results = [_style(r) for r in rows if r[0] is not None]
     return orjson.dumps({"product_id": str(product_id), "results": results})
 
 
+def related_body(ids: list[int] | None) -> bytes:
+    return orjson.dumps(ids or [])
+
+
+async def product_styles(db: Database, product_id: int) -> bytes:
+    document = await db.fetchval(DOCUMENT_STYLES, product_id)
+    if document is not None:
+        return document
+    rows = await db.fetch(PRODUCT_STYLES, product_id)
+    if not rows:
+        raise _unknown_product(product_id)
+    return styles_body(product_id, rows)
+
+
 async def product_related(db: Database, product_id: int) -> bytes:
+    document = await db.fetchval(DOCUMENT_RELATED, product_id)
+    if document is not None:
+        return document
     row = await db.fetchrow(PRODUCT_RELATED, product_id)
     if row is None:
         raise _unknown_product(product_id)
-    return orjson.dumps(row[0] or [])
+    return related_body(row[0])
 
 
 async def cart_items(db: Database, session_id: str) -> bytes:

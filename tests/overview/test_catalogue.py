@@ -9,6 +9,7 @@ import pytest
 from services.common.cache import flush_namespace
 from services.overview import queries
 from services.overview.app import CACHE_NAMESPACE
+from services.overview.loader import build_documents
 
 PRODUCT_KEYS = ["id", "name", "slogan", "description", "category", "default_price"]
 STYLE_KEYS = ["style_id", "name", "original_price", "sale_price", "default?", "photos", "skus"]
@@ -256,9 +257,12 @@ async def test_product_without_styles_is_empty_results(overview_client, overview
     }
 
 
-async def test_styles_is_one_round_trip(overview_client, overview_conn):
-    """However many styles, the answer costs one statement: a spy on the service's
-    Database wrapper counts them (the real query still runs)."""
+async def test_styles_cost_a_fixed_number_of_statements(
+    overview_client, overview_conn, redis_server
+):
+    """However many styles: without prebuilt documents, the document probe and
+    one aggregating statement; after the loader's build, one primary-key
+    lookup. A spy on the service's Database wrapper counts them."""
     await add_product(overview_conn, 4)
     await renumber(overview_conn)
     for style_id in range(100, 108):
@@ -268,16 +272,26 @@ async def test_styles_is_one_round_trip(overview_client, overview_conn):
 
     db = overview_client.app[DB]
     calls = []
-    original = db.fetch
 
-    async def counting_fetch(sql, *args):
-        calls.append(sql)
-        return await original(sql, *args)
+    def spy(method):
+        async def counting(sql, *args):
+            calls.append(sql)
+            return await method(sql, *args)
 
-    db.fetch = counting_fetch
-    db.fetchrow = db.fetchval = None  # any other query path would fail loudly
-    body = await get_json(overview_client, "/products/4/styles")
-    assert len(body["results"]) == 8 and len(calls) == 1
+        return counting
+
+    db.fetch, db.fetchval = spy(db.fetch), spy(db.fetchval)
+    db.fetchrow = None  # any other query path would fail loudly
+    live = await get_json(overview_client, "/products/4/styles")
+    assert len(live["results"]) == 8
+    assert calls == [queries.DOCUMENT_STYLES, queries.PRODUCT_STYLES]
+
+    async with overview_conn.transaction():
+        await build_documents(overview_conn)
+    assert await flush_namespace(redis_server.url, CACHE_NAMESPACE)  # as the loader does
+    calls.clear()
+    assert await get_json(overview_client, "/products/4/styles") == live
+    assert calls == [queries.DOCUMENT_STYLES]
 
 
 # --- GET /products/:id/related ------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.common.etl import EtlError, index_names
-from services.overview import generator, loader
+from services.overview import generator, loader, queries
 from services.overview.app import MIGRATIONS
 
 BASE = {
@@ -277,6 +277,7 @@ async def test_rerun_replaces_data_rebuilds_indexes_moves_sequences_keeps_events
         "skus": 3,
         "related": 3,
         "cart_items": 2,  # the export's carts; session "s" was replaced with the catalogue
+        "product_documents": 3,
     }
     assert await overview_conn.fetchval("SELECT count(*) FROM interactions") == 1
     indexes = {
@@ -348,3 +349,32 @@ async def test_generator_round_trip(tmp_path, overview_db, overview_conn, redis_
     )
     per_product = await overview_conn.fetch("SELECT count(*) FROM styles GROUP BY product_id")
     assert {r[0] for r in per_product} <= set(range(1, 9))
+
+
+async def test_documents_are_the_live_answers_byte_for_byte(
+    tmp_path, overview_db, overview_conn, redis_server
+):
+    """Every product gets a prebuilt detail, styles and related answer, equal to
+    what the live queries would send (generated data: products without styles,
+    styles without photos or skus, sales, null photo urls)."""
+    generator.generate(tmp_path / "a", scale=0.0002, seed=11)
+    with (tmp_path / "a" / "product.csv").open("a") as products:  # no styles, no related
+        products.write('9000001,"Bare","","","Misc","10"\n')
+    await loader.load(
+        overview_db, tmp_path / "a", tmp_path / "report", redis_url=redis_server.url, quiet=True
+    )
+    documents = await overview_conn.fetch(
+        "SELECT product_id, detail, styles, related FROM product_documents ORDER BY 1"
+    )
+    ids = [r[0] for r in await overview_conn.fetch("SELECT id FROM products ORDER BY id")]
+    assert [d[0] for d in documents] == ids
+    for product_id, detail, styles, related in documents:
+        live_detail = await overview_conn.fetchrow(queries.PRODUCT_DETAIL, product_id)
+        live_styles = await overview_conn.fetch(queries.PRODUCT_STYLES, product_id)
+        live_related = await overview_conn.fetchrow(queries.PRODUCT_RELATED, product_id)
+        assert detail == queries.detail_body(live_detail)
+        assert styles == queries.styles_body(product_id, live_styles)
+        assert related == queries.related_body(live_related[0])
+    shapes = {(len(json.loads(d[2])["results"]) > 0, d[3] != b"[]") for d in documents}
+    # with and without styles, with and without related
+    assert shapes >= {(False, False), (True, False), (True, True)}
