@@ -14,10 +14,17 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 # The issue's targets at SCALE=1.0 (informational: only errors fail a run).
-TARGETS = {
-    "W1": {"rps": 8000, "ceiling_ratio": 0.6, "p99_ms": 20},
-    "W2": {"rps": 2500, "p99_ms": 50},
-    "W3": {"writes_per_s": 1000, "p99_ms": 50},
+# Throughput is judged on the closed-loop runs (wrk as fast as it goes), p99 on
+# the same mix offered at the target rate: at saturation a closed loop's
+# latency is its connection count over its throughput (Little's law), a
+# property of the client, so a p99 target is a question about a given rate.
+TARGETS: dict[str, dict[str, float]] = {
+    "W1": {"rps": 8000, "ceiling_ratio": 0.6},
+    "W2": {"rps": 2500},
+    "W3": {"writes_per_s": 1000},
+    "W1-at-rate": {"rate_held": 0.98, "p99_ms": 20},
+    "W2-at-rate": {"rate_held": 0.98, "p99_ms": 50},
+    "W3-at-rate": {"rate_held": 0.98, "p99_ms": 50},
     "W4": {"rate_held": 0.98, "p99_ms": 50},
 }
 RSS_LIMIT_MB = 200
@@ -36,8 +43,7 @@ def add_ratios(workloads: list[dict[str, Any]]) -> None:
 
 def target_status(w: dict[str, Any]) -> str:
     """'met', 'missed: ...' or '' against the issue's targets."""
-    family = w["name"].split("-")[0]
-    t = TARGETS.get(family)
+    t = TARGETS.get(w["name"]) or TARGETS.get(w["name"].split("-")[0])
     if t is None:
         return ""
     missed = []
@@ -49,8 +55,11 @@ def target_status(w: dict[str, Any]) -> str:
         missed.append(f"writes/s<{t['writes_per_s']}")
     if "rate_held" in t and (w.get("rate_ratio") or 0) < t["rate_held"]:
         missed.append("rate not held")
-    if w["latency_ms"]["p99"] > t["p99_ms"]:
-        missed.append(f"p99>{t['p99_ms']}ms")
+    if "p99_ms" in t:
+        # At a rate, the bound that charges wrk's queueing (workloads.Result._at_rate).
+        p99 = w["p99_bound_ms"] if "p99_bound_ms" in w else w["latency_ms"]["p99"]
+        if p99 is None or p99 > t["p99_ms"]:
+            missed.append(f"p99>{t['p99_ms']}ms")
     if w["errors"]["bad_responses"] or w["errors"]["ratio"]:
         missed.append("errors")
     if any(mb > RSS_LIMIT_MB for mb in w["peak_rss_mb"].values()):
@@ -93,9 +102,9 @@ def markdown(run: dict[str, Any]) -> str:
         f"wrk -t{run['threads']} -c{run['connections']}; {run['cpus']} CPUs.",
         *_postgres_line(run.get("postgres") or {}),
         "",
-        "| workload | rps | × ceiling | p50 ms | p90 ms | p99 ms | max ms | errors | cache hit "
-        "| CPU % (of one core) | peak RSS MB | targets |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "| workload | rps | × ceiling | p50 ms | p90 ms | p99 ms | p99 bound ms | max ms | errors "
+        "| cache hit | CPU % (of one core) | peak RSS MB | targets |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for w in run["workloads"]:
         lat = w["latency_ms"]
@@ -111,9 +120,12 @@ def markdown(run: dict[str, Any]) -> str:
         errors = w["errors"]
         err = f"{errors['ratio']:.2%}" if errors["ratio"] else "0"
         rss = max(w["peak_rss_mb"].values(), default=0)
+        bound = ""
+        if "p99_bound_ms" in w:
+            bound = "> 1000" if w["p99_bound_ms"] is None else f"{w['p99_bound_ms']:.2f}"
         lines.append(
             f"| {w['name']} {w['title']} | {rps} | {ratio} | {lat['p50']:.2f} | "
-            f"{lat['p90']:.2f} | {lat['p99']:.2f} | {lat['max']:.1f} | {err} | "
+            f"{lat['p90']:.2f} | {lat['p99']:.2f} | {bound} | {lat['max']:.1f} | {err} | "
             f"{'' if hit is None else f'{hit:.1%}'} | {_cpu(w)} | "
             f"{rss or ''} | {target_status(w)} |"
         )

@@ -16,6 +16,7 @@ when an acknowledged write is missing from the database. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -29,10 +30,12 @@ from infra.stack import available_services
 from . import data, pgtune, report, soak, verify
 from .config import FULL, QUICK, BenchConfig
 from .env import Processes
+from .report import TARGETS
 from .workloads import (
     READ_MIX,
     W4_ENDPOINTS,
     WRITE_MIX,
+    WRITE_OPS,
     Result,
     Workload,
     measure,
@@ -152,11 +155,26 @@ def main_workloads(cfg: BenchConfig, pools: dict[str, Path]) -> list[Workload]:
     hot = _lua_pools(pools, "hot")
     cold = _lua_pools(pools, "all")
     w3 = _lua_pools(pools, "w3", "w3")
+    # Each mix twice: as fast as it goes (throughput), then offered at its
+    # target rate (the p99 targets; report.TARGETS says why).
+    writes = sum(n for op, n in WRITE_MIX.items() if op in WRITE_OPS)
+    w1_rate, w2_rate = int(TARGETS["W1"]["rps"]), int(TARGETS["W2"]["rps"])
+    w3_rate = math.ceil(TARGETS["W3"]["writes_per_s"] * sum(WRITE_MIX.values()) / writes)
     plans = [
         Workload("W1-warmup", "hot reads warm-up", READ_MIX, hot, d.warmup),
         Workload("W1", "hot reads", READ_MIX, hot, d.read, ceiling="ceiling-bare"),
+        Workload("W1-at-rate", f"hot reads at {w1_rate} rps", READ_MIX, hot, d.read, rate=w1_rate),
         Workload(
             "W2", "cold reads", READ_MIX, cold, d.read, ceiling="ceiling-query", flush_first=True
+        ),
+        Workload(
+            "W2-at-rate",
+            f"cold reads at {w2_rate} rps",
+            READ_MIX,
+            cold,
+            d.read,
+            rate=w2_rate,
+            flush_first=True,
         ),
         Workload(
             "W3",
@@ -166,6 +184,15 @@ def main_workloads(cfg: BenchConfig, pools: dict[str, Path]) -> list[Workload]:
             d.write,
             ceiling="ceiling-query",
             marker=f"bench-{cfg.run_id}-w3",
+        ),
+        Workload(
+            "W3-at-rate",
+            f"writes + reads at {w3_rate} rps",
+            WRITE_MIX,
+            w3,
+            d.write,
+            rate=w3_rate,
+            marker=f"bench-{cfg.run_id}-w3r",
         ),
     ]
     w4 = _lua_pools(pools, "w4")

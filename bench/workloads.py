@@ -145,6 +145,33 @@ class Result:
         e = self.summary["errors"]
         return ok + bad, bad, e["connect"] + e["read"] + e["write"] + e["timeout"]
 
+    def _at_rate(self, p995_ms: float) -> dict[str, Any]:
+        """For a paced run: how late sends left wrk (queued behind slow answers,
+        a wait wrk does not time) and the p99 bound that charges it: at most
+        0.5% of requests took longer than p99.5, at most 0.5% were sent later
+        than the lateness p99.5, so at most 1% exceeded their sum."""
+        late = self.summary.get("lateness_ms")
+        if not late:
+            return {}
+        edges = sorted((int(k[2:]), n) for k, n in late.items() if k.startswith("le"))
+        sends = sum(n for _, n in edges) + late.get("inf", 0)
+        seen, late_p995 = 0, None  # None: beyond the last bucket (over a second)
+        late_p995: float | None
+        for edge, n in edges:
+            seen += n
+            if seen >= 0.995 * sends:
+                late_p995 = float(edge)
+                break
+        over_10 = sum(n for edge, n in edges if edge > 10) + late.get("inf", 0)
+        return {
+            "lateness": {
+                "sends": sends,
+                "p995_ms": late_p995,
+                "late_over_10ms_ratio": round(over_10 / max(1, sends), 5),
+            },
+            "p99_bound_ms": None if late_p995 is None else round(p995_ms + late_p995, 2),
+        }
+
     def writes_per_s(self) -> float:
         ok = sum(o.get("ok", 0) for op, o in self.ops().items() if op in WRITE_OPS)
         return ok / self.seconds
@@ -167,6 +194,7 @@ class Result:
                 "p50": pct["50"] / 1000,
                 "p90": pct["90"] / 1000,
                 "p99": pct["99"] / 1000,
+                "p995": pct["99.5"] / 1000,
                 "p999": pct["99.9"] / 1000,
                 "max": lat["max"] / 1000,
                 "mean": round(lat["mean"] / 1000, 3),
@@ -178,6 +206,7 @@ class Result:
                 "ratio": round((bad + socket) / max(1, self.summary["requests"]), 6),
                 "samples": self.summary.get("bad_samples") or [],
             },
+            **self._at_rate(pct["99.5"] / 1000),
             "by_op": self.ops(),
             "cache": self.cache,
             "cpu_pct": self.usage["cpu_pct"],

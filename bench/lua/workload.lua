@@ -284,7 +284,15 @@ function done(summary, latency, requests)
         end
     end
     local pct = {}
-    for _, p in ipairs({ 50, 75, 90, 99, 99.9 }) do pct[tostring(p)] = latency:percentile(p) end
+    for _, p in ipairs({ 50, 75, 90, 99, 99.5, 99.9 }) do pct[tostring(p)] = latency:percentile(p) end
+    local lateness = nil
+    for _, thread in ipairs(threads) do
+        local t = thread:get("pace")
+        if t then
+            lateness = lateness or {}
+            for k, n in pairs(t) do lateness[k] = (lateness[k] or 0) + n end
+        end
+    end
     local out = {
         duration_us = summary.duration,
         requests = summary.requests,
@@ -295,6 +303,7 @@ function done(summary, latency, requests)
         ops = total.ops,
         bad_samples = total.bad_samples,
         recorded = recorded,
+        lateness_ms = lateness,
     }
     io.write("BENCH_JSON " .. encode(out) .. "\n")
 end
