@@ -109,6 +109,9 @@ class Processes:
         if self.cfg.base_url:
             return
         log("starting the stack (infra.stack up, gateway rate limit off)")
+        # The gateway logs every request, as in production: a full run writes
+        # a few GB. The previous run's log is of no use and would fill the disk.
+        (Path(self.env["RUNWAY_RUN_DIR"]) / "logs" / "gateway-access.log").unlink(missing_ok=True)
         self.stack_started = True
         subprocess.run(
             [PYTHON, "-m", "bench.stackup", ",".join(self.cfg.services)],
