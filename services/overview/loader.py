@@ -6,7 +6,8 @@ One transaction: TRUNCATE the catalogue and carts, drop the secondary
 indexes, COPY product, features, styles, photos, skus, related and cart
 (each file parsed and checked in a child process while Postgres ingests the
 previous chunk), rebuild the indexes, ANALYZE, move the id sequences past the
-loaded ids; after the commit, flush the service's response cache. A failed
+loaded ids, build product_documents (every product's prebuilt detail, styles
+and related answers; build_documents); after the commit, flush the service's response cache. A failed
 load rolls back and leaves the previous data in place; re-running replaces it.
 The interactions table is never touched (it is not part of the export).
 
