@@ -1,7 +1,7 @@
 """Read-through cache of ready-to-send response bytes, in two tiers: a bounded
 in-process LRU (hits cost no round trip) over a shared Redis (hits cost one).
 The design, and why it keeps read-your-writes across processes, is in
-CACHE.md beside this file. In short:
+README.md beside this file. In short:
 
 * Entries are grouped by *scope* (e.g. ``p:42``, everything shown for product
   42). A write invalidates scopes, never single keys.
@@ -13,10 +13,13 @@ CACHE.md beside this file. In short:
   after commit and the writer waits until every subscribed process has dropped
   the scope and acknowledged, before it answers: a read that starts after the
   reply finds no old entry in any process (read-your-writes).
-* The local tier is trusted only under a lease renewed by a 100 ms ping. When
-  Redis stalls or dies, leases lapse within ``LEASE_S``; a writer that cannot
-  reach Redis waits out that lease before replying. Requests then go straight
-  to Postgres (fail-open), and caching resumes when the ping succeeds again.
+* The local tier is trusted only under a lease renewed by a 100 ms ping, once
+  the process has heard its own heartbeat on the invalidation channel (so it
+  has applied every earlier invalidation; a writer whose acks time out waits
+  out the lease of whoever did not answer). When Redis stalls or dies, leases
+  lapse within ``LEASE_S``; a writer that cannot reach Redis waits out that
+  lease before replying. Requests then go straight to Postgres (fail-open),
+  and caching resumes when the ping succeeds again.
 """
 
 from __future__ import annotations
@@ -158,6 +161,7 @@ class ResponseCache:
         self._pending: set[str] = set()
         self._pending_all = False
         self._acks: dict[str, list] = {}
+        self._heartbeats: dict[str, asyncio.Future[None]] = {}
         self._fill_sha: str | None = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
@@ -471,6 +475,7 @@ class ResponseCache:
             self._pending.update(scopes)
             await self._wait_out_leases()
             return
+        published = time.monotonic()
         subscribers = int(results[-1])
         # This process dropped the scopes before publishing; wait for the others.
         waiter[0] = subscribers - 1 if self._subscribed else subscribers
@@ -485,6 +490,12 @@ class ResponseCache:
             # overloaded. Its lease keeps it serving; say so in the metrics.
             log.warning("invalidation %s: %d of %d processes acked", nonce, waiter[1], waiter[0])
             self._metrics.cache_invalidations.labels("degraded").inc()
+            # A process that has not applied it cannot renew its lease (leases
+            # follow its own heartbeats through this channel, which arrive
+            # after this message): none serves the old answer after this.
+            remaining = published + LEASE_S - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
         finally:
             self._acks.pop(nonce, None)
 
@@ -549,6 +560,11 @@ class ResponseCache:
             self._on_ack(data.decode() if isinstance(data, bytes) else data)
             return
         payload = orjson.loads(data)
+        if "hb" in payload:  # a heartbeat: only its sender cares
+            heard = self._heartbeats.get(payload["hb"])
+            if heard is not None and not heard.done():
+                heard.set_result(None)
+            return
         if payload.get("from") == self._process:
             return  # our own invalidation: applied before it was published
         if payload.get("all"):
@@ -588,9 +604,29 @@ class ResponseCache:
         if self._pending_all or self._pending:
             if not await self._replay_pending():
                 return True
-        if self._subscribed:
+        if self._subscribed and await self._heartbeat():
             self._lease_until = sent + LEASE_S
         return True
+
+    async def _heartbeat(self) -> bool:
+        """Publish a heartbeat on the invalidation channel and wait until this
+        process's own listener has handled it. Redis delivers a channel's
+        messages in order, so every invalidation published before the
+        heartbeat has then been applied here: a lease renewed this way never
+        covers an invalidation this process has not seen, however far its
+        listener lags (it then simply stops using the local tier)."""
+        nonce = secrets.token_hex(6)
+        heard = asyncio.get_running_loop().create_future()
+        self._heartbeats[nonce] = heard
+        try:
+            async with LagTolerantTimeout(self._timeout * 2):
+                await self._redis.publish(self._inval_channel, orjson.dumps({"hb": nonce}))
+                await heard
+            return True
+        except _REDIS_FAILURES:
+            return False  # Redis answered the ping: the lag is ours, not a Redis failure
+        finally:
+            self._heartbeats.pop(nonce, None)
 
     async def _replay_pending(self) -> bool:
         scopes, flush = list(self._pending), self._pending_all

@@ -7,9 +7,10 @@ indexes, COPY product, features, styles, photos, skus, related and cart
 (each file parsed and checked in a child process while Postgres ingests the
 previous chunk), rebuild the indexes, ANALYZE, move the id sequences past the
 loaded ids, build product_documents (every product's prebuilt detail, styles
-and related answers; build_documents); after the commit, flush the service's response cache. A failed
-load rolls back and leaves the previous data in place; re-running replaces it.
-The interactions table is never touched (it is not part of the export).
+and related answers; build_documents); after the commit, flush the service's
+response cache. A failed load rolls back and leaves the previous data in
+place; re-running replaces it. The interactions table is never touched (it is
+not part of the export).
 
 Repaired (loaded, counted as repaired):
 - photos.csv rows whose thumbnail_url lost its closing quote: photo urls never

@@ -113,6 +113,27 @@ async def test_writer_waits_for_a_slow_process_to_drop_the_scope(caches):
     assert await b.get("p:8", "k", db.load) == b"v2"
 
 
+async def test_a_process_stalled_past_the_ack_timeout_serves_no_old_answer(caches):
+    """b reads its messages later than the writer waits for acks: the writer
+    replies anyway ("degraded"), but b cannot renew its lease while its
+    listener lags (leases follow b's own heartbeats through the same channel),
+    so after the reply b no longer answers from its local tier."""
+    a, b = caches
+    db = FakeDatabase()
+    await b.get("p:9", "k", db.load)
+    handle = b._handle_message
+
+    async def stalled_handle(message: dict) -> None:
+        await asyncio.sleep(cache_module.ACK_TIMEOUT_S + 0.3)
+        await handle(message)
+
+    b._handle_message = stalled_handle
+    db.value = b"v2"
+    await a.invalidate("p:9")
+    assert a._metrics.cache_invalidations.labels("degraded")._value.get() == 1
+    assert await b.get("p:9", "k", db.load) == b"v2"
+
+
 async def test_invalidation_is_scoped(caches):
     a, b = caches
     db = FakeDatabase()
