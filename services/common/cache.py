@@ -48,6 +48,7 @@ LEASE_S = 0.3  # the local tier is trusted this long after a successful ping
 PING_INTERVAL_S = 0.1
 ACK_TIMEOUT_S = 0.25
 BREAKER_S = 1.0  # after a Redis error, skip Redis this long (the pinger may close it sooner)
+RECOVERY_GRACE_S = 2 * PING_INTERVAL_S  # reads wait this long after Redis is back (see _recovered)
 _SCOPE_SEQ_MAX = 100_000
 # What a local entry costs beyond its body: the key string, dict slots and the
 # bytes object's header (measured with tracemalloc, rounded up). Counting only
@@ -72,7 +73,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
-_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+# RuntimeError: under uvloop, a call that reconnects to a Redis that just went
+# away can raise "unable to perform operation on <TCPTransport closed=True>".
+_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError, RuntimeError)
 
 
 class LagTolerantTimeout:
@@ -223,10 +226,14 @@ class ResponseCache:
         self._metrics.cache_error_redis.inc()
 
     def _recovered(self) -> None:
-        if self._down_since is not None:
-            log.info("redis answers again, caching resumes")
+        if self._down_since is None:
+            return
+        log.info("redis answers again, caching resumes")
         self._down_since = None
-        self._down_until = 0.0
+        # Writes made during the outage could not delete their old answers
+        # from Redis; each writer replays them on its first ping that gets
+        # through (within a ping interval). Reads keep off Redis until then.
+        self._down_until = time.monotonic() + RECOVERY_GRACE_S
 
     # --- reads --------------------------------------------------------------
 
@@ -435,11 +442,12 @@ class ResponseCache:
         message = {"scopes": list(scopes)}
         await self._broadcast(message, scopes)
 
-    async def flush_all(self) -> None:
-        """Forget everything of this namespace (after a bulk reload)."""
+    async def flush_all(self) -> bool:
+        """Forget everything of this namespace (after a bulk reload). Returns
+        whether Redis took it (if not, it is replayed once Redis answers)."""
         self._drop_all_local()
         if self._redis is None:
-            return
+            return True
         try:
             async with LagTolerantTimeout(self._timeout * 20):
                 self._gen = str(await self._redis.incr(self._gen_key))
@@ -447,18 +455,23 @@ class ResponseCache:
             self._trip(exc)
             self._pending_all = True
             await self._wait_out_leases()
-            return
-        await self._broadcast({"all": True, "gen": self._gen}, ())
+            return False
+        return await self._broadcast({"all": True, "gen": self._gen}, ())
 
-    async def _broadcast(self, message: dict, scopes: Iterable[str]) -> None:
+    async def _broadcast(self, message: dict, scopes: Iterable[str]) -> bool:
+        """Publish an invalidation and wait for every process to apply it.
+        Returns False when Redis failed (the scopes are then replayed later)."""
         nonce = secrets.token_hex(8)
         message["id"] = nonce
         message["from"] = self._process
         waiter = [None, 0, asyncio.get_running_loop().create_future()]  # expected, acked, done
         self._acks[nonce] = waiter
         try:
-            if not self.redis_usable():
-                raise ConnectionError("redis circuit open")
+            # Tried even while this process's breaker is open. The breaker
+            # spares reads a dead Redis's timeouts, but it also opens on a
+            # blip or this process's own lag while Redis serves every other
+            # process: skipping the delete would leave them reading the old
+            # answer from Redis (and from their local tiers, which nobody told).
             async with LagTolerantTimeout(self._timeout * 4):
                 pipe = self._redis.pipeline(transaction=True)
                 for scope in scopes:
@@ -474,7 +487,7 @@ class ResponseCache:
             self._metrics.cache_invalidations.labels("failed").inc()
             self._pending.update(scopes)
             await self._wait_out_leases()
-            return
+            return False
         published = time.monotonic()
         subscribers = int(results[-1])
         # This process dropped the scopes before publishing; wait for the others.
@@ -498,6 +511,7 @@ class ResponseCache:
                 await asyncio.sleep(remaining)
         finally:
             self._acks.pop(nonce, None)
+        return True
 
     async def _wait_out_leases(self) -> None:
         """Redis failed us: every other process's lease lapses within LEASE_S of
@@ -662,8 +676,7 @@ async def flush_namespace(redis_url: str, namespace: str, timeout_ms: int = 50) 
         await cache.start()
         if not await cache.wait_ready(2.0):
             return False
-        await cache.flush_all()
-        return cache.redis_usable()
+        return await cache.flush_all()
     finally:
         await cache.stop()
         await client.aclose()

@@ -134,6 +134,50 @@ async def test_a_process_stalled_past_the_ack_timeout_serves_no_old_answer(cache
     assert await b.get("p:9", "k", db.load) == b"v2"
 
 
+@pytest.mark.parametrize("tier", ["local", "redis"])
+async def test_a_writer_with_an_open_breaker_still_invalidates(caches, tier):
+    """The writer's breaker has been open a while (its own overloaded loop
+    timed out its calls) while Redis serves everyone else: its write must
+    still reach them. (Skipping Redis while the breaker was open, and a's
+    lease wait long over, let CI read a review list without an acknowledged
+    review.)"""
+    a, b = caches
+    db = FakeDatabase()
+    await a.get("p:5", "k", db.load)
+    await asyncio.sleep(0.05)  # a's Redis fill runs in the background
+    await b.get("p:5", "k", db.load)
+    if tier == "redis":
+        b._drop_all_local()  # b's next read asks Redis
+    a._tasks[1].cancel()  # a's pings time out too: no replay comes to the rescue
+    a._trip(TimeoutError("a stalled"))
+    a._down_since = time.monotonic() - 2 * cache_module.LEASE_S
+    assert not a.redis_usable() and b.redis_usable() and b.local_live()
+    db.value = b"v2"
+    await a.invalidate("p:5")
+    assert await b.get("p:5", "k", db.load) == b"v2"
+
+
+async def test_reads_keep_off_redis_until_writers_replay_after_an_outage(caches):
+    """A write during an outage could not delete the old answer from Redis;
+    its writer replays that on its first ping that gets through. Another
+    process that comes back first must not read the old answer meanwhile."""
+    a, b = caches
+    db = FakeDatabase()
+    await a.get("p:6", "k", db.load)
+    await asyncio.sleep(0.05)
+    b._drop_all_local()
+    for c in (a, b):
+        c._trip(ConnectionError("redis down"))
+    a._pending.add("p:6")  # a's invalidation failed during the outage
+    db.value = b"v2"
+    assert await b.ping()  # b hears Redis again before a replays
+    assert await b.get("p:6", "k", db.load) == b"v2"
+    assert await a.ping()  # a replays its write
+    await asyncio.sleep(cache_module.RECOVERY_GRACE_S)
+    assert b.redis_usable()
+    assert await b.get("p:6", "k", db.load) == b"v2"
+
+
 async def test_invalidation_is_scoped(caches):
     a, b = caches
     db = FakeDatabase()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import pytest
 
 from tests.reliability.conftest import FaultStack
@@ -25,10 +26,6 @@ AFTER_S = 1.5
 LATENCY_BOUND_S = 1.5
 LEASE_S = 0.3
 RECOVERY_BOUND_S = 5.0
-
-
-class RedisTierNotResumed(AssertionError):
-    """Redis answers again but the services do not use it."""
 
 
 async def counters(ports: list[int]) -> dict[str, float]:
@@ -54,6 +51,23 @@ async def wait_cache_live(ports: list[int], timeout_s: float) -> float | None:
             return time.monotonic() - start
         await asyncio.sleep(0.05)
     return None
+
+
+async def redis_tier_hits(ports: list[int], probes: list[str]) -> float:
+    """Reads the load never sends, on the first instance (misses that fill
+    Redis) and then on the second: the Redis hits the second one counts."""
+    async with aiohttp.ClientSession() as session:
+
+        async def read_all(port: int) -> None:
+            for path in probes:
+                async with session.get(f"http://127.0.0.1:{port}{path}") as response:
+                    assert response.status == 200, (path, response.status)
+
+        await read_all(ports[0])
+        await asyncio.sleep(0.1)  # the first instance's fills run in the background
+        before = await asyncio.to_thread(cache_counter, ports[1], "redis", "hit")
+        await read_all(ports[1])
+        return await asyncio.to_thread(cache_counter, ports[1], "redis", "hit") - before
 
 
 async def run_fault(stack: FaultStack, service: str, fault: str) -> dict:
@@ -92,6 +106,7 @@ async def run_fault(stack: FaultStack, service: str, fault: str) -> dict:
             "redis_errors": end["redis_errors"] - settled["redis_errors"],
         },
         "missing": missing,
+        "probe_redis_hits": await redis_tier_hits(ports, mix.probes()),
     }
 
 
@@ -110,9 +125,9 @@ async def test_redis_fault_under_load(fault_stack: FaultStack, service: str, fau
     assert result["in_outage"]["hits"] == 0, "local tier served while Redis was away"
     assert result["recovered_s"] is not None, f"cache not live {RECOVERY_BOUND_S}s after Redis"
     assert result["resumed"]["hits"] > 0, "no cache hit after Redis returned"
-    # Both tiers: Redis is filled and read again (each instance's local tier
-    # starts empty after an outage, so one instance's fill is the other's Redis
-    # hit). Redis errors are only reported: on this box a 50 ms call times out
-    # now and then under load, which is the breaker doing its job.
-    if result["resumed"]["redis_hits"] == 0:
-        raise RedisTierNotResumed(f"after Redis returned: {result['resumed']}")
+    # The Redis tier too: one instance's fill is the other's hit. (The load's
+    # own keys do not show it: reads keep off Redis for a grace period after
+    # it returns, and a small key set is back in the local tiers by then.)
+    # Redis errors are only reported: on this box a 50 ms call times out now
+    # and then under load, which is the breaker doing its job.
+    assert result["probe_redis_hits"] > 0, f"Redis tier not used after it returned: {result}"

@@ -17,6 +17,7 @@ import asyncpg
 from tests.reliability.load import Request
 
 PRODUCTS = 10  # products the load spreads over (ids 1..PRODUCTS)
+PROBES = 8
 BODY = "A review body long enough for the contract's fifty character minimum."
 _RUN = secrets.token_hex(3)
 _COUNTER = itertools.count(1)
@@ -29,6 +30,11 @@ def marker(kind: str) -> str:
 
 class Workload(Protocol):
     service: str
+
+    def probes(self) -> list[str]:
+        """Cacheable reads (200s) that pick() never sends, to test a cache tier
+        on keys the load has not filled."""
+        ...
 
     async def seed(self, base: str, dsn: str) -> None: ...
 
@@ -87,6 +93,9 @@ class Reviews:
     service: str = "reviews"
     review_ids: list[int] = field(default_factory=list)
 
+    def probes(self) -> list[str]:
+        return [f"/reviews/meta?product_id={PRODUCTS + i}" for i in range(1, PROBES + 1)]
+
     async def seed(self, base: str, dsn: str) -> None:
         tag = marker("seed")
         rng = random.Random(0)
@@ -135,6 +144,10 @@ def person() -> dict[str, str]:
 @dataclass
 class Qa:
     service: str = "qa"
+
+    def probes(self) -> list[str]:
+        return [f"/qa/questions?product_id={PRODUCTS + i}" for i in range(1, PROBES + 1)]
+
     question_ids: list[int] = field(default_factory=list)
     answer_ids: list[int] = field(default_factory=list)
 
@@ -223,6 +236,9 @@ SELECT p, p % $1 + 1 FROM generate_series(1, $1) p;
 @dataclass
 class Overview:
     service: str = "overview"
+
+    def probes(self) -> list[str]:
+        return [f"/products?page={2 + i}&count=5" for i in range(1, PROBES + 1)]
 
     async def seed(self, base: str, dsn: str) -> None:
         conn = await asyncpg.connect(dsn, timeout=5)
