@@ -125,9 +125,12 @@ async def test_redis_fault_under_load(fault_stack: FaultStack, service: str, fau
     assert result["in_outage"]["hits"] == 0, "local tier served while Redis was away"
     assert result["recovered_s"] is not None, f"cache not live {RECOVERY_BOUND_S}s after Redis"
     assert result["resumed"]["hits"] > 0, "no cache hit after Redis returned"
-    # The Redis tier too: one instance's fill is the other's hit. (The load's
-    # own keys do not show it: reads keep off Redis for a grace period after
-    # it returns, and a small key set is back in the local tiers by then.)
-    # Redis errors are only reported: on this box a 50 ms call times out now
-    # and then under load, which is the breaker doing its job.
-    assert result["probe_redis_hits"] > 0, f"Redis tier not used after it returned: {result}"
+    # The Redis tier too: one instance's fill is the other's hit. The load's
+    # writes keep sending reviews and Q&A reads back to Redis; overview's
+    # load is read-only over a few keys, which are back in the local tiers
+    # before reads return to Redis (a grace period after it comes back), so
+    # reads the load never sends (probes) show it there. Redis errors are only
+    # reported: on this box a 50 ms call times out now and then under load,
+    # which is the breaker doing its job.
+    redis_hits = result["resumed"]["redis_hits"] + result["probe_redis_hits"]
+    assert redis_hits > 0, f"Redis tier not used after it returned: {result}"
