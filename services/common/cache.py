@@ -244,15 +244,20 @@ class ResponseCache:
     async def lookup(self, scope: str, key: str, load: Loader) -> tuple[bytes, str]:
         """Like get(), also saying where the body came from: local, redis, db or shared
         (joined a load already under way)."""
-        if time.monotonic() < self._lease_until:
-            entries = self._local.get(scope)
-            if entries is not None:
-                body = entries.get(key)
-                if body is not None:
-                    self._local.move_to_end(scope)
-                    self._metrics.cache_hit_local.inc()
-                    return body, "local"
-            self._metrics.cache_miss_local.inc()
+        if time.monotonic() >= self._lease_until:
+            # Without a lease this process may not have applied every
+            # acknowledged invalidation, so a load already under way may
+            # predate a write whose reply came before this request: no joining
+            # it (Postgres takes every such read; that is fail-open).
+            return await self._fetch(scope, key, load)
+        entries = self._local.get(scope)
+        if entries is not None:
+            body = entries.get(key)
+            if body is not None:
+                self._local.move_to_end(scope)
+                self._metrics.cache_hit_local.inc()
+                return body, "local"
+        self._metrics.cache_miss_local.inc()
         # One load per key per process however many requests miss at once.
         flight_key = (scope, key)
         flight = self._flights.get(flight_key)

@@ -134,6 +134,34 @@ async def test_a_process_stalled_past_the_ack_timeout_serves_no_old_answer(cache
     assert await b.get("p:9", "k", db.load) == b"v2"
 
 
+async def test_a_stalled_process_does_not_join_a_pre_write_load(caches):
+    """b's load started before the write and is still running when the writer,
+    having waited out b's lease (b's loop is stalled past the ack timeout),
+    replies. A read on b after the reply must not join that load.
+    (CI caught this: the first acks of a run came late and a review list
+    lacked an acknowledged review.)"""
+    a, b = caches
+    db = FakeDatabase()
+    db.gate = asyncio.Event()
+    first = asyncio.create_task(b.get("p:4", "k", db.load))
+    await asyncio.sleep(0.01)  # b's load has read the old value and waits
+    handle = b._handle_message
+
+    async def stalled_handle(message: dict) -> None:
+        await asyncio.sleep(cache_module.ACK_TIMEOUT_S + 0.3)
+        await handle(message)
+
+    b._handle_message = stalled_handle
+    b._tasks[1].cancel()  # a stalled loop does not ping either (the ping would drop all)
+    db.value = b"v2"
+    await a.invalidate("p:4")
+    second = asyncio.create_task(b.get("p:4", "k", db.load))
+    await asyncio.sleep(0.01)
+    db.gate.set()
+    assert await first == b"v1"  # it started before the write: either answer is fine
+    assert await second == b"v2"
+
+
 @pytest.mark.parametrize("tier", ["local", "redis"])
 async def test_a_writer_with_an_open_breaker_still_invalidates(caches, tier):
     """The writer's breaker has been open a while (its own overloaded loop
