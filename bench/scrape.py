@@ -1,5 +1,6 @@
 """The services' own cache counters (runway_cache_requests_total{tier,result})
-scraped from every instance's /metrics, and the hit ratio of a window."""
+and garbage-collector pauses (runway_gc_pause_seconds{generation}) scraped
+from every instance's /metrics, and what they amount to over a window."""
 
 from __future__ import annotations
 
@@ -20,13 +21,38 @@ def scrape_cache(ports: list[int]) -> CacheCounts:
         except OSError:
             continue  # an instance down is visible in errors, not here
         for family in text_string_to_metric_families(text):
-            if family.name != "runway_cache_requests":
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    key = (sample.labels["tier"], sample.labels["result"])
-                    total[key] += int(sample.value)
+            if family.name == "runway_cache_requests":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        key = (sample.labels["tier"], sample.labels["result"])
+                        total[key] += int(sample.value)
+            elif family.name == "runway_gc_pause_seconds":
+                for sample in family.samples:
+                    if sample.labels.get("generation") != "2":
+                        continue  # young collections are short; full ones walk everything
+                    if sample.name.endswith("_count"):
+                        total[("gc2", "count")] += int(sample.value)
+                    elif sample.name.endswith("_sum"):
+                        total[("gc2", "us")] += int(sample.value * 1e6)
+                    elif sample.labels.get("le") == str(LONG_PAUSE_S):
+                        total[("gc2", "short")] += int(sample.value)
     return total
+
+
+LONG_PAUSE_S = 0.01  # a GC_BUCKETS bound in services/common/metrics.py
+
+
+def gc_pauses(before: CacheCounts, after: CacheCounts) -> dict[str, float | int | None]:
+    """Full collections in the window, summed over the instances: how many, their
+    mean pause and how many stopped a loop for over LONG_PAUSE_S."""
+    count = after[("gc2", "count")] - before[("gc2", "count")]
+    us = after[("gc2", "us")] - before[("gc2", "us")]
+    short = after[("gc2", "short")] - before[("gc2", "short")]
+    return {
+        "full_collections": count,
+        "mean_ms": round(us / count / 1000, 2) if count else None,
+        f"over_{int(LONG_PAUSE_S * 1000)}ms": count - short,
+    }
 
 
 def hit_ratio(before: CacheCounts, after: CacheCounts) -> dict[str, float | int | None]:

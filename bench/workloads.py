@@ -289,5 +289,7 @@ def measure(cfg: BenchConfig, env: Processes, w: Workload) -> Result:
         },
         cache=scrape.hit_ratio(before, after) if ports else {},
     )
+    if ports:
+        result.extra["gc"] = scrape.gc_pauses(before, after)
     result.failures = check(result)
     return result

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from .cache import ResponseCache
 from .db import Database, create_pool, prepare_database
 from .errors import JSON_HEADERS
-from .metrics import METRICS, Metrics, metrics_view, observe_middleware
+from .metrics import METRICS, Metrics, gc_pause_ctx, metrics_view, observe_middleware
 from .settings import Settings
 
 log = logging.getLogger("runway.app")
@@ -42,6 +42,7 @@ def base_app(
     app[METRICS] = Metrics(settings.service)
     app.cleanup_ctx.append(_database_ctx(migrations_dir))
     app.cleanup_ctx.append(_cache_ctx(cache_namespace))
+    app.cleanup_ctx.append(gc_pause_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

@@ -7,9 +7,10 @@ hashes on every call, which the hot path does not need to pay."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import (
@@ -26,6 +27,7 @@ from .errors import error_response
 write_log = logging.getLogger("runway.requests")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
 class Metrics:
@@ -65,6 +67,13 @@ class Metrics:
             "runway_db_pool_acquire_seconds",
             "Time spent waiting for a pooled connection",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gc_pauses = Histogram(
+            "runway_gc_pause_seconds",
+            "Garbage-collector pauses by generation: the event loop stands still meanwhile",
+            ["generation"],
+            buckets=GC_BUCKETS,
             registry=r,
         )
         self.info = Gauge(
@@ -126,3 +135,25 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def metrics_view(request: web.Request) -> web.Response:
     body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def gc_pause_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Times every collection into runway_gc_pause_seconds while the app runs. A
+    full collection walks every tracked object, the response cache's included,
+    and the event loop stands still meanwhile: a long one shows in the tail
+    latency of whatever was in flight."""
+    children = [app[METRICS].gc_pauses.labels(str(g)) for g in range(3)]
+    started = 0.0
+
+    def on_gc(phase: str, info: dict) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            children[info["generation"]].observe(time.perf_counter() - started)
+
+    gc.callbacks.append(on_gc)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(on_gc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import re
 from decimal import ROUND_HALF_UP, Decimal
@@ -492,3 +493,14 @@ async def test_operational_routes(reviews_client):
         in text
     )
     assert "runway_db_pool_size" in text and "runway_cache_requests_total" in text
+
+
+async def test_gc_pauses_are_timed(reviews_client):
+    def full_collections(text: str) -> float:
+        found = re.search(r'runway_gc_pause_seconds_count\{generation="2"\} (\S+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    before = full_collections(await (await reviews_client.get("/metrics")).text())
+    gc.collect()
+    after = full_collections(await (await reviews_client.get("/metrics")).text())
+    assert after >= before + 1  # (an automatic full collection may come too)
