@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from .cache import ResponseCache
 from .db import Database, create_pool, prepare_database
 from .errors import JSON_HEADERS
+from .logs import configure_logging
 from .metrics import METRICS, Metrics, gc_pause_ctx, metrics_view, observe_middleware
 from .settings import Settings
 
@@ -153,20 +154,13 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(orjson.dumps(body), status=status)
 
 
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s %(levelname)s {settings.service} %(name)s: %(message)s",
-    )
-
-
 def run(create_app: Callable[[Settings], web.Application], service: str) -> None:
     """Process entry point: uvloop, settings from the environment, no access log
     unless ACCESS_LOG=1 (it costs more than a cached response)."""
     import uvloop
 
     settings = Settings.from_env(service)
-    configure_logging(settings)
+    configure_logging(settings.service, settings.log_level)
     access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
     web.run_app(
         create_app(settings),
