@@ -8,7 +8,7 @@ DATA ?= data/scale-$(SCALE)
 SEED ?= 1
 SERVICES ?= $(shell $(PY) -c "from infra.stack import available_services as a; print(' '.join(a()))" 2>/dev/null)
 
-.PHONY: help venv deps up down status test test-full lint data load bench bench-quick clean
+.PHONY: help venv deps bench-deps up down status test test-full lint data load bench bench-quick clean
 
 help:
 	@echo "make up | down | status | test | lint | data SCALE=0.01 | load DATA=dir | bench"
@@ -23,6 +23,10 @@ venv: $(VENV)/.installed
 
 deps:
 	bash infra/ensure-deps.sh postgres redis nginx prometheus
+
+# wrk drives the benchmark (a fresh machine has none).
+bench-deps:
+	bash infra/ensure-deps.sh wrk
 
 up: venv deps
 	$(PY) -m infra.stack up
@@ -60,10 +64,10 @@ load: venv deps
 # The benchmark (bench/README.md): `make bench` is the full run at BENCH_SCALE
 # (default 1.0); QUICK=1 a small end-to-end run; SOAK=1 adds the 10-minute soak;
 # BENCH_ARGS passes anything else to bench.run (e.g. --services reviews,qa).
-bench: venv
+bench: venv deps bench-deps
 	$(PY) -m bench.run $(if $(QUICK),--quick,--scale $(or $(BENCH_SCALE),1.0)) $(if $(SOAK),--soak) $(BENCH_ARGS)
 
-bench-quick: venv
+bench-quick: venv deps bench-deps
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 clean:
