@@ -76,6 +76,11 @@ class Metrics:
             buckets=GC_BUCKETS,
             registry=r,
         )
+        self.gc_frozen = Gauge(
+            "runway_gc_frozen_objects",
+            "Objects alive at start-up that the collector no longer walks (gc.freeze)",
+            registry=r,
+        )
         self.info = Gauge(
             "runway_service_info", "Which service this process is", ["service"], registry=r
         )

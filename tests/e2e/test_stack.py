@@ -211,6 +211,16 @@ def test_prometheus_scrapes_every_instance(stack: Stack) -> None:
     pytest.fail(f"not scraped: {sorted(want - up)}")
 
 
+def test_service_processes_freeze_their_start_up_objects(stack: Stack) -> None:
+    # What keeps full collections short: without it they walked every import.
+    for service in cfg.SERVICES:
+        for port in stack.instance_ports(service):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+            frozen = float(text.split("\nrunway_gc_frozen_objects ")[1].split()[0])
+            assert frozen > 10_000, (service, port, frozen)
+
+
 async def test_rate_limit_answers_429_with_retry_after(stack: Stack) -> None:
     # Last: it spends this client's burst. 600 quick requests far exceed
     # 100 r/s with a burst of 200.
