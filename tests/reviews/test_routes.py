@@ -496,11 +496,14 @@ async def test_operational_routes(reviews_client):
 
 
 async def test_gc_pauses_are_timed(reviews_client):
-    def full_collections(text: str) -> float:
-        found = re.search(r'runway_gc_pause_seconds_count\{generation="2"\} (\S+)', text)
+    def young_collections(text: str) -> float:
+        found = re.search(r'runway_gc_pause_seconds_count\{generation="0"\} (\S+)', text)
         return float(found.group(1)) if found else 0.0
 
-    before = full_collections(await (await reviews_client.get("/metrics")).text())
-    gc.collect()
-    after = full_collections(await (await reviews_client.get("/metrics")).text())
-    assert after >= before + 1  # (an automatic full collection may come too)
+    before = young_collections(await (await reviews_client.get("/metrics")).text())
+    # A young collection only: a full one here also finalizes what earlier
+    # tests of the session left behind on their closed loops (31 unclosed
+    # transports in one run), and that hung this app's teardown now and then.
+    gc.collect(0)
+    after = young_collections(await (await reviews_client.get("/metrics")).text())
+    assert after >= before + 1  # (automatic collections may come too)
