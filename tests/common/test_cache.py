@@ -56,6 +56,17 @@ async def caches(redis_server):
         await c.stop()
 
 
+def delay_listener(cache: ResponseCache, seconds: float) -> None:
+    """The process handles each pub/sub message this much later (a busy loop)."""
+    handle = cache._handle_message
+
+    async def delayed(message: dict) -> None:
+        await asyncio.sleep(seconds)
+        await handle(message)
+
+    cache._handle_message = delayed
+
+
 def counter(cache: ResponseCache, tier: str, result: str) -> float:
     return cache._metrics.cache.labels(tier, result)._value.get()
 
@@ -101,13 +112,7 @@ async def test_writer_waits_for_a_slow_process_to_drop_the_scope(caches):
     a, b = caches
     db = FakeDatabase()
     await b.get("p:8", "k", db.load)
-    handle = b._handle_message
-
-    async def slow_handle(message: dict) -> None:
-        await asyncio.sleep(0.1)  # b is busy: its listener runs late
-        await handle(message)
-
-    b._handle_message = slow_handle
+    delay_listener(b, 0.1)  # b is busy: its listener runs late
     db.value = b"v2"
     await a.invalidate("p:8")
     assert await b.get("p:8", "k", db.load) == b"v2"
@@ -121,13 +126,7 @@ async def test_a_process_stalled_past_the_ack_timeout_serves_no_old_answer(cache
     a, b = caches
     db = FakeDatabase()
     await b.get("p:9", "k", db.load)
-    handle = b._handle_message
-
-    async def stalled_handle(message: dict) -> None:
-        await asyncio.sleep(cache_module.ACK_TIMEOUT_S + 0.3)
-        await handle(message)
-
-    b._handle_message = stalled_handle
+    delay_listener(b, cache_module.ACK_TIMEOUT_S + 0.3)
     db.value = b"v2"
     await a.invalidate("p:9")
     assert a._metrics.cache_invalidations.labels("degraded")._value.get() == 1
@@ -145,13 +144,7 @@ async def test_a_stalled_process_does_not_join_a_pre_write_load(caches):
     db.gate = asyncio.Event()
     first = asyncio.create_task(b.get("p:4", "k", db.load))
     await asyncio.sleep(0.01)  # b's load has read the old value and waits
-    handle = b._handle_message
-
-    async def stalled_handle(message: dict) -> None:
-        await asyncio.sleep(cache_module.ACK_TIMEOUT_S + 0.3)
-        await handle(message)
-
-    b._handle_message = stalled_handle
+    delay_listener(b, cache_module.ACK_TIMEOUT_S + 0.3)
     b._tasks[1].cancel()  # a stalled loop does not ping either (the ping would drop all)
     db.value = b"v2"
     await a.invalidate("p:4")
