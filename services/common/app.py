@@ -32,6 +32,7 @@ DB: web.AppKey[Database] = web.AppKey("db", Database)
 CACHE: web.AppKey[ResponseCache] = web.AppKey("cache", ResponseCache)
 
 MAX_BODY_BYTES = 1024 * 1024  # the contract's 413 limit
+POOL_CLOSE_TIMEOUT_S = 5.0
 
 
 def base_app(
@@ -65,7 +66,13 @@ def _database_ctx(
         metrics.pool_max.set_function(pool.get_max_size)
         app[DB] = Database(pool, metrics, settings.db_acquire_timeout_s)
         yield
-        await pool.close()
+        try:
+            # close() waits for every connection to come back; one that never
+            # does (a stuck query) must not hold up the shutdown. Cancelled,
+            # close() terminates the pool's connections.
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("database pool not closed in %.0f s: terminated", POOL_CLOSE_TIMEOUT_S)
 
     return database
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import random
 import re
+import time
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
+from aiohttp import web
 
-from services.common.app import CACHE
+from services.common import app as app_module
+from services.common.app import CACHE, DB
+from services.reviews.app import create_app
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 RESULT_KEYS = [
@@ -507,3 +512,17 @@ async def test_gc_pauses_are_timed(reviews_client):
     gc.collect(0)
     after = young_collections(await (await reviews_client.get("/metrics")).text())
     assert after >= before + 1  # (automatic collections may come too)
+
+
+async def test_shutdown_is_not_held_up_by_a_connection_never_released(
+    reviews_db, redis_server, make_settings, monkeypatch
+):
+    monkeypatch.setattr(app_module, "POOL_CLOSE_TIMEOUT_S", 0.5)
+    runner = web.AppRunner(create_app(make_settings("reviews", reviews_db)))
+    await runner.setup()  # runs the cleanup_ctx start-ups: the pool is open
+    pool = runner.app[DB].pool
+    await pool.acquire()  # and never given back
+    started = time.monotonic()
+    await asyncio.wait_for(runner.cleanup(), 10)
+    assert time.monotonic() - started < 5
+    assert pool.is_closing()
