@@ -20,9 +20,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .cache import ResponseCache
 from .db import Database, create_pool, prepare_database
-from .errors import JSON_HEADERS
+from .errors import JSON_HEADERS, json_error
 from .logs import configure_logging
-from .metrics import METRICS, Metrics, gc_pause_ctx, metrics_view, observe_middleware
+from .metrics import METRICS, Handler, Metrics, gc_pause_ctx, metrics_view, observed
 from .settings import Settings
 
 log = logging.getLogger("runway.app")
@@ -35,21 +35,64 @@ MAX_BODY_BYTES = 1024 * 1024  # the contract's 413 limit
 POOL_CLOSE_TIMEOUT_S = 5.0
 
 
+class Routes:
+    """Adds a service's routes, each handler wrapped by `metrics.observed` (latency
+    metrics, JSON errors). The app has no middleware: aiohttp would then run a
+    chain of its own on every request, a fifth of a cached read's CPU."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._router = app.router
+        self._metrics = app[METRICS]
+
+    def get(self, path: str, handler: Handler, *, allow_head: bool = False) -> None:
+        self._add("GET", path, handler)
+        if allow_head:
+            self._add("HEAD", path, handler)
+
+    def post(self, path: str, handler: Handler) -> None:
+        self._add("POST", path, handler)
+
+    def put(self, path: str, handler: Handler) -> None:
+        self._add("PUT", path, handler)
+
+    def _add(self, method: str, path: str, handler: Handler) -> None:
+        self._router.add_route(method, path, observed(handler, self._metrics, path, method))
+
+
 def base_app(
     settings: Settings, *, cache_namespace: str, migrations_dir: Path | None = None
-) -> web.Application:
-    """An application with the shared middleware, resources and operational routes.
-    The service adds its own routes."""
-    app = web.Application(middlewares=[observe_middleware], client_max_size=MAX_BODY_BYTES)
+) -> tuple[web.Application, Routes]:
+    """An application with the shared resources, the operational routes and the
+    JSON 404/405 for every path no route takes. The service adds its own routes
+    through the returned `Routes`."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(settings.service)
     app.cleanup_ctx.append(_database_ctx(migrations_dir))
     app.cleanup_ctx.append(_cache_ctx(cache_namespace))
     app.cleanup_ctx.append(gc_pause_ctx)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
-    return app
+    routes = Routes(app)
+    routes.get("/healthz", healthz, allow_head=True)
+    routes.get("/readyz", readyz, allow_head=True)
+    routes.get("/metrics", metrics_view, allow_head=True)
+    # Indexed under "/", which aiohttp's resolver tries after every longer
+    # prefix: only a path that no route takes (in any method) ends here.
+    app.router.add_route("*", "/{path:.*}", observed(no_route, app[METRICS], "unmatched", None))
+    return app, routes
+
+
+async def no_route(request: web.Request) -> web.Response:
+    """404, or 405 with `Allow` when another method has a route for this path."""
+    allowed: set[str] = set()
+    this = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not this:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        response = json_error(405, f"method {request.method} not allowed on {request.path}")
+        response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
+    return json_error(404, f"no route for {request.path}")
 
 
 def _database_ctx(

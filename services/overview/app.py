@@ -16,19 +16,16 @@ CACHE_NAMESPACE = "overview"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = base_app(settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS)
-    r = app.router
+    app, r = base_app(settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS)
     # Trailing slashes are accepted everywhere here: harmless, and front ends vary.
     for suffix in ("", "/"):
-        r.add_get("/products" + suffix, views.list_products, allow_head=False)
-        r.add_get("/products/{product_id}" + suffix, views.product_detail, allow_head=False)
-        r.add_get("/products/{product_id}/styles" + suffix, views.product_styles, allow_head=False)
-        r.add_get(
-            "/products/{product_id}/related" + suffix, views.product_related, allow_head=False
-        )
-        r.add_get("/cart" + suffix, views.get_cart, allow_head=False)
-        r.add_post("/cart" + suffix, views.add_to_cart)
-        r.add_post("/interactions" + suffix, views.add_interaction)
+        r.get("/products" + suffix, views.list_products)
+        r.get("/products/{product_id}" + suffix, views.product_detail)
+        r.get("/products/{product_id}/styles" + suffix, views.product_styles)
+        r.get("/products/{product_id}/related" + suffix, views.product_related, allow_head=False)
+        r.get("/cart" + suffix, views.get_cart)
+        r.post("/cart" + suffix, views.add_to_cart)
+        r.post("/interactions" + suffix, views.add_interaction)
     return app
 
 

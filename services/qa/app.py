@@ -16,19 +16,18 @@ CACHE_NAMESPACE = "qa"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = base_app(settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS)
-    r = app.router
+    app, r = base_app(settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS)
     # Every route also answers with a trailing slash: front ends send both forms.
     for suffix in ("", "/"):
-        r.add_get("/qa/questions" + suffix, views.list_questions, allow_head=False)
-        r.add_post("/qa/questions" + suffix, views.add_question)
+        r.get("/qa/questions" + suffix, views.list_questions)
+        r.post("/qa/questions" + suffix, views.add_question)
         answers = "/qa/questions/{question_id}/answers" + suffix
-        r.add_get(answers, views.list_answers, allow_head=False)
-        r.add_post(answers, views.add_answer)
-        r.add_put("/qa/questions/{question_id}/helpful" + suffix, views.mark_question_helpful)
-        r.add_put("/qa/questions/{question_id}/report" + suffix, views.report_question)
-        r.add_put("/qa/answers/{answer_id}/helpful" + suffix, views.mark_answer_helpful)
-        r.add_put("/qa/answers/{answer_id}/report" + suffix, views.report_answer)
+        r.get(answers, views.list_answers)
+        r.post(answers, views.add_answer)
+        r.put("/qa/questions/{question_id}/helpful" + suffix, views.mark_question_helpful)
+        r.put("/qa/questions/{question_id}/report" + suffix, views.report_question)
+        r.put("/qa/answers/{answer_id}/helpful" + suffix, views.mark_answer_helpful)
+        r.put("/qa/answers/{answer_id}/report" + suffix, views.report_answer)
     return app
 
 

@@ -16,16 +16,15 @@ CACHE_NAMESPACE = "reviews"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = base_app(settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS)
-    r = app.router
+    app, r = base_app(settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS)
     for path in ("/reviews", "/reviews/"):
-        r.add_get(path, views.list_reviews, allow_head=False)
-        r.add_post(path, views.add_review)
+        r.get(path, views.list_reviews)
+        r.post(path, views.add_review)
     for path in ("/reviews/meta", "/reviews/meta/"):
-        r.add_get(path, views.review_meta, allow_head=False)
+        r.get(path, views.review_meta)
     for suffix in ("", "/"):
-        r.add_put("/reviews/{review_id}/helpful" + suffix, views.mark_helpful)
-        r.add_put("/reviews/{review_id}/report" + suffix, views.report)
+        r.put("/reviews/{review_id}/helpful" + suffix, views.mark_helpful)
+        r.put("/reviews/{review_id}/report" + suffix, views.report)
     return app
 
 

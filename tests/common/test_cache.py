@@ -68,7 +68,7 @@ def delay_listener(cache: ResponseCache, seconds: float) -> None:
 
 
 def counter(cache: ResponseCache, tier: str, result: str) -> float:
-    return cache._metrics.cache.labels(tier, result)._value.get()
+    return cache._metrics.cache.labels(tier, result).value
 
 
 async def test_second_read_is_a_local_hit(caches):

@@ -15,7 +15,7 @@ def exported_names() -> set[str]:
     """Every sample name a service's /metrics can carry (each labelled family
     gets one child so that it shows its samples)."""
     metrics = Metrics("probe")
-    metrics.observe("/probe", "GET", 200, 0.01)
+    metrics.requests.observe(0.01, "/probe", "GET", "200")
     metrics.cache_invalidations.labels("ok").inc()
     metrics.pool_acquire.observe(0.001)
     names = set()

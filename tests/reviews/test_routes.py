@@ -471,6 +471,14 @@ async def test_unknown_route_and_method_are_json(reviews_client):
     assert resp.status == 404 and "error" in await resp.json()
     resp = await reviews_client.delete("/reviews")
     assert resp.status == 405 and "error" in await resp.json()
+    assert resp.headers["Allow"] == "GET, POST"  # RFC 9110: a 405 says what is allowed
+    resp = await reviews_client.post("/reviews/meta")
+    assert resp.status == 405 and resp.headers["Allow"] == "GET"
+    resp = await reviews_client.get("/reviews/7/helpful")  # an id route, PUT only
+    assert resp.status == 405 and resp.headers["Allow"] == "PUT"
+    text = await (await reviews_client.get("/metrics")).text()
+    for status in (404, 405):
+        assert re.search(rf'_count\{{method="\w+",route="unmatched",status="{status}"\}} 1', text)
 
 
 async def test_sql_and_markup_in_text_are_stored_verbatim(reviews_client):
