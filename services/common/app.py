@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .cache import ResponseCache
 from .db import Database, create_pool, prepare_database
-from .errors import JSON_HEADERS, json_error
+from .errors import JSON_HEADERS
 from .logs import configure_logging
 from .metrics import METRICS, Handler, Metrics, gc_pause_ctx, metrics_view, observed
 from .settings import Settings
@@ -82,17 +82,16 @@ def base_app(
 
 
 async def no_route(request: web.Request) -> web.Response:
-    """404, or 405 with `Allow` when another method has a route for this path."""
+    """404, or 405 when another method has a route for this path (errors.py
+    words both and adds `Allow`)."""
     allowed: set[str] = set()
     this = request.match_info.route.resource
     for resource in request.app.router.resources():
         if resource is not this:
             allowed |= (await resource.resolve(request))[1]
     if allowed:
-        response = json_error(405, f"method {request.method} not allowed on {request.path}")
-        response.headers["Allow"] = ", ".join(sorted(allowed))
-        return response
-    return json_error(404, f"no route for {request.path}")
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
 
 
 def _database_ctx(

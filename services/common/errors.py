@@ -57,8 +57,11 @@ def error_response(request: web.Request, exc: BaseException) -> web.StreamRespon
         message = _HTTP_MESSAGES.get(exc.status) or exc.reason.lower()
         if exc.status == 404:
             message = f"no route for {request.path}"
-        elif exc.status == 405:
-            message = f"method {request.method} not allowed on {request.path}"
+        elif isinstance(exc, web.HTTPMethodNotAllowed):
+            response = json_error(405, f"method {request.method} not allowed on {request.path}")
+            # RFC 9110: a 405 says which methods the path allows.
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+            return response
         return json_error(exc.status, message)
     if isinstance(exc, DB_UNAVAILABLE):
         log.warning(
