@@ -31,10 +31,37 @@ class Durations:
     w4: int
     soak: int
     soak_sample: int  # the soak's sampling interval (a minute in the full run)
+    # W1 against ceiling-bare back to back (run.paired_rounds): rounds of
+    # pair_ceiling seconds of the ceiling, then pair_read seconds of W1.
+    pair_rounds: int
+    pair_ceiling: int
+    pair_read: int
 
 
-FULL = Durations(ceiling=30, warmup=20, read=60, write=60, w4=60, soak=600, soak_sample=60)
-QUICK = Durations(ceiling=5, warmup=3, read=8, write=8, w4=5, soak=60, soak_sample=6)
+FULL = Durations(
+    ceiling=30,
+    warmup=20,
+    read=60,
+    write=60,
+    w4=60,
+    soak=600,
+    soak_sample=60,
+    pair_rounds=5,
+    pair_ceiling=8,
+    pair_read=16,
+)
+QUICK = Durations(
+    ceiling=5,
+    warmup=3,
+    read=8,
+    write=8,
+    w4=5,
+    soak=60,
+    soak_sample=6,
+    pair_rounds=3,
+    pair_ceiling=3,
+    pair_read=5,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,19 +8,21 @@
 #   bash bench/cpu_ab.sh OLD_DIR NEW_DIR SERVICE OPS [ROUNDS]
 #   bash bench/cpu_ab.sh /tmp/old . reviews reviews,meta
 #
-# OLD_DIR: e.g. `git worktree add /tmp/old HEAD~1`; both run with this venv.
+# OLD_DIR: e.g. `git worktree add /tmp/old HEAD~1`; both run with this venv,
+# or with the interpreters PY_OLD / PY_NEW (one checkout, two Pythons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PY=$ROOT/.venv/bin/python
+PY_OLD=${PY_OLD:-$ROOT/.venv/bin/python}
+PY_NEW=${PY_NEW:-$ROOT/.venv/bin/python}
 OLD=$(cd "$1" && pwd); NEW=$(cd "$2" && pwd); SVC=$3; OPS=$4; ROUNDS=${5:-2}
 PORT=18950
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 wrk_run() { wrk -t1 -c32 -d"$1s" -s bench/lua/direct/mix.lua "http://127.0.0.1:$PORT" -- "$OPS"; }
 
-measure() {  # label dir
+measure() {  # label dir python
     (cd "$2" && env "${SVC^^}_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/atelier_${SVC}_bench" \
-        PORT=$PORT "$PY" -m "services.$SVC.app" >/dev/null 2>&1) &
+        PORT=$PORT "$3" -m "services.$SVC.app" >/dev/null 2>&1) &
     local shell=$!
     until curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.2; done
     local pid
@@ -39,6 +41,6 @@ measure() {  # label dir
 }
 
 for _ in $(seq "$ROUNDS"); do
-    measure old "$OLD"
-    measure new "$NEW"
+    measure old "$OLD" "$PY_OLD"
+    measure new "$NEW" "$PY_NEW"
 done

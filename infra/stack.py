@@ -180,8 +180,7 @@ def up(services: list[str]) -> None:
     for service in services:
         prepare(service)
     if running():
-        supervisorctl("shutdown")
-        time.sleep(0.5)
+        _shut_down()
     conf = write_config(services)
     subprocess.run([_bin("supervisord"), "-c", str(conf)], check=True)
     wait_ready(services)
@@ -201,13 +200,35 @@ def up(services: list[str]) -> None:
 
 def down() -> None:
     if running():
-        supervisorctl("shutdown")
-        deadline = time.monotonic() + 20
-        while running() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _shut_down()
         print("[stack] stopped")
     else:
         print("[stack] not running")
+
+
+def _shut_down(timeout_s: float = 30) -> None:
+    """Stop supervisord and wait for its process to exit. It stops answering
+    supervisorctl as soon as it starts shutting down, but holds its socket
+    until every program has stopped: a `make up` right after a `down` that
+    only waited for the answers found the socket taken."""
+    pidfile = RUN_DIR / "supervisord.pid"
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        pid = None
+    supervisorctl("shutdown")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and (running() or (pid is not None and process_alive(pid))):
+        time.sleep(0.2)
+
+
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a zombie holds no socket)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def status() -> None:

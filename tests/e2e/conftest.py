@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.stack import process_alive
 from services.common import settings as cfg
 from tests.conftest import PG_ADMIN_URL, ROOT, RedisServer, free_port
 from tests.gateway.harness import free_instance_base
@@ -110,8 +111,13 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}\n" + logs(run_dir)
         yield Stack(env, run_dir)
     finally:
+        pidfile = run_dir / "supervisord.pid"
+        supervisord = int(pidfile.read_text()) if pidfile.exists() else None
         down = run_stack("down", env)
         assert down.returncode == 0, down.stderr
+        # `down` returns once supervisord has exited: a `make up` right after
+        # must find its socket free.
+        assert supervisord is None or not process_alive(supervisord)
         for service in cfg.SERVICES:
             asyncio.run(drop_database(e2e_database_url(service)))
 
