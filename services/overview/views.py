@@ -115,15 +115,18 @@ async def get_cart(request: web.Request) -> web.Response:
 
 
 async def _sku_to_add(request: web.Request) -> int:
-    """sku_id from the JSON body, else from ?sku_id= (the front end sends either)."""
+    """sku_id from the JSON body, else from ?sku_id= (the front end sends either;
+    an empty one counts as absent). A malformed ?sku_id= is refused even when
+    the body has one: bad input is never silently ignored."""
+    raw = request.query.get("sku_id")
+    query_sku = parse_id(raw, "sku_id") if raw else None
     sku: int | str | None = None
     if (await request.read()).strip():
         sku = (await read_body(request, CartAdd)).sku_id
     if sku is None:
-        raw = request.query.get("sku_id")
-        if raw is None:
+        if query_sku is None:
             raise ApiError(422, "sku_id is required (JSON body or query string)")
-        return parse_id(raw, "sku_id")
+        return query_sku
     sku_id = int(sku)
     if sku_id > MAX_ID:
         raise ApiError(422, f"sku_id: must be a positive integer up to {MAX_ID}")

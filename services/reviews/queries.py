@@ -3,7 +3,6 @@ ready-to-send response bytes."""
 
 from __future__ import annotations
 
-import asyncpg
 import orjson
 
 from services.common.db import Database
@@ -52,15 +51,26 @@ LEFT JOIN characteristics c ON c.product_id = k.product_id
 ORDER BY c.id
 """
 
-PRODUCT_CHARACTERISTIC_IDS = "SELECT id FROM characteristics WHERE product_id = $1"
-
-# The review, its photos, its scores and both aggregates in one statement
-# (inside the caller's transaction, after the characteristic check).
+# The review, its photos, its scores and both aggregates in one statement: one
+# round trip, and one transaction (Postgres runs a statement atomically). It
+# first looks for a scored characteristic that is not the product's; if there
+# is one, nothing is written (every insert and update hangs off new_review,
+# then empty) and the smallest such id comes back for the 422. Returns
+# (review_id, foreign_id), exactly one of them NULL.
 INSERT_REVIEW = """
-WITH new_review AS (
+WITH foreign_score AS (
+    SELECT min(s.characteristic_id) AS id
+    FROM unnest($9::integer[]) AS s(characteristic_id)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM characteristics c
+        WHERE c.id = s.characteristic_id AND c.product_id = $1::integer
+    )
+), new_review AS (
     INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name,
                          reviewer_email)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    SELECT $1::integer, $2::smallint, $3::text, $4::text, $5::boolean, $6::text, $7::text
+    FROM foreign_score
+    WHERE foreign_score.id IS NULL
     RETURNING id
 ), new_photos AS (
     INSERT INTO reviews_photos (review_id, url)
@@ -73,20 +83,22 @@ WITH new_review AS (
 ), totals AS (
     UPDATE characteristics c
     SET score_sum = c.score_sum + s.value, score_count = c.score_count + 1
-    FROM unnest($9::integer[], $10::smallint[]) AS s(characteristic_id, value)
+    FROM new_review, unnest($9::integer[], $10::smallint[]) AS s(characteristic_id, value)
     WHERE c.id = s.characteristic_id
 ), ratings AS (
     INSERT INTO product_ratings AS pr
         (product_id, r1, r2, r3, r4, r5, recommend_false, recommend_true)
-    VALUES ($1, ($2 = 1)::int, ($2 = 2)::int, ($2 = 3)::int, ($2 = 4)::int, ($2 = 5)::int,
-            (NOT $5)::int, $5::int)
+    SELECT $1::integer, ($2::smallint = 1)::int, ($2::smallint = 2)::int,
+           ($2::smallint = 3)::int, ($2::smallint = 4)::int, ($2::smallint = 5)::int,
+           (NOT $5::boolean)::int, $5::boolean::int
+    FROM new_review
     ON CONFLICT (product_id) DO UPDATE SET
         r1 = pr.r1 + EXCLUDED.r1, r2 = pr.r2 + EXCLUDED.r2, r3 = pr.r3 + EXCLUDED.r3,
         r4 = pr.r4 + EXCLUDED.r4, r5 = pr.r5 + EXCLUDED.r5,
         recommend_false = pr.recommend_false + EXCLUDED.recommend_false,
         recommend_true = pr.recommend_true + EXCLUDED.recommend_true
 )
-SELECT id FROM new_review
+SELECT (SELECT id FROM new_review) AS review_id, (SELECT id FROM foreign_score) AS foreign_id
 """
 
 MARK_HELPFUL = "UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = $1 RETURNING product_id"
@@ -166,7 +178,3 @@ async def review_meta(db: Database, product_id: int) -> bytes:
             "characteristics": characteristics,
         }
     )
-
-
-async def product_characteristic_ids(conn: asyncpg.Connection, product_id: int) -> set[int]:
-    return {r[0] for r in await conn.fetch(PRODUCT_CHARACTERISTIC_IDS, product_id)}

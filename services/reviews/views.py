@@ -51,28 +51,25 @@ async def add_review(request: web.Request) -> web.Response:
     too_big = [k for k in scores if k > MAX_ID]
     if too_big:
         raise ApiError(422, f"characteristics: {too_big[0]} is not a valid characteristic id")
-    async with request.app[DB].transaction() as conn:
-        if scores:
-            owned = await queries.product_characteristic_ids(conn, review.product_id)
-            foreign = sorted(set(scores) - owned)
-            if foreign:
-                raise ApiError(
-                    422,
-                    f"characteristics: {foreign[0]} is not a characteristic of product "
-                    f"{review.product_id}",
-                )
-        await conn.fetchval(
-            queries.INSERT_REVIEW,
-            review.product_id,
-            review.rating,
-            review.summary,
-            review.body,
-            review.recommend,
-            review.name,
-            review.email,
-            review.photos,
-            list(scores),
-            list(scores.values()),
+    # One statement: the characteristic check and every write, atomically.
+    row = await request.app[DB].fetchrow(
+        queries.INSERT_REVIEW,
+        review.product_id,
+        review.rating,
+        review.summary,
+        review.body,
+        review.recommend,
+        review.name,
+        review.email,
+        review.photos,
+        list(scores),
+        list(scores.values()),
+    )
+    if row["foreign_id"] is not None:
+        raise ApiError(
+            422,
+            f"characteristics: {row['foreign_id']} is not a characteristic of product "
+            f"{review.product_id}",
         )
     await request.app[CACHE].invalidate(product_scope(review.product_id))
     return web.Response(status=201, text="Created")

@@ -173,6 +173,8 @@ async def test_concurrent_adds_of_the_last_units(
         ({"json": {"sku_id": "2147483648"}}, 422, "sku_id"),
         ({"params": {"sku_id": "abc"}}, 400, "sku_id"),
         ({"params": {"sku_id": "0"}}, 400, "sku_id"),
+        # A valid body does not excuse a malformed query (schemathesis found it).
+        ({"params": {"sku_id": "abc"}, "json": {"sku_id": 1}}, 400, "sku_id"),
         ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "body"),
     ],
 )

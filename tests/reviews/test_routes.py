@@ -338,7 +338,8 @@ async def test_post_is_one_transaction_and_checks_characteristic_owner(
         ),
     )
     assert resp.status == 422
-    assert "characteristics" in (await resp.json())["error"]
+    error = (await resp.json())["error"]
+    assert error == f"characteristics: {theirs} is not a characteristic of product 30"
     for table in ("reviews", "reviews_photos", "characteristic_reviews", "product_ratings"):
         assert await reviews_conn.fetchval(f"SELECT count(*) FROM {table}") == 0
     assert (
