@@ -5,7 +5,6 @@ routes (/healthz, /readyz, /metrics) and the process entry point."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .cache import ResponseCache
+from .cache import ResponseCache, close_bounded
 from .db import Database, create_pool, prepare_database
 from .errors import JSON_HEADERS
 from .logs import configure_logging
@@ -155,8 +154,8 @@ def _cache_ctx(namespace: str) -> Callable[[web.Application], AsyncIterator[None
         yield
         await response_cache.stop()
         if redis is not None:
-            with contextlib.suppress(Exception):  # a dead Redis must not fail a clean shutdown
-                await redis.aclose()
+            # Bounded, errors ignored: a dead Redis must not fail or hold up a shutdown.
+            await close_bounded(redis.aclose(), None)
 
     return cache
 

@@ -49,6 +49,11 @@ PING_INTERVAL_S = 0.1
 ACK_TIMEOUT_S = 0.25
 BREAKER_S = 1.0  # after a Redis error, skip Redis this long (the pinger may close it sooner)
 RECOVERY_GRACE_S = 2 * PING_INTERVAL_S  # reads wait this long after Redis is back (see _recovered)
+# Bounds on closing a pub/sub connection and on stop(): redis-py's aclose()
+# can wait forever in StreamWriter.wait_closed() (redis/redis-py#3941), which
+# held up a test's app shutdown until pytest-timeout killed it.
+CLOSE_TIMEOUT_S = 1.0
+STOP_TIMEOUT_S = 5.0
 _SCOPE_SEQ_MAX = 100_000
 # What a local entry costs beyond its body: the key string, dict slots and the
 # bytes object's header (measured with tracemalloc, rounded up). Counting only
@@ -113,6 +118,23 @@ class LagTolerantTimeout:
     async def __aexit__(self, *exc_info: object) -> bool | None:
         self._handle.cancel()
         return await self._timeout.__aexit__(*exc_info)  # type: ignore[arg-type]
+
+
+async def close_bounded(closing: Awaitable[object], connection: object | None) -> None:
+    """Await a redis-py close for at most CLOSE_TIMEOUT_S, ignoring its errors.
+    On a timeout, drop `connection`'s socket without waiting (nowait), so a
+    hung close leaks nothing."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await closing
+    except TimeoutError:
+        log.warning("redis close took over %.0f s (redis-py#3941): socket dropped", CLOSE_TIMEOUT_S)
+        disconnect = getattr(connection, "disconnect", None)
+        if disconnect is not None:
+            with contextlib.suppress(Exception):
+                await disconnect(nowait=True)
+    except Exception:  # a connection already broken: nothing left to close
+        pass
 
 
 def _entry_cost(key: str, body: bytes) -> int:
@@ -186,12 +208,24 @@ class ResponseCache:
         ]
 
     async def stop(self) -> None:
+        """Cancel the listener and pinger, let batched reads and fills finish:
+        all within STOP_TIMEOUT_S, so a stuck close never holds up shutdown."""
         for task in self._tasks:
             task.cancel()
-        for task in [*self._tasks, *self._background]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        pending = [*self._tasks, *self._background]
         self._tasks = []
+        if not pending:
+            return
+        _, stuck = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
+        for task in stuck:
+            task.cancel()
+        if stuck:
+            log.warning(
+                "cache stop: %d task(s) still running after %.0f s", len(stuck), STOP_TIMEOUT_S
+            )
+        for task in pending:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a failed fill at shutdown is not news
 
     async def wait_ready(self, timeout_s: float = 2.0) -> bool:
         """Wait until the local tier is live (subscribed and leased); False on timeout."""
@@ -562,11 +596,9 @@ class ResponseCache:
             finally:
                 self._subscribed = False
                 self._lease_until = 0.0
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                await close_bounded(pubsub.aclose(), pubsub.connection)
                 if self._pubsub_factory:
-                    with contextlib.suppress(Exception):
-                        await client.aclose()
+                    await close_bounded(client.aclose(), None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 

@@ -399,3 +399,39 @@ async def test_a_stalled_process_does_not_trip_the_breaker(caches):
         assert await cache.ping()
     assert counter(cache, "redis", "error") == 0
     assert cache.redis_usable()
+
+
+async def test_a_hung_close_is_bounded_and_drops_the_socket(monkeypatch):
+    """redis-py's aclose() can wait forever (redis/redis-py#3941): the close is
+    given up after CLOSE_TIMEOUT_S and the connection dropped without waiting."""
+    monkeypatch.setattr(cache_module, "CLOSE_TIMEOUT_S", 0.05)
+    loop = asyncio.get_running_loop()
+    dropped: list[bool] = []
+
+    class Connection:
+        async def disconnect(self, nowait: bool = False) -> None:
+            dropped.append(nowait)
+
+    started = loop.time()
+    await cache_module.close_bounded(loop.create_future(), Connection())  # never closes
+    assert loop.time() - started < 0.5
+    assert dropped == [True]
+
+
+async def test_stop_is_bounded_by_a_stuck_task(redis_server, monkeypatch):
+    """Shutdown is never held up by the cache: a task that will not finish is
+    cancelled after STOP_TIMEOUT_S."""
+    monkeypatch.setattr(cache_module, "STOP_TIMEOUT_S", 0.2)
+    cache = make_cache(redis_server.url)
+    await cache.start()
+    assert await cache.wait_ready()
+    stuck = asyncio.get_running_loop().create_future()
+
+    async def never_done() -> None:
+        await asyncio.shield(stuck)  # shielded: the first cancel does not end it
+
+    cache._spawn(never_done())
+    started = time.monotonic()
+    await cache.stop()
+    assert time.monotonic() - started < 2
+    stuck.cancel()
