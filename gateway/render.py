@@ -14,6 +14,7 @@ instance counts, the one source of truth) and the environment:
     GATEWAY_OPENAPI_DIR                   directory holding openapi.json (gateway/)
     GATEWAY_WORKER_USER                   workers' user when started as root (nobody nogroup),
                                           "none" to omit it (an image that runs as non-root)
+    GATEWAY_WORKERS                       nginx worker processes: a number or "auto" (1)
 
     python -m gateway.render --run-dir run [--check]
 """
@@ -77,6 +78,7 @@ class GatewayConfig:
     error_log: str
     openapi_dir: Path
     worker_user: str
+    workers: str
 
     @classmethod
     def from_env(
@@ -99,6 +101,7 @@ class GatewayConfig:
             error_log=env.get("GATEWAY_ERROR_LOG", str(logs / "gateway-error.log")),
             openapi_dir=Path(env.get("GATEWAY_OPENAPI_DIR", str(GATEWAY_DIR))),
             worker_user=env.get("GATEWAY_WORKER_USER", "nobody nogroup"),
+            workers=worker_processes(env),
         )
 
     @property
@@ -111,6 +114,20 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise SystemExit(f"setting {name} must be a positive integer, got {raw!r}")
     return int(raw)
+
+
+def worker_processes(env: Mapping[str, str] = os.environ) -> str:
+    """nginx's worker_processes. One by default: a worker proxies tens of thousands
+    of requests a second, more than the services behind it answer, and where
+    nginx shares the cores with them (this stack) a second worker only splits
+    the same requests into smaller, costlier batches: under the benchmark's W1,
+    24 us of nginx CPU per request with two workers, 21 with one, at the same
+    throughput (bench/README.md, "Changes"). "auto" counts the machine's cores,
+    not a container's CPU limit: in a container, give a number."""
+    raw = (env.get("GATEWAY_WORKERS") or "1").strip().lower()
+    if raw != "auto" and (not raw.isdigit() or int(raw) < 1):
+        raise SystemExit(f"setting GATEWAY_WORKERS must be a positive integer or auto, got {raw!r}")
+    return raw
 
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
@@ -214,6 +231,7 @@ def _user_directive(c: GatewayConfig) -> str:
 def render(c: GatewayConfig) -> str:
     values = {
         "user": _user_directive(c),
+        "workers": c.workers,
         "run_dir": str(c.run_dir),
         "error_log": _log_target(c.error_log, "error"),
         "access_log": _log_target(c.access_log, "access"),

@@ -16,6 +16,7 @@ MODES: dict[str, dict[str, str]] = {
     "three instances each": {"INSTANCES": "3"},
     "per-service instances": {"REVIEWS_INSTANCES": "4", "QA_PORT": "9003"},
     "rate limit off": {"GATEWAY_RATE_LIMIT": "off"},
+    "one worker per core": {"GATEWAY_WORKERS": "auto"},
     "containers": {
         "GATEWAY_LISTEN_HOST": "0.0.0.0",
         "OVERVIEW_UPSTREAM": "localhost:8001",
@@ -67,6 +68,19 @@ def test_rate_limit_settings_are_rendered(tmp_path: Path) -> None:
     assert "limit_conn conn_per_client 13;" in text
     off = render.render(render.GatewayConfig.from_env(tmp_path, {"GATEWAY_RATE_LIMIT": "off"}))
     assert "limit_req " not in off and "limit_conn " not in off
+
+
+@pytest.mark.parametrize(("value", "rendered"), [(None, "1"), ("3", "3"), ("AUTO", "auto")])
+def test_worker_processes(value: str | None, rendered: str, tmp_path: Path) -> None:
+    env = {} if value is None else {"GATEWAY_WORKERS": value}
+    text = render.render(render.GatewayConfig.from_env(tmp_path, env))
+    assert re.search(rf"^worker_processes {rendered};", text, re.M)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_bad_worker_processes_is_refused(value: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="GATEWAY_WORKERS"):
+        render.GatewayConfig.from_env(tmp_path, {"GATEWAY_WORKERS": value})
 
 
 def test_keepalive_and_retry_directives(tmp_path: Path) -> None:
