@@ -85,7 +85,7 @@ def test_bad_worker_processes_is_refused(value: str, tmp_path: Path) -> None:
 
 def test_keepalive_and_retry_directives(tmp_path: Path) -> None:
     text = render.render(render.GatewayConfig.from_env(tmp_path, {}))
-    assert text.count("keepalive 32;") == len(cfg.SERVICES)
+    assert text.count("keepalive 128;") == len(cfg.SERVICES)
     assert "proxy_http_version 1.1;" in text and 'proxy_set_header Connection "";' in text
     assert "proxy_next_upstream error timeout;" in text
     assert not re.search(r"proxy_next_upstream [^;]*non_idempotent", text)
