@@ -478,8 +478,13 @@ class ResponseCache:
         self._drop_local(scopes)
         if self._redis is None:
             return
-        message = {"scopes": list(scopes)}
-        await self._broadcast(message, scopes)
+        try:
+            await self._broadcast({"scopes": list(scopes)}, scopes)
+        finally:
+            # Again: until the delete reached Redis, a read here could still
+            # find the old answer there and put it in this local tier (the
+            # other processes drop the scope only after the delete).
+            self._drop_local(scopes)
 
     async def flush_all(self) -> bool:
         """Forget everything of this namespace (after a bulk reload). Returns
@@ -488,14 +493,17 @@ class ResponseCache:
         if self._redis is None:
             return True
         try:
-            async with LagTolerantTimeout(self._timeout * 20):
-                self._gen = str(await self._redis.incr(self._gen_key))
-        except _REDIS_FAILURES as exc:
-            self._trip(exc)
-            self._pending_all = True
-            await self._wait_out_leases()
-            return False
-        return await self._broadcast({"all": True, "gen": self._gen}, ())
+            try:
+                async with LagTolerantTimeout(self._timeout * 20):
+                    self._gen = str(await self._redis.incr(self._gen_key))
+            except _REDIS_FAILURES as exc:
+                self._trip(exc)
+                self._pending_all = True
+                await self._wait_out_leases()
+                return False
+            return await self._broadcast({"all": True, "gen": self._gen}, ())
+        finally:
+            self._drop_all_local()  # as in invalidate(): reads meanwhile saw the old generation
 
     async def _broadcast(self, message: dict, scopes: Iterable[str]) -> bool:
         """Publish an invalidation and wait for every process to apply it.

@@ -239,6 +239,39 @@ async def test_no_stale_fill_after_a_concurrent_write(caches, redis_server):
         await fresh.stop()
 
 
+@pytest.mark.parametrize("write", ["invalidate", "flush_all"])
+async def test_writer_keeps_no_old_answer_read_from_redis_mid_invalidation(
+    caches, redis_server, write
+):
+    """The writer drops its local scope before its delete reaches Redis. A read
+    in the writer that asks Redis in between still finds the old answer there
+    and fills the local tier with it; that entry must not outlive the
+    invalidation. Found by tests/reliability/test_coherence.py: a few reads
+    right after a POST's reply lacked it. Redis pauses writes here (reads go
+    on), which holds the writer's delete while the read gets through."""
+    a, _ = caches
+    db = FakeDatabase()
+    assert await a.get("p:6", "k", db.load) == b"v1"
+    await asyncio.sleep(0.05)  # let the Redis fill land
+    db.value = b"v2"
+    admin = Redis.from_url(redis_server.url)
+    try:
+        await admin.client_pause(2_000, all=False)  # WRITE mode: reads are served
+        writing = asyncio.create_task(
+            a.invalidate("p:6") if write == "invalidate" else a.flush_all()
+        )
+        await asyncio.sleep(0.02)
+        assert not writing.done()
+        # Started before the write's reply: the old answer is allowed here.
+        assert await a.lookup("p:6", "k", db.load) == (b"v1", "redis")
+        await admin.client_unpause()
+        await writing
+    finally:
+        await admin.client_unpause()
+        await admin.aclose()
+    assert await a.get("p:6", "k", db.load) == b"v2"
+
+
 async def test_readers_after_a_write_do_not_join_a_pre_write_load(caches):
     a, b = caches
     db = FakeDatabase()
