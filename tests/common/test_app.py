@@ -1,0 +1,90 @@
+"""cached_json's two ways to answer: ReadyResponse (one prebuilt buffer) for a
+GET on a persistent HTTP/1.1 connection, web.Response otherwise. They must put
+the same bytes on the wire but for what only the slow path adds (Connection),
+so a client cannot tell which path answered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from services.common.app import CACHE, ReadyResponse, cached_json
+from services.common.cache import ResponseCache
+from services.common.metrics import Metrics
+
+BODY = b'{"product_id":"7","results":[' + b'{"x":1},' * 400 + b'{"x":2}]}'
+
+
+@pytest.fixture
+async def server(aiohttp_server):
+    app = web.Application()
+    app[CACHE] = ResponseCache(None, "t", Metrics("test"))  # no Redis: every read loads
+    seen: list[type] = []
+
+    async def view(request: web.Request) -> web.StreamResponse:
+        response = await cached_json(request, "p:7", "k", lambda: asyncio.sleep(0, BODY))
+        seen.append(type(response))
+        return response
+
+    app.router.add_route("GET", "/x", view)
+    srv = await aiohttp_server(app)
+    srv.seen = seen
+    return srv
+
+
+async def exchange(port: int, *requests: bytes) -> list[tuple[list[bytes], bytes]]:
+    """Send the requests on one connection (pipelined) and read each answer:
+    its head's lines and its body, framed by Content-Length."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"".join(requests))
+        answers = []
+        for _ in requests:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head[:-4].split(b"\r\n")
+            length = next(int(x.split(b":")[1]) for x in lines if x.startswith(b"Content-Length"))
+            answers.append((lines, await reader.readexactly(length)))
+        return answers
+    finally:
+        writer.close()
+
+
+def without_date(lines: list[bytes]) -> list[bytes]:
+    return [x for x in lines if not x.startswith(b"Date: ")]
+
+
+async def test_ready_and_regular_paths_write_the_same_answer(server):
+    get = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+    close = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    # Two on one connection: the fast path keeps it usable for the next request.
+    (fast_head, fast_body), (again_head, _), (slow_head, slow_body) = await exchange(
+        server.port, get, get, close
+    )
+    assert server.seen == [ReadyResponse, ReadyResponse, web.Response]
+    assert fast_body == slow_body == BODY
+    assert without_date(slow_head) == [*without_date(fast_head), b"Connection: close"]
+    assert without_date(fast_head) == without_date(again_head)
+    assert fast_head[0] == b"HTTP/1.1 200 OK"
+    assert any(x.startswith(b"Date: ") and x.endswith(b" GMT") for x in fast_head)
+
+
+async def test_http_1_0_takes_the_regular_path(server):
+    keep_alive = b"GET /x HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+    [(head, body)] = await exchange(server.port, keep_alive)
+    assert server.seen == [web.Response]
+    assert head[0] == b"HTTP/1.0 200 OK"
+    assert b"Connection: keep-alive" in head
+    assert body == BODY
+
+
+async def test_an_aiohttp_client_reads_the_fast_path(server, aiohttp_client):
+    client = await aiohttp_client(server)
+    for _ in range(3):  # over one pooled connection
+        resp = await client.get("/x")
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/json"
+        assert resp.headers["X-Cache"] == "db"
+        assert await resp.read() == BODY
+    assert server.seen == [ReadyResponse] * 3
