@@ -33,16 +33,18 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 
 from .metrics import Metrics
 
 log = logging.getLogger("runway.cache")
 
 Loader = Callable[[], Awaitable[bytes]]
+T = TypeVar("T")
 
 LEASE_S = 0.3  # the local tier is trusted this long after a successful ping
 PING_INTERVAL_S = 0.1
@@ -81,6 +83,20 @@ return 1
 # RuntimeError: under uvloop, a call that reconnects to a Redis that just went
 # away can raise "unable to perform operation on <TCPTransport closed=True>".
 _REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError, RuntimeError)
+POOL_WAIT_S = 0.001  # between tries for a connection when this process's pool is exhausted
+
+
+async def when_a_connection_frees(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, tried again while this process's Redis connection pool is
+    exhausted (within the caller's deadline). MaxConnectionsError is this
+    process's own limit, not a Redis failure: taken for an outage, it would
+    let a writer reply before the other processes heard of its write.
+    (redis-py's blocking pool waits too, but costs 15-20 us more per call.)"""
+    while True:
+        try:
+            return await call()
+        except MaxConnectionsError:
+            await asyncio.sleep(POOL_WAIT_S)
 
 
 class LagTolerantTimeout:
@@ -368,6 +384,8 @@ class ResponseCache:
                     for redis_key, key, _ in batch:
                         pipe.hmget(redis_key, "_v", key)
                     results = await pipe.execute()
+        except MaxConnectionsError:
+            pass  # this process's own limit: these reads go to Postgres, Redis is fine
         except _REDIS_FAILURES as exc:
             self._trip(exc)
         finally:
@@ -400,6 +418,8 @@ class ResponseCache:
                 if any(isinstance(r, NoScriptError) for r in results):
                     # Redis restarted and lost its script cache: load it again next time.
                     self._fill_sha = None
+        except MaxConnectionsError:
+            pass  # skipping a fill is always correct
         except _REDIS_FAILURES as exc:
             self._trip(exc)
 
@@ -495,7 +515,8 @@ class ResponseCache:
         try:
             try:
                 async with LagTolerantTimeout(self._timeout * 20):
-                    self._gen = str(await self._redis.incr(self._gen_key))
+                    gen = await when_a_connection_frees(lambda: self._redis.incr(self._gen_key))
+                    self._gen = str(gen)
             except _REDIS_FAILURES as exc:
                 self._trip(exc)
                 self._pending_all = True
@@ -527,7 +548,7 @@ class ResponseCache:
                     pipe.hset(redis_key, "_v", nonce)  # new token: in-flight fills now fail
                     pipe.expire(redis_key, self._ttl * 2)
                 pipe.publish(self._inval_channel, orjson.dumps(message))
-                results = await pipe.execute()
+                results = await when_a_connection_frees(pipe.execute)
         except _REDIS_FAILURES as exc:
             self._acks.pop(nonce, None)
             self._trip(exc)
@@ -633,7 +654,9 @@ class ResponseCache:
             self._drop_local(payload.get("scopes", ()))
         try:
             async with LagTolerantTimeout(self._timeout * 4):
-                await self._redis.publish(self._ack_channel, payload["id"])
+                await when_a_connection_frees(
+                    lambda: self._redis.publish(self._ack_channel, payload["id"])
+                )
         except _REDIS_FAILURES as exc:
             self._trip(exc)
 
@@ -651,6 +674,8 @@ class ResponseCache:
         try:
             async with LagTolerantTimeout(self._timeout * 2):
                 raw_gen = await self._redis.get(self._gen_key)
+        except MaxConnectionsError:
+            return False  # this process's own limit: no lease renewed, no breaker opened
         except _REDIS_FAILURES as exc:
             self._trip(exc)
             return False

@@ -468,3 +468,43 @@ async def test_stop_is_bounded_by_a_stuck_task(redis_server, monkeypatch):
     await cache.stop()
     assert time.monotonic() - started < 2
     stuck.cancel()
+
+
+async def test_an_exhausted_connection_pool_is_waited_for_not_taken_for_an_outage(
+    caches, redis_server
+):
+    """Every connection of the writer's pool is busy when it invalidates:
+    redis-py then fails the call at once (MaxConnectionsError). The writer
+    must wait for a connection and tell the other process, not take its own
+    limit for a Redis outage (which replied before the others heard of the
+    write, and opened the breaker)."""
+    _, b = caches
+    url = redis_server.url
+    tight = Redis.from_url(url, max_connections=2)
+    a = ResponseCache(
+        tight, "t", Metrics("test"), timeout_s=0.05, pubsub_factory=lambda: Redis.from_url(url)
+    )
+    await a.start()
+    assert await a.wait_ready()
+    try:
+        db = FakeDatabase()
+        assert await b.get("p:11", "k", db.load) == b"v1"
+        # Both of a's connections are held for 100 ms (the lists never fill).
+        holders = [
+            asyncio.create_task(tight.blpop([f"runway-test-empty-{i}"], timeout=0.1))
+            for i in range(2)
+        ]
+        await asyncio.sleep(0.02)
+        db.value = b"v2"
+        # A read meanwhile goes to the database without opening the breaker.
+        assert await a.lookup("p:12", "k", db.load) == (b"v2", "db")
+        await a.invalidate("p:11")
+        assert await asyncio.gather(*holders) == [None, None]
+        assert await b.get("p:11", "k", db.load) == b"v2"
+        assert a._metrics.cache_invalidations.labels("ok")._value.get() == 1
+        assert a._metrics.cache_invalidations.labels("failed")._value.get() == 0
+        assert counter(a, "redis", "error") == 0
+        assert a.redis_usable()
+    finally:
+        await a.stop()
+        await tight.aclose()
