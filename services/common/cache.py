@@ -513,18 +513,17 @@ class ResponseCache:
         if self._redis is None:
             return True
         try:
-            try:
-                async with LagTolerantTimeout(self._timeout * 20):
-                    gen = await when_a_connection_frees(lambda: self._redis.incr(self._gen_key))
-                    self._gen = str(gen)
-            except _REDIS_FAILURES as exc:
-                self._trip(exc)
-                self._pending_all = True
-                await self._wait_out_leases()
-                return False
-            return await self._broadcast({"all": True, "gen": self._gen}, ())
+            async with LagTolerantTimeout(self._timeout * 20):
+                gen = await when_a_connection_frees(lambda: self._redis.incr(self._gen_key))
+                self._gen = str(gen)
+        except _REDIS_FAILURES as exc:
+            self._trip(exc)
+            self._pending_all = True
+            await self._wait_out_leases()
+            return False
         finally:
             self._drop_all_local()  # as in invalidate(): reads meanwhile saw the old generation
+        return await self._broadcast({"all": True, "gen": self._gen}, ())
 
     async def _broadcast(self, message: dict, scopes: Iterable[str]) -> bool:
         """Publish an invalidation and wait for every process to apply it.
