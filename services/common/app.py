@@ -121,15 +121,17 @@ def _database_ctx(
     return database
 
 
-def redis_client(settings: Settings, *, blocking: bool = False) -> Redis:
+def redis_client(settings: Settings) -> Redis:
     """A client for the cache. Its calls are bounded in milliseconds by the
-    cache's own lag-tolerant deadlines; the socket timeout is only a backstop
-    (a wall-clock one would fire whenever this process's loop stalls, and
-    redis-py drops the connection on it). A pub/sub reader blocks."""
-    timeout = None if blocking else max(1.0, settings.redis_timeout_ms / 100)
+    cache's own lag-tolerant deadlines, so the client has no socket timeout of
+    its own: with one, redis-py wraps every send in asyncio.wait_for (a new
+    Task per command) and every read in a second timer, and a wall-clock
+    timeout would also fire whenever this process's loop stalls (redis-py
+    then drops the connection). The pub/sub reader, which blocks by design,
+    gets a client of its own."""
     return Redis.from_url(
         settings.redis_url,
-        socket_timeout=timeout,
+        socket_timeout=None,
         socket_connect_timeout=max(settings.redis_timeout_ms / 1000, 0.05),
         health_check_interval=0,
         max_connections=64,
@@ -150,7 +152,7 @@ def _cache_ctx(namespace: str) -> Callable[[web.Application], AsyncIterator[None
             ttl_s=settings.cache_ttl_s,
             local_max_bytes=settings.cache_local_max_bytes,
             timeout_s=settings.redis_timeout_ms / 1000,
-            pubsub_factory=lambda: redis_client(settings, blocking=True),
+            pubsub_factory=lambda: redis_client(settings),
         )
         app[CACHE] = response_cache
         await response_cache.start()

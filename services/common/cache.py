@@ -80,6 +80,47 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
+# One invalidation in one command: each scope's hash replaced by a new token
+# (in-flight fills now fail), then the message published; returns PUBLISH's
+# count of subscribers. Atomic like MULTI/EXEC, but one command to pack and one
+# reply to parse instead of 3 per scope + 3: redis-py spends about 100 us of
+# CPU per command (bench/README.md, "Changes").
+_INVALIDATE_SCRIPT = """
+for _, key in ipairs(KEYS) do
+    redis.call('DEL', key)
+    redis.call('HSET', key, '_v', ARGV[1])
+    redis.call('EXPIRE', key, ARGV[2])
+end
+return redis.call('PUBLISH', ARGV[3], ARGV[4])
+"""
+
+
+class LuaScript:
+    """A Lua script run by EVALSHA, loaded on first use and again after Redis
+    lost its script cache (a restart)."""
+
+    __slots__ = ("_sha", "_source")
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._sha: str | None = None
+
+    async def sha(self, redis: Redis) -> str:
+        if self._sha is None:
+            self._sha = await redis.script_load(self._source)
+        return self._sha
+
+    def forget(self) -> None:
+        self._sha = None
+
+    async def run(self, redis: Redis, keys: list[str], args: Iterable[object]) -> object:
+        try:
+            return await redis.evalsha(await self.sha(redis), len(keys), *keys, *args)
+        except NoScriptError:
+            self.forget()
+            return await redis.evalsha(await self.sha(redis), len(keys), *keys, *args)
+
+
 # RuntimeError: under uvloop, a call that reconnects to a Redis that just went
 # away can raise "unable to perform operation on <TCPTransport closed=True>".
 _REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError, RuntimeError)
@@ -203,7 +244,8 @@ class ResponseCache:
         self._pending_all = False
         self._acks: dict[str, list] = {}
         self._heartbeats: dict[str, asyncio.Future[None]] = {}
-        self._fill_sha: str | None = None
+        self._fill_script = LuaScript(_FILL_SCRIPT)
+        self._invalidate_script = LuaScript(_INVALIDATE_SCRIPT)
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._read_batch: list[tuple[str, str, asyncio.Future]] = []
@@ -409,15 +451,14 @@ class ResponseCache:
         assert self._redis is not None
         try:
             async with LagTolerantTimeout(self._timeout * 2):
-                if self._fill_sha is None:
-                    self._fill_sha = await self._redis.script_load(_FILL_SCRIPT)
+                sha = await self._fill_script.sha(self._redis)
                 pipe = self._redis.pipeline(transaction=False)
                 for redis_key, token, key, body, ttl in batch:
-                    pipe.evalsha(self._fill_sha, 1, redis_key, token, key, body, ttl)
+                    pipe.evalsha(sha, 1, redis_key, token, key, body, ttl)
                 results = await pipe.execute(raise_on_error=False)
                 if any(isinstance(r, NoScriptError) for r in results):
                     # Redis restarted and lost its script cache: load it again next time.
-                    self._fill_sha = None
+                    self._fill_script.forget()
         except MaxConnectionsError:
             pass  # skipping a fill is always correct
         except _REDIS_FAILURES as exc:
@@ -540,14 +581,13 @@ class ResponseCache:
             # process: skipping the delete would leave them reading the old
             # answer from Redis (and from their local tiers, which nobody told).
             async with LagTolerantTimeout(self._timeout * 4):
-                pipe = self._redis.pipeline(transaction=True)
-                for scope in scopes:
-                    redis_key = f"{self._ns}:{self._gen}:{scope}"
-                    pipe.delete(redis_key)
-                    pipe.hset(redis_key, "_v", nonce)  # new token: in-flight fills now fail
-                    pipe.expire(redis_key, self._ttl * 2)
-                pipe.publish(self._inval_channel, orjson.dumps(message))
-                results = await when_a_connection_frees(pipe.execute)
+                keys = [f"{self._ns}:{self._gen}:{scope}" for scope in scopes]
+                args = (nonce, self._ttl * 2, self._inval_channel, orjson.dumps(message))
+                subscribers = int(
+                    await when_a_connection_frees(
+                        lambda: self._invalidate_script.run(self._redis, keys, args)
+                    )
+                )
         except _REDIS_FAILURES as exc:
             self._acks.pop(nonce, None)
             self._trip(exc)
@@ -556,7 +596,6 @@ class ResponseCache:
             await self._wait_out_leases()
             return False
         published = time.monotonic()
-        subscribers = int(results[-1])
         # This process dropped the scopes before publishing; wait for the others.
         waiter[0] = subscribers - 1 if self._subscribed else subscribers
         if waiter[1] >= waiter[0]:

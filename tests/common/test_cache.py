@@ -33,8 +33,10 @@ class FakeDatabase:
 
 
 def make_cache(url: str, namespace: str = "t", **kwargs) -> ResponseCache:
+    # No socket timeout, as in the services (app.redis_client): the cache's own
+    # deadlines must bound every call, stalled Redis included.
     return ResponseCache(
-        Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.05),
+        Redis.from_url(url, socket_timeout=None, socket_connect_timeout=0.05),
         namespace,
         Metrics("test"),
         timeout_s=0.05,
@@ -103,6 +105,29 @@ async def test_read_your_writes_across_processes(caches):
         # Both processes, both tiers: the very next read shows the write.
         assert await reader.get("p:7", "k", db.load) == db.value
         assert await writer.get("p:7", "k", db.load) == db.value
+
+
+async def test_an_invalidation_loads_its_script_again_after_redis_lost_it(
+    caches, redis_server
+):
+    """A Redis restart empties its script cache: the writer's EVALSHA then
+    fails with NOSCRIPT, and the invalidation must load the script again and
+    still reach the other process, not count as a Redis failure."""
+    a, b = caches
+    db = FakeDatabase()
+    await a.invalidate("p:9")  # the script is loaded and its sha remembered
+    assert await b.get("p:10", "k", db.load) == b"v1"
+    admin = Redis.from_url(redis_server.url)
+    try:
+        await admin.script_flush()
+    finally:
+        await admin.aclose()
+    db.value = b"v2"
+    await a.invalidate("p:10")
+    assert await b.get("p:10", "k", db.load) == b"v2"
+    assert a._metrics.cache_invalidations.labels("ok")._value.get() == 2
+    assert a._metrics.cache_invalidations.labels("failed")._value.get() == 0
+    assert counter(a, "redis", "error") == 0
 
 
 async def test_writer_waits_for_a_slow_process_to_drop_the_scope(caches):
