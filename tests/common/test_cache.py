@@ -107,9 +107,7 @@ async def test_read_your_writes_across_processes(caches):
         assert await writer.get("p:7", "k", db.load) == db.value
 
 
-async def test_an_invalidation_loads_its_script_again_after_redis_lost_it(
-    caches, redis_server
-):
+async def test_an_invalidation_loads_its_script_again_after_redis_lost_it(caches, redis_server):
     """A Redis restart empties its script cache: the writer's EVALSHA then
     fails with NOSCRIPT, and the invalidation must load the script again and
     still reach the other process, not count as a Redis failure."""
@@ -262,6 +260,49 @@ async def test_no_stale_fill_after_a_concurrent_write(caches, redis_server):
         assert await fresh.get("p:3", "k", FakeDatabase().load) == b"v2"
     finally:
         await fresh.stop()
+
+
+async def test_a_batch_of_fills_refuses_only_the_scope_written_meanwhile(caches, redis_server):
+    """Fills of one loop tick go to Redis as one script call: each is still
+    checked against its own scope's token, so the scope written during the
+    reads is refused and the other one is filled."""
+    a, b = caches
+    db = FakeDatabase()
+    db.gate = asyncio.Event()
+    reads = [asyncio.create_task(a.get(scope, "k", db.load)) for scope in ("p:21", "p:22")]
+    await asyncio.sleep(0.05)
+    assert db.reads == 2  # both missed and read v1 before the write
+    await b.invalidate("p:21")
+    db.gate.set()  # both loads finish in one tick: one batch of two fills
+    assert await asyncio.gather(*reads) == [b"v1", b"v1"]
+    await asyncio.sleep(0.05)  # let the batch run
+    redis = Redis.from_url(redis_server.url)
+    try:
+        gen = a._gen
+        assert await redis.hget(f"t:{gen}:p:21", "k") is None
+        assert await redis.hget(f"t:{gen}:p:22", "k") == b"v1"
+    finally:
+        await redis.aclose()
+
+
+async def test_a_batch_of_redis_reads_gives_each_reader_its_own_answer(caches):
+    """Misses of one loop tick share one script call to Redis; each reader must
+    get the answer of its own scope and key, not its neighbour's."""
+    a, b = caches
+    bodies = {("p:31", "k"): b"a31k", ("p:31", "j"): b"a31j", ("p:32", "k"): b"a32k"}
+    for (scope, key), body in bodies.items():
+
+        async def load(body: bytes = body) -> bytes:
+            return body
+
+        await a.get(scope, key, load)
+    await asyncio.sleep(0.05)  # a's fills reach Redis
+
+    async def never() -> bytes:
+        raise AssertionError("should have been served by Redis")
+
+    found = await asyncio.gather(*(b.lookup(scope, key, never) for scope, key in bodies))
+    assert found == [(body, "redis") for body in bodies.values()]
 
 
 @pytest.mark.parametrize("write", ["invalidate", "flush_all"])
