@@ -123,20 +123,14 @@ class LuaScript:
         self._source = source
         self._sha: str | None = None
 
-    async def sha(self, redis: Redis) -> str:
+    async def run(self, redis: Redis, keys: list[str], args: Iterable[object]) -> object:
         if self._sha is None:
             self._sha = await redis.script_load(self._source)
-        return self._sha
-
-    def forget(self) -> None:
-        self._sha = None
-
-    async def run(self, redis: Redis, keys: list[str], args: Iterable[object]) -> object:
         try:
-            return await redis.evalsha(await self.sha(redis), len(keys), *keys, *args)
+            return await redis.evalsha(self._sha, len(keys), *keys, *args)
         except NoScriptError:
-            self.forget()
-            return await redis.evalsha(await self.sha(redis), len(keys), *keys, *args)
+            self._sha = await redis.script_load(self._source)
+            return await redis.evalsha(self._sha, len(keys), *keys, *args)
 
 
 # RuntimeError: under uvloop, a call that reconnects to a Redis that just went
