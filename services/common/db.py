@@ -60,26 +60,21 @@ class Database:
 
     # The one-statement accesses skip the context managers: a generator-based
     # one costs a few microseconds per request on the read-miss and write paths.
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _one_statement(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
         conn = await self.acquire()
         try:
-            return await conn.fetch(sql, *args)
+            return await getattr(conn, method)(sql, *args)
         finally:
             await self.pool.release(conn)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._one_statement("fetch", sql, args)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        conn = await self.acquire()
-        try:
-            return await conn.fetchrow(sql, *args)
-        finally:
-            await self.pool.release(conn)
+        return await self._one_statement("fetchrow", sql, args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        conn = await self.acquire()
-        try:
-            return await conn.fetchval(sql, *args)
-        finally:
-            await self.pool.release(conn)
+        return await self._one_statement("fetchval", sql, args)
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
