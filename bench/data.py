@@ -19,6 +19,8 @@ from pathlib import Path
 
 import asyncpg
 
+from services.common.db import with_database
+
 from .config import PYTHON, ROOT, BenchConfig
 
 GENERATED_MARKER = "bench-generated.json"
@@ -94,7 +96,7 @@ async def _allow_large_wal(dsn: str) -> None:
     """A full-scale load writes tens of GB of WAL; with the default 1 GB
     max_wal_size Postgres checkpoints about a hundred times during it. The
     load figures in the README were measured with 8 GB (a reload, no restart)."""
-    conn = await asyncpg.connect(dsn.rsplit("/", 1)[0] + "/postgres", timeout=5)
+    conn = await asyncpg.connect(with_database(dsn, "postgres"), timeout=5)
     try:
         if await conn.fetchval(
             "SELECT setting::bigint < 8192 FROM pg_settings WHERE name = 'max_wal_size'"

@@ -22,6 +22,8 @@ import time
 
 import asyncpg
 
+from services.common.db import with_database
+
 from .config import BenchConfig
 from .data import log
 
@@ -49,7 +51,7 @@ def _memory_bytes() -> int:
 
 
 async def _admin(cfg: BenchConfig) -> asyncpg.Connection:
-    dsn = cfg.database_url(cfg.services[0]).rsplit("/", 1)[0] + "/postgres"
+    dsn = with_database(cfg.database_url(cfg.services[0]), "postgres")
     return await asyncpg.connect(dsn, timeout=10)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import asyncpg
 from redis import Redis
 
+from services.common.db import database_name
+
 from .config import BenchConfig
 from .env import Processes
 from .procs import rss_bytes
@@ -24,7 +26,7 @@ RSS_GROWTH = 0.10
 
 
 async def _pg_connections(cfg: BenchConfig) -> dict[str, int]:
-    names = [cfg.database_url(s).rsplit("/", 1)[1] for s in cfg.services]
+    names = [database_name(cfg.database_url(s)) for s in cfg.services]
     conn = await asyncpg.connect(cfg.database_url(cfg.services[0]), timeout=5)
     try:
         rows = await conn.fetch(

@@ -93,15 +93,21 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
     )
 
 
-def _with_database(url: str, name: str) -> str:
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` naming database `name` instead; its query (a socket directory given
+    as ?host=, say) kept."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 async def ensure_database(url: str) -> None:
     """Create the database named in `url` when it does not exist yet."""
-    name = urlsplit(url).path.lstrip("/")
-    conn = await asyncpg.connect(_with_database(url, "postgres"), timeout=5)
+    name = database_name(url)
+    conn = await asyncpg.connect(with_database(url, "postgres"), timeout=5)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
@@ -115,8 +121,8 @@ async def ensure_database(url: str) -> None:
 
 
 async def drop_database(url: str) -> None:
-    name = urlsplit(url).path.lstrip("/")
-    conn = await asyncpg.connect(_with_database(url, "postgres"), timeout=5)
+    name = database_name(url)
+    conn = await asyncpg.connect(with_database(url, "postgres"), timeout=5)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
