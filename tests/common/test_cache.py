@@ -305,6 +305,41 @@ async def test_a_batch_of_redis_reads_gives_each_reader_its_own_answer(caches):
     assert found == [(body, "redis") for body in bodies.values()]
 
 
+async def test_a_fill_rides_with_the_next_read_batch(caches, redis_server):
+    """A miss's fill waits for the next read batch and goes in its command:
+    two misses in a row cost three script calls (read; read with the first
+    fill; the second fill alone), not four, and both fills land."""
+    a, b = caches
+    db = FakeDatabase()
+    admin = Redis.from_url(redis_server.url)
+    try:
+        await admin.config_resetstat()
+        await a.get("p:41", "k", db.load)
+        await a.get("p:42", "k", db.load)
+        await asyncio.sleep(0.05)  # p:42's fill found no read to ride with
+        assert (await admin.info("commandstats"))["cmdstat_evalsha"]["calls"] == 3
+    finally:
+        await admin.aclose()
+
+    async def never() -> bytes:
+        raise AssertionError("should have been served by Redis")
+
+    for scope in ("p:41", "p:42"):
+        assert await b.lookup(scope, "k", never) == (b"v1", "redis")
+
+
+async def test_a_fill_waiting_to_ride_is_sent_at_stop(caches, redis_server, monkeypatch):
+    monkeypatch.setattr(cache_module, "FILL_RIDE_S", 60.0)  # only stop() can send it
+    a, _ = caches
+    await a.get("p:43", "k", FakeDatabase().load)
+    await a.stop()
+    admin = Redis.from_url(redis_server.url)
+    try:
+        assert await admin.hget(f"t:{a._gen}:p:43", "k") == b"v1"
+    finally:
+        await admin.aclose()
+
+
 @pytest.mark.parametrize("write", ["invalidate", "flush_all"])
 async def test_writer_keeps_no_old_answer_read_from_redis_mid_invalidation(
     caches, redis_server, write
