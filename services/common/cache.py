@@ -78,7 +78,7 @@ REDIS_WINDOW = 2_000
 # (token, key, body, ttl) quadruple per fill, then the field of each read.
 # Each fill writes only if its hash's token is still the one read before the
 # database query (no stale fill). Returns each read's token and body.
-_FILL_SCRIPT = """
+_FILL_THEN_READ_SCRIPT = """
 local fills = tonumber(ARGV[1])
 for i = 1, fills do
     local hash, a = KEYS[i], 1 + (i - 1) * 4
@@ -265,7 +265,7 @@ class ResponseCache:
         self._pending_all = False
         self._acks: dict[str, list] = {}
         self._heartbeats: dict[str, asyncio.Future[None]] = {}
-        self._fill_script = LuaScript(_FILL_SCRIPT)
+        self._fill_then_read_script = LuaScript(_FILL_THEN_READ_SCRIPT)
         self._read_script = LuaScript(_READ_SCRIPT)
         self._invalidate_script = LuaScript(_INVALIDATE_SCRIPT)
         self._tasks: list[asyncio.Task] = []
@@ -478,7 +478,8 @@ class ResponseCache:
                     args: list[object] = [len(fills)]
                     for _, token, key, body, ttl in fills:
                         args += (token, key, body, ttl)
-                    results = await self._fill_script.run(self._redis, hashes, args + fields)
+                    script = self._fill_then_read_script
+                    results = await script.run(self._redis, hashes, args + fields)
                 else:
                     results = await self._read_script.run(self._redis, hashes, fields)
         except MaxConnectionsError:
