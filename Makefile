@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SCALE ?= 0.01
 DATA ?= data/scale-$(SCALE)
 SEED ?= 1
-SERVICES ?= $(shell $(PY) -c "from infra.stack import available_services as a; print(' '.join(a()))" 2>/dev/null)
+SERVICES ?= overview reviews qa
 
 .PHONY: help venv deps bench-deps up down status test test-full lint data load bench bench-quick clean
 

@@ -12,10 +12,9 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from infra.probe import http_status
 from services.common import settings as svc_settings
 from services.common.cache import flush_namespace
 
@@ -27,20 +26,10 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CEILING_BODY = '{"product":"1","page":0,"count":5,"results":[]}'  # = bench/ceiling.py BODY
 
 
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
-
-
 def wait_for(url: str, timeout_s: float = 30, ok: tuple[int, ...] = (200,)) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _status(url) in ok:
+        if http_status(url) in ok:
             return
         time.sleep(0.2)
     raise SystemExit(f"[bench] {url} did not answer within {timeout_s:.0f}s")

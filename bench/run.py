@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infra.stack import available_services
+from services.common.settings import SERVICES
 
 from . import data, pgtune, report, soak, verify
 from .config import FULL, QUICK, BenchConfig
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, dict[str, bool]]:
     p.add_argument("--quick", action="store_true", help="small scale, seconds per workload")
     p.add_argument("--soak", action="store_true", help="also the 10-minute soak (issue 7)")
     p.add_argument("--only-soak", action="store_true", help="the soak without W1-W4")
-    p.add_argument("--services", help="comma-separated (default: every built service)")
+    p.add_argument("--services", help="comma-separated (default: all three)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="wrk threads")
     p.add_argument("--connections", type=int, default=64, help="wrk connections")
     p.add_argument("--w4-rate", type=int, default=1000)
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, dict[str, bool]]:
         "--seconds", type=int, help="override every workload's duration (profiling, not records)"
     )
     a = p.parse_args(argv)
-    services = tuple(a.services.split(",")) if a.services else tuple(available_services())
+    services = tuple(a.services.split(",")) if a.services else SERVICES
     extra: dict[str, Any] = {"results_dir": a.results} if a.results else {}
     if a.only:
         extra["only"] = tuple(a.only.split(","))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 
 from infra import stack
+from services.common.settings import SERVICES
 
 
 def main() -> None:
-    services = sys.argv[1].split(",") if len(sys.argv) > 1 else stack.available_services()
+    services = sys.argv[1].split(",") if len(sys.argv) > 1 else list(SERVICES)
     stack.prepare = lambda service: None  # data loaded by bench/data.py
     stack.up(services)
 

@@ -17,12 +17,12 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import asyncpg
 
+from infra import gateway_and_prometheus
+from infra.probe import http_status
 from services.common import settings as cfg
 from services.common.db import prepare_database
 
@@ -75,11 +75,6 @@ def service_database_url(service: str) -> str:
     return local_postgres_url(f"atelier_{service}")
 
 
-def available_services() -> list[str]:
-    """Services whose package exists (the stack grows as they are built)."""
-    return [s for s in cfg.SERVICES if (ROOT / "services" / s / "app.py").exists()]
-
-
 def _supervisor_paths() -> tuple[Path, Path]:
     return RUN_DIR / "supervisord.conf", RUN_DIR / "supervisor.sock"
 
@@ -124,15 +119,6 @@ def service_programs(services: list[str]) -> list[str]:
     return programs
 
 
-def extra_programs() -> list[str]:
-    """The gateway and monitoring, when their modules exist (infra/edge.py)."""
-    try:
-        module = importlib.import_module("infra.edge")
-    except ModuleNotFoundError:
-        return []
-    return module.programs(RUN_DIR, _program)
-
-
 def write_config(services: list[str]) -> Path:
     conf, sock = _supervisor_paths()
     (RUN_DIR / "logs").mkdir(parents=True, exist_ok=True)
@@ -152,7 +138,8 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://{sock}
 """
-    conf.write_text(header + "".join(service_programs(services) + extra_programs()))
+    edge = gateway_and_prometheus.programs(RUN_DIR, _program)
+    conf.write_text(header + "".join(service_programs(services) + edge))
     return conf
 
 
@@ -200,22 +187,12 @@ def prepare(service: str) -> None:
     asyncio.run(loader.load(dsn, data_dir, DATA_DIR / "reports" / "demo" / service))
 
 
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
-
-
 def wait_ready(services: list[str], timeout_s: float = 60) -> None:
     urls = [f"http://127.0.0.1:{port}/readyz" for s in services for port in cfg.instance_ports(s)]
     deadline = time.monotonic() + timeout_s
     pending = list(urls)
     while pending and time.monotonic() < deadline:
-        pending = [u for u in pending if _get(u) != 200]
+        pending = [u for u in pending if http_status(u) != 200]
         if pending:
             time.sleep(0.2)
     if pending:
@@ -231,18 +208,12 @@ def up(services: list[str]) -> None:
     conf = write_config(services)
     subprocess.run([_bin("supervisord"), "-c", str(conf)], check=True)
     wait_ready(services)
-    try:
-        edge = importlib.import_module("infra.edge")
-    except ModuleNotFoundError:
-        edge = None
-    if edge is not None:
-        edge.wait_ready()
+    gateway_and_prometheus.wait_ready()
     print("[stack] up:")
     for s in services:
         for port in cfg.instance_ports(s):
             print(f"  {s:9} http://127.0.0.1:{port}")
-    if edge is not None:
-        edge.print_urls()
+    gateway_and_prometheus.print_urls()
 
 
 def down() -> None:
@@ -288,9 +259,9 @@ def status() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--only", help="comma-separated services (default: all built)")
+    parser.add_argument("--only", help="comma-separated services (default: all)")
     args = parser.parse_args()
-    services = args.only.split(",") if args.only else available_services()
+    services = args.only.split(",") if args.only else list(cfg.SERVICES)
     if args.command == "up":
         if shutil.which(_bin("supervisord")) is None:
             raise SystemExit("supervisord missing: run `make venv`")

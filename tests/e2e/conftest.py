@@ -1,10 +1,7 @@
 """The whole stack as `make up` starts it (infra/stack.py: migrations, demo data,
 two instances of each service, nginx, Prometheus, all under supervisord), but
 on test databases (runway_e2e_<service>), the tests' own Redis and free ports,
-so it never collides with a running `make up`.
-
-It skips only when a service package is not there yet (pytest.importorskip
-names it); any other failure to come up is an error."""
+so it never collides with a running `make up`. A failure to come up is an error."""
 
 from __future__ import annotations
 
@@ -94,12 +91,6 @@ def run_stack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 
 @pytest.fixture(scope="session")
 def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    for service in cfg.SERVICES:
-        for module in ("app", "loader", "generator"):
-            pytest.importorskip(
-                f"services.{service}.{module}",
-                reason=f"services/{service} is not built yet ({module}.py missing)",
-            )
     from services.common.db import drop_database
 
     for service in cfg.SERVICES:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra import edge
+from infra import gateway_and_prometheus
 from services.common import settings as cfg
 from tests.conftest import ROOT
 from tests.infra.metric_names import PROMETHEUS_BUILTINS, exported_names, metric_names
@@ -80,7 +80,7 @@ def test_local_config_scrapes_every_instance(
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    path = edge.write_prometheus_config(tmp_path, 19090)
+    path = gateway_and_prometheus.write_prometheus_config(tmp_path, 19090)
     config = yaml.safe_load(path.read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     for service in cfg.SERVICES:

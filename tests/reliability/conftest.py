@@ -1,4 +1,4 @@
-"""One cluster for the fault tests: two instances of every built service under
+"""One cluster for the fault tests: two instances of every service under
 supervisord, on databases of this suite's own and a Redis of its own (the
 tests kill and stall it), and a gateway in front with rate limiting off (the
 load comes from one address). The services' seed rows are written through
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from services.common import settings as cfg
 from services.common.db import drop_database
 from tests.conftest import RedisServer, free_port
 from tests.gateway.harness import Gateway
-from tests.reliability.harness import Cluster, built_services, fresh_database
+from tests.reliability.harness import Cluster, fresh_database
 from tests.reliability.workloads import Workload, workload
 
 
@@ -36,9 +37,7 @@ class FaultStack:
         return self.base(self.gateway.port)
 
     def require(self, service: str) -> Workload:
-        """The service's workload; skips a service not built yet, fails one that did not start."""
-        if service not in self.cluster.services:
-            pytest.skip(f"services/{service} is not built yet")
+        """The service's workload; fails when the service did not start."""
         if service in self.not_ready:
             pytest.fail(self.not_ready[service])
         return self.workloads[service]
@@ -68,7 +67,7 @@ def _seed(stack: FaultStack) -> None:
 def fault_stack(
     fault_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FaultStack]:
-    services = built_services()
+    services = cfg.SERVICES
     databases = {s: fresh_database(s, "faults") for s in services}
     run_dir: Path = tmp_path_factory.mktemp("fault-stack")
     cluster = Cluster(run_dir, databases, fault_redis.url, instances=2)

@@ -7,7 +7,7 @@ produced (run/test-figures.jsonl, for the README)."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import importlib
 import json
 import os
 import signal
@@ -43,11 +43,6 @@ def record_figures(name: str, figures: Mapping[str, object]) -> None:
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     with FIGURES.open("a") as out:
         out.write(line + "\n")
-
-
-def built_services() -> list[str]:
-    """Services whose package exists: the others are skipped by name, never silently."""
-    return [s for s in cfg.SERVICES if importlib.util.find_spec(f"services.{s}.app")]
 
 
 def database_url(service: str, suffix: str, admin_url: str = PG_ADMIN_URL) -> str:

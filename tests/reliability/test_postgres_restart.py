@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import RedisServer
 from tests.gateway.harness import ServiceInstance, free_instance_base
-from tests.reliability.harness import built_services, fresh_database, record_figures
+from tests.reliability.harness import fresh_database, record_figures
 from tests.reliability.load import (
     Load,
     Outcome,
@@ -80,8 +80,6 @@ async def restart_under_load(pg: PgCluster, base: str, mix) -> dict:
 async def test_postgres_restart_under_load(
     private_postgres: PgCluster, redis_server: RedisServer, tmp_path: Path, service: str
 ) -> None:
-    if service not in built_services():
-        pytest.skip(f"services/{service} is not built yet")
     dsn = await asyncio.to_thread(fresh_database, service, "pg", private_postgres.admin_url)
     env = {
         f"{service.upper()}_DATABASE_URL": dsn,

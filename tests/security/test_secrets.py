@@ -84,7 +84,7 @@ def variables_read() -> set[str]:
     for rel in (
         "services/common/settings.py",
         "gateway/render.py",
-        "infra/edge.py",
+        "infra/gateway_and_prometheus.py",
         "infra/stack.py",
     ):
         text = (ROOT / rel).read_text()

@@ -1,5 +1,5 @@
-"""The local stack's edge: the NGINX gateway and Prometheus as supervisord
-programs (infra/stack.py imports this module when it exists).
+"""The local stack's NGINX gateway and Prometheus as supervisord programs
+(infra/stack.py adds them to its config, waits for them and prints their URLs).
 
 Both configs are rendered into the run directory from services/common/settings.py
 and the environment, so ports and instance counts come from one place:
@@ -12,8 +12,6 @@ import os
 import shlex
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import yaml
 
 from gateway import render
+from infra.probe import http_status
 from services.common import settings as cfg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,14 +103,14 @@ def programs(run_dir: Path, program_fn: ProgramFn) -> list[str]:
     render.write(gateway)
     result = render.check(gateway)
     if result.returncode != 0:
-        raise SystemExit(f"[edge] nginx -t failed on {gateway.conf_path}:\n{result.stderr}")
+        raise SystemExit(f"[stack] nginx -t failed on {gateway.conf_path}:\n{result.stderr}")
     sections = [program_fn("gateway", nginx_program_command(gateway), {}, logs / "gateway.log")]
     port = prometheus_port()
     binary = prometheus_binary()
     if port is None:
         return sections
     if binary is None:
-        print("[edge] prometheus not installed (make deps installs it): not monitoring")
+        print("[stack] prometheus not installed (make deps installs it): not monitoring")
         return sections
     config = write_prometheus_config(run_dir, port)
     command = prometheus_command(binary, config, run_dir, port)
@@ -122,20 +121,10 @@ def programs(run_dir: Path, program_fn: ProgramFn) -> list[str]:
 # --- readiness and URLs -------------------------------------------------------------
 
 
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
-
-
 def _wait(url: str, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _status(url) == 200:
+        if http_status(url) == 200:
             return True
         time.sleep(0.2)
     return False
@@ -145,11 +134,12 @@ def wait_ready(timeout_s: float = 30) -> None:
     """The gateway answers (its own document, then a route through it)."""
     base = f"http://127.0.0.1:{cfg.gateway_port()}"
     if not _wait(f"{base}/openapi.json", timeout_s):
-        raise SystemExit(f"[edge] the gateway does not answer on {base} (see run/logs/gateway.log)")
+        log = "run/logs/gateway.log"
+        raise SystemExit(f"[stack] the gateway does not answer on {base} (see {log})")
     port = prometheus_port()
     if port is not None and prometheus_binary() is not None:
         if not _wait(f"http://127.0.0.1:{port}/-/ready", timeout_s):
-            print(f"[edge] warning: prometheus not ready on 127.0.0.1:{port}")
+            print(f"[stack] warning: prometheus not ready on 127.0.0.1:{port}")
 
 
 def print_urls() -> None:

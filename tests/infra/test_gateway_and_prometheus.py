@@ -1,5 +1,6 @@
-"""infra/edge.py, the stack's gateway and Prometheus programs: rendered from
-the settings, `nginx -t` before nginx starts, everything under the run dir."""
+"""infra/gateway_and_prometheus.py, the stack's gateway and Prometheus
+programs: rendered from the settings, `nginx -t` before nginx starts,
+everything under the run dir."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway import render
-from infra import edge
+from infra import gateway_and_prometheus
 
 
 def fake_program(name: str, command: str, env: dict[str, str], log: Path) -> str:
@@ -18,7 +19,7 @@ def fake_program(name: str, command: str, env: dict[str, str], log: Path) -> str
 def test_programs_render_configs_under_the_run_dir(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PROMETHEUS_PORT", "19999")
     monkeypatch.setenv("GATEWAY_PORT", "18888")
-    sections = edge.programs(tmp_path, fake_program)
+    sections = gateway_and_prometheus.programs(tmp_path, fake_program)
     assert [s.splitlines()[0] for s in sections] == ["[program:gateway]", "[program:prometheus]"]
     gateway, prometheus = sections
     conf = tmp_path / "gateway" / "nginx.conf"
@@ -32,10 +33,10 @@ def test_programs_render_configs_under_the_run_dir(tmp_path: Path, monkeypatch) 
 
 def test_prometheus_can_be_left_out(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PROMETHEUS_PORT", "off")
-    assert len(edge.programs(tmp_path, fake_program)) == 1
+    assert len(gateway_and_prometheus.programs(tmp_path, fake_program)) == 1
 
 
 def test_a_broken_gateway_config_stops_the_stack(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("REVIEWS_UPSTREAM", "no-such-host.invalid:1")
     with pytest.raises(SystemExit, match="nginx -t failed"):
-        edge.programs(tmp_path, fake_program)
+        gateway_and_prometheus.programs(tmp_path, fake_program)
