@@ -105,7 +105,7 @@ class BenchConfig:
     def redis_url(self) -> str:
         """The services reach the Redis the harness starts through its Unix socket:
         it shares their host, and a socket round trip costs both ends less CPU
-        than one over TCP loopback (bench/README.md, "Changes")."""
+        than one over TCP loopback (docs/decisions/0026-unix-sockets-for-postgres-and-redis.md)."""
         if self.external_redis:
             return self.external_redis
         if os.environ.get("BENCH_TCP"):
@@ -132,7 +132,7 @@ class BenchConfig:
         override = os.environ.get(f"BENCH_{service.upper()}_DATABASE_URL")
         if override:
             return override
-        if os.environ.get("BENCH_TCP"):  # the A/B of the sockets (bench/README.md)
+        if os.environ.get("BENCH_TCP"):  # the A/B of the sockets (docs/decisions/0026-*)
             return f"postgresql://postgres@127.0.0.1:5432/atelier_{service}_bench"
         return local_postgres_url(f"atelier_{service}_bench")
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU per request of one service process, two checkouts alternated: the A/B
-# behind bench/README.md's "Changes". Each round starts the service of each
-# checkout on its SCALE=1.0 bench database, warms it, and runs wrk three times;
+# behind most of docs/decisions/ (bench/README.md, "A/B pairs"). Each round
+# starts the service of each checkout on its SCALE=1.0 bench database, warms
+# it, and runs wrk three times;
 # the figure is the process's CPU time (/proc, user + system) over requests
 # served, with the process saturated. Needs `make bench`'s databases and ids.
 #

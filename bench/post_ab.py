@@ -7,9 +7,9 @@ SCALE=1.0 bench database (`make bench` loads it), sends 100 POSTs to warm it
 and then 1,000 one after another, and prints the median and p90 latency and
 the process's CPU time per POST (/proc). Sequential requests: what a write
 costs on its own, round trips included, with no batching to hide them. Old
-and new alternate, ROUNDS times (default 3). Behind bench/README.md's
-"Changes" entry for the one-statement POST. The reviews it writes carry the
-name `post-ab`."""
+and new alternate, ROUNDS times (default 3). Behind
+docs/decisions/0012-post-review-in-one-statement.md. The reviews it writes
+carry the name `post-ab`."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def worker_processes(env: Mapping[str, str] = os.environ) -> str:
     nginx shares the cores with them (this stack) a second worker only splits
     the same requests into smaller, costlier batches: under the benchmark's W1,
     24 us of nginx CPU per request with two workers, 21 with one, at the same
-    throughput (bench/README.md, "Changes"). "auto" counts the machine's cores,
+    throughput (docs/decisions/0008-one-gateway-worker.md). "auto" counts the machine's cores,
     not a container's CPU limit: in a container, give a number."""
     raw = (env.get("GATEWAY_WORKERS") or "1").strip().lower()
     if raw != "auto" and (not raw.isdigit() or int(raw) < 1):
