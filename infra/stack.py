@@ -61,7 +61,8 @@ def local_postgres_url(database: str) -> str:
     """`database` on the Postgres of this host: through its Unix socket when
     one answers as user postgres, else over TCP loopback. A socket round trip
     costs the service and its Postgres backend less CPU than one through the
-    TCP stack (bench/README.md, "Changes"). Containers set their URLs."""
+    TCP stack (docs/decisions/0026-unix-sockets-for-postgres-and-redis.md).
+    Containers set their URLs."""
     directory = _local_socket_dir()
     if directory is None:
         return f"postgresql://postgres@127.0.0.1:{PG_PORT}/{database}"
