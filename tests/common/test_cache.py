@@ -5,13 +5,21 @@ Redis with caching resuming by itself, bounded memory and jittered TTLs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
 from redis.asyncio import Redis
 
 from services.common import cache as cache_module
-from services.common.cache import ResponseCache, flush_namespace
+from services.common.cache import (
+    Loader,
+    ResponseCache,
+    facade,
+    flush_namespace,
+    redis_tier,
+    resilience,
+)
 from services.common.metrics import Metrics
 
 
@@ -23,13 +31,31 @@ class FakeDatabase:
         self.value = b"v1"
         self.reads = 0
         self.gate: asyncio.Event | None = None
+        self._read = asyncio.Event()  # set (and replaced) at every read
 
     async def load(self) -> bytes:
         self.reads += 1
+        self._read.set()
+        self._read = asyncio.Event()
         value = self.value
         if self.gate is not None:
             await self.gate.wait()  # hold the old value while a write happens
         return value
+
+    async def reads_reach(self, n: int, timeout_s: float = 1.0) -> None:
+        """Wait until `n` loads have begun, or `timeout_s`: the asserts after
+        it decide (a cache that joined a load it must not stays below `n`)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self.reads < n:
+                    await self._read.wait()
+
+
+def returns(body: bytes) -> Loader:
+    async def load() -> bytes:
+        return body
+
+    return load
 
 
 def make_cache(url: str, namespace: str = "t", **kwargs) -> ResponseCache:
@@ -60,13 +86,14 @@ async def caches(redis_server):
 
 def delay_listener(cache: ResponseCache, seconds: float) -> None:
     """The process handles each pub/sub message this much later (a busy loop)."""
-    handle = cache._handle_message
+    coherence = cache._coherence
+    handle = coherence.handle_message
 
     async def delayed(message: dict) -> None:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)  # the subject: a listener running late, not background work
         await handle(message)
 
-    cache._handle_message = delayed
+    coherence.handle_message = delayed
 
 
 def counter(cache: ResponseCache, tier: str, result: str) -> float:
@@ -87,7 +114,7 @@ async def test_other_process_fills_from_redis_not_the_database(caches):
     a, b = caches
     db = FakeDatabase()
     await a.get("p:1", "k", db.load)
-    await asyncio.sleep(0.05)  # a's Redis fill runs in the background
+    assert await a.drain()  # a's Redis fill runs in the background
     assert await b.get("p:1", "k", db.load) == b"v1"
     assert db.reads == 1
     assert counter(b, "redis", "hit") == 1
@@ -166,13 +193,13 @@ async def test_a_stalled_process_does_not_join_a_pre_write_load(caches):
     db = FakeDatabase()
     db.gate = asyncio.Event()
     first = asyncio.create_task(b.get("p:4", "k", db.load))
-    await asyncio.sleep(0.01)  # b's load has read the old value and waits
+    await db.reads_reach(1)  # b's load has read the old value and waits
     delay_listener(b, cache_module.ACK_TIMEOUT_S + 0.3)
-    b._tasks[1].cancel()  # a stalled loop does not ping either (the ping would drop all)
+    b._coherence.tasks[1].cancel()  # a stalled loop does not ping either (the ping would drop all)
     db.value = b"v2"
     await a.invalidate("p:4")
     second = asyncio.create_task(b.get("p:4", "k", db.load))
-    await asyncio.sleep(0.01)
+    await db.reads_reach(2)  # second's own load (had it joined first's, it would not come)
     db.gate.set()
     assert await first == b"v1"  # it started before the write: either answer is fine
     assert await second == b"v2"
@@ -188,13 +215,13 @@ async def test_a_writer_with_an_open_breaker_still_invalidates(caches, tier):
     a, b = caches
     db = FakeDatabase()
     await a.get("p:5", "k", db.load)
-    await asyncio.sleep(0.05)  # a's Redis fill runs in the background
+    assert await a.drain()  # a's Redis fill runs in the background
     await b.get("p:5", "k", db.load)
     if tier == "redis":
         b._drop_all_local()  # b's next read asks Redis
-    a._tasks[1].cancel()  # a's pings time out too: no replay comes to the rescue
-    a._trip(TimeoutError("a stalled"))
-    a._down_since = time.monotonic() - 2 * cache_module.LEASE_S
+    a._coherence.tasks[1].cancel()  # a's pings time out too: no replay comes to the rescue
+    a._breaker.trip(TimeoutError("a stalled"))
+    a._breaker.down_since = time.monotonic() - 2 * cache_module.LEASE_S
     assert not a.redis_usable() and b.redis_usable() and b.local_live()
     db.value = b"v2"
     await a.invalidate("p:5")
@@ -208,16 +235,16 @@ async def test_reads_keep_off_redis_until_writers_replay_after_an_outage(caches)
     a, b = caches
     db = FakeDatabase()
     await a.get("p:6", "k", db.load)
-    await asyncio.sleep(0.05)
+    assert await a.drain()  # a's Redis fill runs in the background
     b._drop_all_local()
     for c in (a, b):
-        c._trip(ConnectionError("redis down"))
-    a._pending.add("p:6")  # a's invalidation failed during the outage
+        c._breaker.trip(ConnectionError("redis down"))
+    a._coherence.pending.add("p:6")  # a's invalidation failed during the outage
     db.value = b"v2"
     assert await b.ping()  # b hears Redis again before a replays
     assert await b.get("p:6", "k", db.load) == b"v2"
     assert await a.ping()  # a replays its write
-    await asyncio.sleep(cache_module.RECOVERY_GRACE_S)
+    await asyncio.sleep(cache_module.RECOVERY_GRACE_S)  # the subject: the grace running out
     assert b.redis_usable()
     assert await b.get("p:6", "k", db.load) == b"v2"
 
@@ -241,7 +268,7 @@ async def test_no_stale_fill_after_a_concurrent_write(caches, redis_server):
     db.gate = asyncio.Event()
     # A reader misses and reads the old value from the database...
     slow_read = asyncio.create_task(a.get("p:3", "k", db.load))
-    await asyncio.sleep(0.05)
+    await db.reads_reach(1)
     assert db.reads == 1
     # ...a write commits and invalidates (from the other process) before it fills...
     db.value = b"v2"
@@ -249,7 +276,7 @@ async def test_no_stale_fill_after_a_concurrent_write(caches, redis_server):
     # ...then the slow reader finishes with the value it read before the write.
     db.gate.set()
     assert await slow_read == b"v1"
-    await asyncio.sleep(0.05)  # let its (refused) Redis fill run
+    assert await a.drain()  # let its (refused) Redis fill run
     db.gate = None
     # Nothing old was left behind: not in a's local tier, not in Redis.
     assert await a.get("p:3", "k", db.load) == b"v2"
@@ -270,15 +297,15 @@ async def test_a_batch_of_fills_refuses_only_the_scope_written_meanwhile(caches,
     db = FakeDatabase()
     db.gate = asyncio.Event()
     reads = [asyncio.create_task(a.get(scope, "k", db.load)) for scope in ("p:21", "p:22")]
-    await asyncio.sleep(0.05)
+    await db.reads_reach(2)
     assert db.reads == 2  # both missed and read v1 before the write
     await b.invalidate("p:21")
     db.gate.set()  # both loads finish in one tick: one batch of two fills
     assert await asyncio.gather(*reads) == [b"v1", b"v1"]
-    await asyncio.sleep(0.05)  # let the batch run
+    assert await a.drain()  # let the batch run
     redis = Redis.from_url(redis_server.url)
     try:
-        gen = a._gen
+        gen = a._coherence.gen
         assert await redis.hget(f"t:{gen}:p:21", "k") is None
         assert await redis.hget(f"t:{gen}:p:22", "k") == b"v1"
     finally:
@@ -296,7 +323,7 @@ async def test_a_batch_of_redis_reads_gives_each_reader_its_own_answer(caches):
             return body
 
         await a.get(scope, key, load)
-    await asyncio.sleep(0.05)  # a's fills reach Redis
+    assert await a.drain()  # a's fills reach Redis
 
     async def never() -> bytes:
         raise AssertionError("should have been served by Redis")
@@ -316,7 +343,7 @@ async def test_a_fill_rides_with_the_next_read_batch(caches, redis_server):
         await admin.config_resetstat()
         await a.get("p:41", "k", db.load)
         await a.get("p:42", "k", db.load)
-        await asyncio.sleep(0.05)  # p:42's fill found no read to ride with
+        assert await a.drain()  # p:42's fill found no read to ride with: sent alone
         assert (await admin.info("commandstats"))["cmdstat_evalsha"]["calls"] == 3
     finally:
         await admin.aclose()
@@ -329,13 +356,13 @@ async def test_a_fill_rides_with_the_next_read_batch(caches, redis_server):
 
 
 async def test_a_fill_waiting_to_ride_is_sent_at_stop(caches, redis_server, monkeypatch):
-    monkeypatch.setattr(cache_module, "FILL_RIDE_S", 60.0)  # only stop() can send it
+    monkeypatch.setattr(redis_tier, "FILL_RIDE_S", 60.0)  # only stop() can send it
     a, _ = caches
     await a.get("p:43", "k", FakeDatabase().load)
     await a.stop()
     admin = Redis.from_url(redis_server.url)
     try:
-        assert await admin.hget(f"t:{a._gen}:p:43", "k") == b"v1"
+        assert await admin.hget(f"t:{a._coherence.gen}:p:43", "k") == b"v1"
     finally:
         await admin.aclose()
 
@@ -353,7 +380,7 @@ async def test_writer_keeps_no_old_answer_read_from_redis_mid_invalidation(
     a, _ = caches
     db = FakeDatabase()
     assert await a.get("p:6", "k", db.load) == b"v1"
-    await asyncio.sleep(0.05)  # let the Redis fill land
+    assert await a.drain()  # let the Redis fill land
     db.value = b"v2"
     admin = Redis.from_url(redis_server.url)
     try:
@@ -361,6 +388,8 @@ async def test_writer_keeps_no_old_answer_read_from_redis_mid_invalidation(
         writing = asyncio.create_task(
             a.invalidate("p:6") if write == "invalidate" else a.flush_all()
         )
+        # Not background work: the writer's own task gets going and is held by
+        # the pause (the assert checks it is).
         await asyncio.sleep(0.02)
         assert not writing.done()
         # Started before the write's reply: the old answer is allowed here.
@@ -378,11 +407,11 @@ async def test_readers_after_a_write_do_not_join_a_pre_write_load(caches):
     db = FakeDatabase()
     db.gate = asyncio.Event()
     early = asyncio.create_task(a.get("p:4", "k", db.load))
-    await asyncio.sleep(0.02)
+    await db.reads_reach(1)
     db.value = b"v2"
     await b.invalidate("p:4")
     late = asyncio.create_task(a.get("p:4", "k", db.load))
-    await asyncio.sleep(0.02)
+    await db.reads_reach(2)  # late's own load (had it joined early's, it would not come)
     db.gate.set()
     assert await early == b"v1"
     assert await late == b"v2"
@@ -393,7 +422,7 @@ async def test_stampede_costs_one_load_per_process(caches):
     db = FakeDatabase()
     db.gate = asyncio.Event()
     readers = [asyncio.create_task(c.get("p:5", "k", db.load)) for c in (a, b) for _ in range(50)]
-    await asyncio.sleep(0.05)
+    await db.reads_reach(2)  # one load per process (more would come before the gate opens)
     db.gate.set()
     assert set(await asyncio.gather(*readers)) == {b"v1"}
     assert db.reads <= 2  # one per process (the second may even hit Redis)
@@ -406,8 +435,8 @@ async def test_local_tier_is_bounded_in_bytes(redis_server):
     assert await c.wait_ready()
     try:
         for i in range(100):
-            await c.get(f"p:{i}", "k", lambda: asyncio.sleep(0, b"x" * 1000))
-        assert 0 < c._local_bytes <= 10_000
+            await c.get(f"p:{i}", "k", returns(b"x" * 1000))
+        assert 0 < c._local_tier.held_bytes <= 10_000
         assert len(c._local) <= 10
         assert "p:99" in c._local and "p:0" not in c._local  # least recently used went first
     finally:
@@ -417,8 +446,8 @@ async def test_local_tier_is_bounded_in_bytes(redis_server):
 async def test_redis_ttls_are_jittered(caches, redis_server):
     a, _ = caches
     for i in range(30):
-        await a.get(f"p:{i}", "k", lambda: asyncio.sleep(0, b"body"))
-    await asyncio.sleep(0.1)
+        await a.get(f"p:{i}", "k", returns(b"body"))
+    assert await a.drain()
     client = Redis.from_url(redis_server.url)
     ttls = {await client.ttl(f"t:0:p:{i}") for i in range(30)}
     await client.aclose()
@@ -538,7 +567,7 @@ async def test_a_stalled_process_does_not_trip_the_breaker(caches):
 async def test_a_hung_close_is_bounded_and_drops_the_socket(monkeypatch):
     """redis-py's aclose() can wait forever (redis/redis-py#3941): the close is
     given up after CLOSE_TIMEOUT_S and the connection dropped without waiting."""
-    monkeypatch.setattr(cache_module, "CLOSE_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(resilience, "CLOSE_TIMEOUT_S", 0.05)
     loop = asyncio.get_running_loop()
     dropped: list[bool] = []
 
@@ -555,7 +584,7 @@ async def test_a_hung_close_is_bounded_and_drops_the_socket(monkeypatch):
 async def test_stop_is_bounded_by_a_stuck_task(redis_server, monkeypatch):
     """Shutdown is never held up by the cache: a task that will not finish is
     cancelled after STOP_TIMEOUT_S."""
-    monkeypatch.setattr(cache_module, "STOP_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(facade, "STOP_TIMEOUT_S", 0.2)
     cache = make_cache(redis_server.url)
     await cache.start()
     assert await cache.wait_ready()
@@ -564,7 +593,7 @@ async def test_stop_is_bounded_by_a_stuck_task(redis_server, monkeypatch):
     async def never_done() -> None:
         await asyncio.shield(stuck)  # shielded: the first cancel does not end it
 
-    cache._spawn(never_done())
+    cache._redis_tier._spawn(never_done())
     started = time.monotonic()
     await cache.stop()
     assert time.monotonic() - started < 2
@@ -595,6 +624,7 @@ async def test_an_exhausted_connection_pool_is_waited_for_not_taken_for_an_outag
             asyncio.create_task(tight.blpop([f"runway-test-empty-{i}"], timeout=0.1))
             for i in range(2)
         ]
+        # Not background work: lets the test's own BLPOPs take both connections.
         await asyncio.sleep(0.02)
         db.value = b"v2"
         # A read meanwhile goes to the database without opening the breaker.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.common.app import CACHE, DB
+from services.common.resources import CACHE, DB
 from services.qa import queries
 from services.qa.views import answers_key, product_scope, question_scope, questions_key
 
@@ -157,10 +157,15 @@ async def test_read_racing_a_write_never_fills_stale(qa_client, qa_conn, name):
     app = qa_client.app
     cache, db = app[CACHE], app[DB]
     release = asyncio.Event()
+    waiting: list[None] = []
+    both_waiting = asyncio.Event()
 
     def slow(load: Callable[[], Awaitable[bytes]]) -> Callable[[], Awaitable[bytes]]:
         async def loader() -> bytes:
             body = await load()  # read before the write ...
+            waiting.append(None)
+            if len(waiting) == 2:
+                both_waiting.set()
             await release.wait()  # ... and fill after it
             return body
 
@@ -182,13 +187,14 @@ async def test_read_racing_a_write_never_fills_stale(qa_client, qa_conn, name):
             )
         ),
     ]
-    await asyncio.sleep(0.05)  # both loads have read Postgres and are waiting
+    async with asyncio.timeout(5):
+        await both_waiting.wait()  # both loads have read Postgres and are waiting
 
     resp = await write.send(qa_client, w)
     assert resp.status in (201, 204), await resp.text()
     release.set()
     await asyncio.gather(*readers)
-    await asyncio.sleep(0.1)  # the refused Redis fills run in the background
+    assert await cache.drain()  # the refused Redis fills run in the background
 
     after = await read_all(qa_client, w)
     assert write.shows(after, w)

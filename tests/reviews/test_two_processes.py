@@ -33,7 +33,7 @@ async def wait_ready(session: aiohttp.ClientSession, port: int, timeout_s: float
                     return
         except aiohttp.ClientError:
             pass
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # polls other processes over HTTP: no in-process hook to await
     raise TimeoutError(f"service on {port} not ready")
 
 

@@ -1,0 +1,267 @@
+"""ResponseCache: the cache a service uses, composed of the tiers and the
+protocol beside this file (DESIGN.md tells how they keep read-your-writes).
+
+Invariants upheld here, in the read path: the local tier and single-flight are
+used only under a live lease (a process without one may not have applied an
+acknowledged invalidation, so it neither trusts its local entries nor joins a
+load under way); `start_seq` is taken before any tier is read, so a fill of a
+body read before an invalidation is refused (local.py); Redis is asked only
+while the breaker is closed and it pays off (always correct to skip it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from redis.asyncio import Redis
+
+from ..metrics import Metrics
+from .coherence import Coherence
+from .flights import Flights
+from .local import LocalTier
+from .redis_tier import RedisTier
+from .resilience import Breaker
+from .scripts import scope_key
+
+log = logging.getLogger("runway.cache")
+
+Loader = Callable[[], Awaitable[bytes]]
+
+# Bound on stop() and, by default, drain(): a stuck task never holds up shutdown.
+STOP_TIMEOUT_S = 5.0
+
+
+class ResponseCache:
+    """Two-tier response cache for one service namespace (see DESIGN.md)."""
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        namespace: str,
+        metrics: Metrics,
+        *,
+        ttl_s: int = 300,
+        local_max_bytes: int = 64 * 1024 * 1024,
+        timeout_s: float = 0.05,
+        pubsub_factory: Callable[[], Redis] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._ns = namespace
+        self._metrics = metrics
+        self._breaker = Breaker(metrics)
+        self._local_tier = LocalTier(local_max_bytes, metrics)
+        self._local = self._local_tier.entries  # the same dict: one lookup less per hit
+        self._flights = Flights()
+        self._redis_tier = RedisTier(redis, self._breaker, ttl_s=ttl_s, timeout_s=timeout_s)
+        self._coherence = Coherence(
+            redis,
+            namespace,
+            metrics,
+            self._breaker,
+            ttl_s=ttl_s,
+            timeout_s=timeout_s,
+            pubsub_factory=pubsub_factory,
+            drop=self._drop_local,
+            drop_all=self._drop_all_local,
+        )
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to the namespace's invalidations and start renewing the lease."""
+        if self._redis is None:
+            return
+        self._coherence.start()
+
+    async def stop(self) -> None:
+        """Cancel the listener and pinger, let batched reads and fills finish:
+        all within STOP_TIMEOUT_S, so a stuck close never holds up shutdown."""
+        coherence = self._coherence
+        for task in coherence.tasks:
+            task.cancel()
+        self._redis_tier.send_fills()  # those waiting for a read batch to ride with
+        pending = [*coherence.tasks, *self._redis_tier.background]
+        coherence.tasks = []
+        if not pending:
+            return
+        _, stuck = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
+        for task in stuck:
+            task.cancel()
+        if stuck:
+            log.warning(
+                "cache stop: %d task(s) still running after %.0f s", len(stuck), STOP_TIMEOUT_S
+            )
+        for task in pending:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a failed fill at shutdown is not news
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until this process's own background work queued so far is done:
+        the batched Redis reads and the fills waiting to ride with them are
+        sent now, every batch task has finished, and (when subscribed) a
+        heartbeat has come back through this process's listener, so every
+        invalidation published before the call has been applied here.
+        Returns False if that took over `timeout_s` (default STOP_TIMEOUT_S)
+        or the heartbeat got no answer. For tests and orderly shutdowns; the
+        request path never waits on it."""
+        timeout_s = STOP_TIMEOUT_S if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._redis_tier.drain()
+        except TimeoutError:
+            return False
+        if self._redis is None or not self._coherence.subscribed:
+            return True
+        return await self._coherence.heartbeat(timeout_s)
+
+    async def wait_ready(self, timeout_s: float = 2.0) -> bool:
+        """Wait until the local tier is live (subscribed and leased); False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self.local_live():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            # Not cancelled on timeout: the future is shared with other waiters.
+            await asyncio.wait([self._coherence.lease_renewed()], timeout=remaining)
+        return True
+
+    # --- state --------------------------------------------------------------
+
+    def local_live(self) -> bool:
+        """Whether the local tier may be used now (the lease is live)."""
+        return time.monotonic() < self._coherence.lease_until
+
+    def redis_usable(self) -> bool:
+        """Whether reads may ask Redis now (configured, breaker closed)."""
+        return self._redis is not None and self._breaker.closed()
+
+    def state(self) -> dict[str, object]:
+        """Redis up or down, local tier live or off, local bytes: for /readyz."""
+        up = self._redis is not None and self._breaker.down_since is None
+        return {
+            "redis": "up" if up else "down",
+            "local_tier": "live" if self.local_live() else "off",
+            "local_bytes": self._local_tier.held_bytes,
+        }
+
+    # --- reads --------------------------------------------------------------
+
+    async def get(self, scope: str, key: str, load: Loader) -> bytes:
+        """The cached body for (scope, key), or `load()`'s, filled into both tiers."""
+        return (await self.lookup(scope, key, load))[0]
+
+    async def lookup(self, scope: str, key: str, load: Loader) -> tuple[bytes, str]:
+        """Like get(), also saying where the body came from: local, redis, db or shared
+        (joined a load already under way)."""
+        if time.monotonic() >= self._coherence.lease_until:
+            # Without a lease this process may not have applied every
+            # acknowledged invalidation, so a load already under way may
+            # predate a write whose reply came before this request: no joining
+            # it (Postgres takes every such read; that is fail-open).
+            return await self._fetch(scope, key, load)
+        # LocalTier.get, inlined: this is the hottest path of every service.
+        entries = self._local.get(scope)
+        if entries is not None:
+            body = entries.get(key)
+            if body is not None:
+                self._local.move_to_end(scope)
+                self._metrics.cache_hit_local.inc()
+                return body, "local"
+        self._metrics.cache_miss_local.inc()
+        # One load per key per process however many requests miss at once.
+        flight_key = (scope, key)
+        flights = self._flights
+        flight = flights.joinable(flight_key)
+        if flight is not None:
+            return (await asyncio.shield(flight))[0], "shared"
+        future = flights.begin(flight_key)
+        try:
+            found = await self._fetch(scope, key, load)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: followers may not exist
+            raise
+        else:
+            future.set_result(found)
+            return found
+        finally:
+            flights.end(flight_key, future)
+
+    async def _fetch(self, scope: str, key: str, load: Loader) -> tuple[bytes, str]:
+        start_seq = self._local_tier.seq  # before any read: later invalidations refuse the fill
+        leased = time.monotonic() < self._coherence.lease_until
+        redis_key = scope_key(self._ns, self._coherence.gen, scope)
+        token: str | None = None
+        tier = self._redis_tier
+        if self.redis_usable() and tier.pays_off():
+            found = await tier.read(redis_key, key)
+            if found is not None:
+                raw_token, body = found
+                tier.note(body is not None)
+                if body is not None:
+                    self._metrics.cache_hit_redis.inc()
+                    if leased:
+                        self._local_tier.fill(scope, key, body, start_seq)
+                    return body, "redis"
+                self._metrics.cache_miss_redis.inc()
+                token = raw_token.decode() if raw_token is not None else ""
+        body = await load()
+        if token is not None:
+            tier.queue_fill(redis_key, token, key, body)
+        if leased:
+            self._local_tier.fill(scope, key, body, start_seq)
+        return body, "db"
+
+    # --- writes -------------------------------------------------------------
+
+    async def invalidate(self, *scopes: str) -> None:
+        """Call after commit: no process serves the scopes' old answers once this returns."""
+        await self._coherence.invalidate(scopes)
+
+    async def flush_all(self) -> bool:
+        """Forget everything of this namespace (after a bulk reload). Returns
+        whether Redis took it (if not, it is replayed once Redis answers)."""
+        return await self._coherence.flush_all()
+
+    async def ping(self) -> bool:
+        """Check Redis, refresh the generation, replay failed invalidations and
+        renew the local tier's lease. Returns whether Redis answered."""
+        return await self._coherence.ping()
+
+    def _drop_local(self, scopes: Sequence[str]) -> None:
+        self._local_tier.drop(scopes)
+        self._flights.drop(scopes)  # later readers must not join a pre-write load
+
+    def _drop_all_local(self) -> None:
+        self._local_tier.drop_all()
+        self._flights.clear()
+
+
+async def flush_namespace(redis_url: str, namespace: str, timeout_ms: int = 50) -> bool:
+    """Forget a service's whole cache from outside its processes (the loader
+    calls this after a bulk reload). Returns False when Redis did not answer:
+    then the running processes still drop their local tiers within a lease,
+    and Redis entries expire with their TTL."""
+    client = Redis.from_url(redis_url, socket_timeout=timeout_ms / 1000)
+    cache = ResponseCache(
+        client,
+        namespace,
+        Metrics(namespace),
+        timeout_s=timeout_ms / 1000,
+        pubsub_factory=lambda: Redis.from_url(redis_url, socket_timeout=None),
+    )
+    try:
+        await cache.start()
+        if not await cache.wait_ready(2.0):
+            return False
+        return await cache.flush_all()
+    finally:
+        await cache.stop()
+        await client.aclose()
