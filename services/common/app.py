@@ -1,44 +1,42 @@
-"""The pieces every service's `create_app(settings)` is assembled from: typed
-app keys, the pool / Redis / cache `cleanup_ctx` generators, the operational
-routes (/healthz, /readyz, /metrics) and the process entry point."""
+"""The factory every service's `create_app(settings)` starts from (`base_app`),
+the `Routes` it adds its routes through, the operational views (/healthz,
+/readyz, /metrics) and the process entry point (`run`). The resources the app
+holds are set up in resources.py, the handler wrapper is observe.py."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .cache import ResponseCache, close_bounded
-from .db import Database, create_pool, prepare_database
-from .errors import JSON_HEADERS
 from .logs import configure_logging
-from .metrics import METRICS, Handler, Metrics, gc_pause_ctx, metrics_view, observed
+from .metrics import EXPOSITION_CONTENT_TYPE, Metrics
+from .observe import Handler, observed
+from .resources import (
+    CACHE,
+    DB,
+    METRICS,
+    SETTINGS,
+    cache_ctx,
+    database_ctx,
+    gc_pause_ctx,
+    redis_ctx,
+)
+from .responses import json_response
 from .settings import Settings
 
 log = logging.getLogger("runway.app")
 
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
-DB: web.AppKey[Database] = web.AppKey("db", Database)
-CACHE: web.AppKey[ResponseCache] = web.AppKey("cache", ResponseCache)
-
 MAX_BODY_BYTES = 1024 * 1024  # the contract's 413 limit
-POOL_CLOSE_TIMEOUT_S = 5.0
 
 
 class Routes:
-    """Adds a service's routes, each handler wrapped by `metrics.observed` (latency
+    """Adds a service's routes, each handler wrapped by `observe.observed` (latency
     metrics, JSON errors). The app has no middleware: aiohttp would then run a
     chain of its own on every request, a fifth of a cached read's CPU."""
 
@@ -70,8 +68,9 @@ def base_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(settings.service)
-    app.cleanup_ctx.append(_database_ctx(migrations_dir))
-    app.cleanup_ctx.append(_cache_ctx(cache_namespace))
+    app.cleanup_ctx.append(database_ctx(migrations_dir))
+    app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(cache_ctx(cache_namespace))
     app.cleanup_ctx.append(gc_pause_ctx)
     routes = Routes(app)
     routes.get("/healthz", healthz, allow_head=True)
@@ -94,152 +93,6 @@ async def no_route(request: web.Request) -> web.Response:
     if allowed:
         raise web.HTTPMethodNotAllowed(request.method, allowed)
     raise web.HTTPNotFound()
-
-
-def _database_ctx(
-    migrations_dir: Path | None,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def database(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS]
-        if migrations_dir is not None:
-            await prepare_database(settings.database_url, migrations_dir)
-        pool = await create_pool(settings)
-        metrics = app[METRICS]
-        metrics.pool_size.set_function(pool.get_size)
-        metrics.pool_idle.set_function(pool.get_idle_size)
-        metrics.pool_max.set_function(pool.get_max_size)
-        app[DB] = Database(pool, metrics, settings.db_acquire_timeout_s)
-        yield
-        try:
-            # close() waits for every connection to come back; one that never
-            # does (a stuck query) must not hold up the shutdown. Cancelled,
-            # close() terminates the pool's connections.
-            await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("database pool not closed in %.0f s: terminated", POOL_CLOSE_TIMEOUT_S)
-
-    return database
-
-
-def redis_client(settings: Settings) -> Redis:
-    """A client for the cache. Its calls are bounded in milliseconds by the
-    cache's own lag-tolerant deadlines, so the client has no socket timeout of
-    its own: with one, redis-py wraps every send in asyncio.wait_for (a new
-    Task per command) and every read in a second timer, and a wall-clock
-    timeout would also fire whenever this process's loop stalls (redis-py
-    then drops the connection). The pub/sub reader, which blocks by design,
-    gets a client of its own."""
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=None,
-        socket_connect_timeout=max(settings.redis_timeout_ms / 1000, 0.05),
-        health_check_interval=0,
-        max_connections=64,
-        # One immediate retry on a broken connection (a pooled socket to a Redis
-        # that restarted); none on a timeout, and no backoff: calls stay bounded.
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    )
-
-
-def _cache_ctx(namespace: str) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def cache(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS]
-        redis = redis_client(settings) if settings.cache_enabled else None
-        response_cache = ResponseCache(
-            redis,
-            namespace,
-            app[METRICS],
-            ttl_s=settings.cache_ttl_s,
-            local_max_bytes=settings.cache_local_max_bytes,
-            timeout_s=settings.redis_timeout_ms / 1000,
-            pubsub_factory=lambda: redis_client(settings),
-        )
-        app[CACHE] = response_cache
-        await response_cache.start()
-        yield
-        await response_cache.stop()
-        if redis is not None:
-            # Bounded, errors ignored: a dead Redis must not fail or hold up a shutdown.
-            await close_bounded(redis.aclose(), None)
-
-    return cache
-
-
-def json_response(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(body=body, status=status, headers=JSON_HEADERS)
-
-
-# Prebuilt per source: X-Cache tells the gateway's access log where a body came from.
-_CACHED_HEADERS = {
-    source: {**JSON_HEADERS, "X-Cache": source} for source in ("local", "redis", "db", "shared")
-}
-# The same answer's head as aiohttp writes it, up to its Content-Length value:
-# status line, then these headers in this order, then Content-Length, Date and
-# Server (web.Response's order; tests/common/test_app.py compares the two).
-_READY_HEADS = {
-    source: b"HTTP/1.1 200 OK\r\n"
-    + b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items())
-    + b"Content-Length: "
-    for source, headers in _CACHED_HEADERS.items()
-}
-_SERVER = SERVER_SOFTWARE.encode()
-_date = ["", b""]  # aiohttp's Date string of this second, and its bytes
-
-
-def _ready_bytes(source: str, body: bytes) -> bytes:
-    date = rfc822_formatted_time()  # the same object all second long
-    if date is not _date[0]:
-        _date[:] = date, date.encode()
-    return b"%s%d\r\nDate: %s\r\nServer: %s\r\n\r\n%s" % (
-        _READY_HEADS[source],
-        len(body),
-        _date[1],
-        _SERVER,
-        body,
-    )
-
-
-class ReadyResponse(web.StreamResponse):
-    """A 200 whose status line, headers and body are one buffer, written as it
-    is. web.Response builds a header multidict, fills in the defaults and
-    serialises them on every request: about a sixth of a cached read's CPU in
-    the service (bench/README.md, "Changes"). Only for a request that path
-    would answer with exactly these headers: a GET on a persistent HTTP/1.1
-    connection (no Connection header then), in an app with no
-    on_response_prepare handler (none of ours has one)."""
-
-    __slots__ = ("_ready",)
-
-    def __init__(self, ready: bytes) -> None:
-        super().__init__()
-        self._ready = ready
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self._payload_writer is None and not self._eof_sent:
-            self._req = request
-            self._payload_writer = request._payload_writer
-            self._keep_alive = True
-        return self._payload_writer
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        writer = self._payload_writer
-        if self._eof_sent or writer is None:
-            return
-        await writer.write_eof(self._ready)
-        self._eof_sent = True
-        self._req = None
-        self._body_length = writer.output_size
-        self._payload_writer = None
-
-
-async def cached_json(
-    request: web.Request, scope: str, key: str, load: Callable[[], Awaitable[bytes]]
-) -> web.StreamResponse:
-    """A 200 JSON response read through the service's cache."""
-    body, source = await request.app[CACHE].lookup(scope, key, load)
-    if request.version == HttpVersion11 and request.keep_alive and request.method == "GET":
-        return ReadyResponse(_ready_bytes(source, body))
-    return web.Response(body=body, headers=_CACHED_HEADERS[source])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -265,6 +118,11 @@ async def readyz(request: web.Request) -> web.Response:
         "cache": cache_state,
     }
     return json_response(orjson.dumps(body), status=status)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": EXPOSITION_CONTENT_TYPE})
 
 
 async def _freeze_startup_objects(app: web.Application) -> None:

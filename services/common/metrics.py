@@ -1,23 +1,23 @@
-"""Prometheus metrics for one service process, and the handler wrapper that
-records them and turns every failure into the contract's JSON error.
+"""The Prometheus metrics of one service process: their definitions and their
+exposition (`Metrics.exposition`, served at /metrics).
 
 Each app gets its own registry so that tests may build several apps in one
 process. The two families touched on every request (request latency, cache
 lookups) are kept as plain numbers and exposed by a collector at scrape time:
 prometheus_client's own take a lock per update, which only threads need, and
 a service updates its metrics on the event loop's one thread. The locks cost
-2.6 of 35 us in a cached read (bench/README.md, "Changes")."""
+2.6 of 35 us in a cached read (bench/README.md, "Changes").
+
+Each is updated where its work happens: observe.py (requests), cache.py
+(lookups, invalidations), db.py and resources.py (pool), resources.py and
+app.py (garbage collector)."""
 
 from __future__ import annotations
 
-import gc
-import logging
-import time
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from itertools import accumulate
 
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -29,9 +29,8 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from .errors import error_response
-
-write_log = logging.getLogger("runway.requests")
+# The Content-Type of `Metrics.exposition()`'s bytes.
+EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -181,79 +180,3 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def observed(handler: Handler, metrics: Metrics, route: str, method: str | None) -> Handler:
-    """`handler` wrapped in what every request needs: its latency recorded under
-    its route template, method and status, and every failure turned into the
-    contract's JSON error, never a traceback. `method` None: the request's own.
-
-    Wrapped once per route at registration instead of a middleware: with any
-    middleware at all, aiohttp builds a handler chain and adds one of its own
-    on every request, which cost 8 of 40 us in a cached read (bench notes)."""
-    latency = metrics.requests
-    series: dict[tuple[str, int], list[float]] = {}
-
-    async def observed_handler(request: web.Request) -> web.StreamResponse:
-        start = time.perf_counter()
-        metrics.in_flight_count += 1
-        try:
-            response = await handler(request)
-        except Exception as exc:  # every failure leaves as JSON, never a traceback
-            response = error_response(request, exc)
-        finally:
-            metrics.in_flight_count -= 1
-        elapsed = time.perf_counter() - start
-        request_method = method or request.method
-        status = response.status
-        key = (request_method, status)
-        acc = series.get(key)
-        if acc is None:
-            acc = series[key] = latency.series(route, request_method, str(status))
-        latency.add(acc, elapsed)
-        if request_method != "GET" or status >= 500:
-            # Writes and server errors are logged with the gateway's request id (reads
-            # are not: at thousands per second the log would cost more than the answer).
-            write_log.info(
-                "%s %s %d %.1fms request_id=%s",
-                request_method,
-                request.path_qs,
-                status,
-                elapsed * 1000,
-                request.headers.get("X-Request-Id", "-"),
-            )
-        return response
-
-    return observed_handler
-
-
-async def metrics_view(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def gc_pause_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Times every collection into runway_gc_pause_seconds while the app runs. A
-    full collection walks every tracked object, the response cache's included,
-    and the event loop stands still meanwhile: a long one shows in the tail
-    latency of whatever was in flight."""
-    children = [app[METRICS].gc_pauses.labels(str(g)) for g in range(3)]
-    started = 0.0
-
-    def on_gc(phase: str, info: dict) -> None:
-        nonlocal started
-        if phase == "start":
-            started = time.perf_counter()
-        else:
-            children[info["generation"]].observe(time.perf_counter() - started)
-
-    gc.callbacks.append(on_gc)
-    try:
-        yield
-    finally:
-        gc.callbacks.remove(on_gc)

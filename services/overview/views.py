@@ -9,8 +9,9 @@ import secrets
 
 from aiohttp import web
 
-from services.common.app import DB, cached_json, json_response
 from services.common.errors import ApiError
+from services.common.resources import DB
+from services.common.responses import cached_json, json_response
 from services.common.validation import MAX_ID, parse_id, parse_paging, read_body
 
 from . import queries

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.common.app import CACHE, DB, cached_json
 from services.common.errors import ApiError
+from services.common.resources import CACHE, DB
+from services.common.responses import cached_json
 from services.common.validation import parse_id, parse_paging, read_body
 
 from . import queries

@@ -10,9 +10,11 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from services.common.app import CACHE, ReadyResponse, cached_json
 from services.common.cache import ResponseCache
 from services.common.metrics import Metrics
+from services.common.ready_response import ReadyResponse
+from services.common.resources import CACHE
+from services.common.responses import cached_json
 
 BODY = b'{"product_id":"7","results":[' + b'{"x":1},' * 400 + b'{"x":2}]}'
 

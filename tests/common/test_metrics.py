@@ -10,13 +10,8 @@ from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from services.common.errors import ApiError
-from services.common.metrics import (
-    LATENCY_BUCKETS,
-    LoopCounter,
-    LoopHistogram,
-    Metrics,
-    observed,
-)
+from services.common.metrics import LATENCY_BUCKETS, LoopCounter, LoopHistogram, Metrics
+from services.common.observe import observed
 
 
 def samples(registry: CollectorRegistry) -> list[str]:

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from services.common.app import CACHE
+from services.common.resources import CACHE
 from services.qa.app import create_app
 from tests.conftest import make_database, truncate_all
 

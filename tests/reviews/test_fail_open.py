@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from services.common.app import CACHE
+from services.common.resources import CACHE
 from services.reviews.app import create_app
 from tests.conftest import settings_for, truncate_all
 

@@ -12,8 +12,8 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 from aiohttp import web
 
-from services.common import app as app_module
-from services.common.app import CACHE, DB
+from services.common import resources as app_module
+from services.common.resources import CACHE, DB
 from services.reviews.app import create_app
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

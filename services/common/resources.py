@@ -1,0 +1,140 @@
+"""What a service's app holds, each under a typed `web.AppKey`, and the
+`cleanup_ctx` generators that open and close them: the Postgres pool (behind
+Database), the cache's Redis client, the response cache, and the
+garbage-collector pause timer. Nothing here does I/O until the app starts."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from .cache import ResponseCache, close_bounded
+from .db import Database, create_pool, prepare_database
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("runway.app")
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+DB: web.AppKey[Database] = web.AppKey("db", Database)
+# None when the cache is disabled (settings.cache_enabled): the cache then
+# keeps to its process-local tier.
+REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
+CACHE: web.AppKey[ResponseCache] = web.AppKey("cache", ResponseCache)
+
+POOL_CLOSE_TIMEOUT_S = 5.0
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+def database_ctx(migrations_dir: Path | None) -> CleanupCtx:
+    """The pool under DB, after the schema is brought up to date (when the
+    service has migrations)."""
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        if migrations_dir is not None:
+            await prepare_database(settings.database_url, migrations_dir)
+        pool = await create_pool(settings)
+        metrics = app[METRICS]
+        metrics.pool_size.set_function(pool.get_size)
+        metrics.pool_idle.set_function(pool.get_idle_size)
+        metrics.pool_max.set_function(pool.get_max_size)
+        app[DB] = Database(pool, metrics, settings.db_acquire_timeout_s)
+        yield
+        try:
+            # close() waits for every connection to come back; one that never
+            # does (a stuck query) must not hold up the shutdown. Cancelled,
+            # close() terminates the pool's connections.
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("database pool not closed in %.0f s: terminated", POOL_CLOSE_TIMEOUT_S)
+
+    return database
+
+
+def redis_client(settings: Settings) -> Redis:
+    """A client for the cache. Its calls are bounded in milliseconds by the
+    cache's own lag-tolerant deadlines, so the client has no socket timeout of
+    its own: with one, redis-py wraps every send in asyncio.wait_for (a new
+    Task per command) and every read in a second timer, and a wall-clock
+    timeout would also fire whenever this process's loop stalls (redis-py
+    then drops the connection). The pub/sub reader, which blocks by design,
+    gets a client of its own."""
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=None,
+        socket_connect_timeout=max(settings.redis_timeout_ms / 1000, 0.05),
+        health_check_interval=0,
+        max_connections=64,
+        # One immediate retry on a broken connection (a pooled socket to a Redis
+        # that restarted); none on a timeout, and no backoff: calls stay bounded.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The cache's Redis client under REDIS (it connects on first use)."""
+    settings = app[SETTINGS]
+    redis = redis_client(settings) if settings.cache_enabled else None
+    app[REDIS] = redis
+    yield
+    if redis is not None:
+        # Bounded, errors ignored: a dead Redis must not fail or hold up a shutdown.
+        await close_bounded(redis.aclose(), None)
+
+
+def cache_ctx(namespace: str) -> CleanupCtx:
+    """The response cache under CACHE, on REDIS (so after redis_ctx: stopped
+    before that client closes)."""
+
+    async def cache(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        response_cache = ResponseCache(
+            app[REDIS],
+            namespace,
+            app[METRICS],
+            ttl_s=settings.cache_ttl_s,
+            local_max_bytes=settings.cache_local_max_bytes,
+            timeout_s=settings.redis_timeout_ms / 1000,
+            pubsub_factory=lambda: redis_client(settings),
+        )
+        app[CACHE] = response_cache
+        await response_cache.start()
+        yield
+        await response_cache.stop()
+
+    return cache
+
+
+async def gc_pause_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Times every collection into runway_gc_pause_seconds while the app runs. A
+    full collection walks every tracked object, the response cache's included,
+    and the event loop stands still meanwhile: a long one shows in the tail
+    latency of whatever was in flight."""
+    children = [app[METRICS].gc_pauses.labels(str(g)) for g in range(3)]
+    started = 0.0
+
+    def on_gc(phase: str, info: dict) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            children[info["generation"]].observe(time.perf_counter() - started)
+
+    gc.callbacks.append(on_gc)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(on_gc)

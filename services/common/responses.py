@@ -1,0 +1,38 @@
+"""The JSON responses views return: `json_response` for bytes already built,
+`cached_json` for a read through the service's cache (a prebuilt
+ReadyResponse where that path would write the same bytes)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+
+from .errors import JSON_HEADERS
+from .ready_response import ReadyResponse, ready_bytes, ready_head
+from .resources import CACHE
+
+
+def json_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, headers=JSON_HEADERS)
+
+
+# Prebuilt per source: X-Cache tells the gateway's access log where a body came from.
+_CACHED_HEADERS = {
+    source: {**JSON_HEADERS, "X-Cache": source} for source in ("local", "redis", "db", "shared")
+}
+# The same answers' heads as web.Response writes them (tests/common/test_app.py
+# compares the two).
+_READY_HEADS = {source: ready_head(headers) for source, headers in _CACHED_HEADERS.items()}
+
+
+async def cached_json(
+    request: web.Request, scope: str, key: str, load: Callable[[], Awaitable[bytes]]
+) -> web.StreamResponse:
+    """A 200 JSON response read through the service's cache. An exception
+    `load` raises comes out of here, and nothing is cached for it."""
+    body, source = await request.app[CACHE].lookup(scope, key, load)
+    if request.version == HttpVersion11 and request.keep_alive and request.method == "GET":
+        return ReadyResponse(ready_bytes(_READY_HEADS[source], body))
+    return web.Response(body=body, headers=_CACHED_HEADERS[source])
