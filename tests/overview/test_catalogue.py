@@ -268,7 +268,7 @@ async def test_styles_cost_a_fixed_number_of_statements(
     for style_id in range(100, 108):
         await add_style(overview_conn, style_id, 4)
         await add_sku(overview_conn, style_id, style_id, "M", 1)
-    from services.common.app import DB
+    from services.common.resources import DB
 
     db = overview_client.app[DB]
     calls = []
