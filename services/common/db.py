@@ -53,11 +53,6 @@ class Database:
         finally:
             await self.pool.release(conn)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self.connection() as conn, conn.transaction():
-            yield conn
-
     # The one-statement accesses skip the context managers: a generator-based
     # one costs a few microseconds per request on the read-miss and write paths.
     async def _one_statement(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:

@@ -1,5 +1,6 @@
 """Every SQL statement of the overview service, and the shaping of rows into
-ready-to-send response bytes. Each read answer is one round trip."""
+ready-to-send response bytes. Each read answer is one round trip. What is not
+there raises one of the exceptions below; views.py says it in HTTP."""
 
 from __future__ import annotations
 
@@ -7,7 +8,21 @@ import asyncpg
 import orjson
 
 from services.common.db import Database
-from services.common.errors import ApiError
+
+from .schemas import Interaction
+
+
+class UnknownProduct(LookupError):
+    """No product with this id."""
+
+
+class UnknownSku(LookupError):
+    """No sku with this id."""
+
+
+class OutOfStock(Exception):
+    """The cart already holds all of the sku's stock."""
+
 
 # Prices are numeric(12,2): `::text` renders the contract's "140.00" in Postgres.
 _PRODUCT_COLUMNS = "p.id, p.name, p.slogan, p.description, p.category, p.default_price::text"
@@ -141,10 +156,6 @@ def _product(row: asyncpg.Record) -> dict:
     }
 
 
-def _unknown_product(product_id: int) -> ApiError:
-    return ApiError(404, f"product_id {product_id} does not exist")
-
-
 async def product_page(db: Database, page: int, count: int) -> bytes:
     first = (page - 1) * count
     rows = await db.fetch(PRODUCT_PAGE, first, first + count)
@@ -165,7 +176,7 @@ async def product_detail(db: Database, product_id: int) -> bytes:
         return document
     row = await db.fetchrow(PRODUCT_DETAIL, product_id)
     if row is None:
-        raise _unknown_product(product_id)
+        raise UnknownProduct(product_id)
     return detail_body(row)
 
 
@@ -210,7 +221,7 @@ async def product_styles(db: Database, product_id: int) -> bytes:
         return document
     rows = await db.fetch(PRODUCT_STYLES, product_id)
     if not rows:
-        raise _unknown_product(product_id)
+        raise UnknownProduct(product_id)
     return styles_body(product_id, rows)
 
 
@@ -220,7 +231,7 @@ async def product_related(db: Database, product_id: int) -> bytes:
         return document
     row = await db.fetchrow(PRODUCT_RELATED, product_id)
     if row is None:
-        raise _unknown_product(product_id)
+        raise UnknownProduct(product_id)
     return related_body(row[0])
 
 
@@ -230,18 +241,19 @@ async def cart_items(db: Database, session_id: str) -> bytes:
 
 
 async def add_to_cart(db: Database, session_id: str, sku_id: int) -> int:
-    """The session's new count of the sku; 404 unknown sku, 422 no stock left."""
+    """The session's new count of the sku. The write is CART_ADD alone (one
+    statement, one transaction); when it adds nothing, a read tells an unknown
+    sku (UnknownSku) from one with no stock left for this cart (OutOfStock)."""
     async with db.connection() as conn:
         count = await conn.fetchval(CART_ADD, session_id, sku_id)
         if count is not None:
             return count
         if not await conn.fetchval(SKU_EXISTS, sku_id):
-            raise ApiError(404, f"sku_id {sku_id} does not exist")
-    raise ApiError(422, f"sku_id: the cart already holds all of sku {sku_id}'s stock")
+            raise UnknownSku(sku_id)
+    raise OutOfStock(sku_id)
 
 
-async def add_interaction(
-    db: Database, element: str, widget: str, time: str, session_id: str | None
-) -> None:
+async def add_interaction(db: Database, event: Interaction, session_id: str | None) -> None:
+    """One durable INSERT per event."""
     async with db.connection() as conn:
-        await conn.execute(INSERT_INTERACTION, element, widget, time, session_id)
+        await conn.execute(INSERT_INTERACTION, event.element, event.widget, event.time, session_id)

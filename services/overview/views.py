@@ -33,6 +33,10 @@ def product_scope(product_id: int) -> str:
     return f"p:{product_id}"
 
 
+def _unknown_product(product_id: int) -> ApiError:
+    return ApiError(404, f"product_id {product_id} does not exist")
+
+
 async def list_products(request: web.Request) -> web.Response:
     page, count = parse_paging(request.query)
     db = request.app[DB]
@@ -41,31 +45,49 @@ async def list_products(request: web.Request) -> web.Response:
     )
 
 
+# An unknown product raises out of the cache's load, so its 404 is never cached.
+
+
 async def product_detail(request: web.Request) -> web.Response:
     product_id = parse_id(request.match_info["product_id"], "product_id")
     db = request.app[DB]
-    return await cached_json(
-        request, product_scope(product_id), "detail", lambda: queries.product_detail(db, product_id)
-    )
+    try:
+        return await cached_json(
+            request,
+            product_scope(product_id),
+            "detail",
+            lambda: queries.product_detail(db, product_id),
+        )
+    except queries.UnknownProduct:
+        raise _unknown_product(product_id) from None
 
 
 async def product_styles(request: web.Request) -> web.Response:
     product_id = parse_id(request.match_info["product_id"], "product_id")
     db = request.app[DB]
-    return await cached_json(
-        request, product_scope(product_id), "styles", lambda: queries.product_styles(db, product_id)
-    )
+    try:
+        return await cached_json(
+            request,
+            product_scope(product_id),
+            "styles",
+            lambda: queries.product_styles(db, product_id),
+        )
+    except queries.UnknownProduct:
+        raise _unknown_product(product_id) from None
 
 
 async def product_related(request: web.Request) -> web.Response:
     product_id = parse_id(request.match_info["product_id"], "product_id")
     db = request.app[DB]
-    return await cached_json(
-        request,
-        product_scope(product_id),
-        "related",
-        lambda: queries.product_related(db, product_id),
-    )
+    try:
+        return await cached_json(
+            request,
+            product_scope(product_id),
+            "related",
+            lambda: queries.product_related(db, product_id),
+        )
+    except queries.UnknownProduct:
+        raise _unknown_product(product_id) from None
 
 
 # --- cart and interactions ----------------------------------------------------
@@ -137,7 +159,12 @@ async def _sku_to_add(request: web.Request) -> int:
 async def add_to_cart(request: web.Request) -> web.Response:
     sku_id = await _sku_to_add(request)
     session, new = session_for(request)
-    await queries.add_to_cart(request.app[DB], session, sku_id)
+    try:
+        await queries.add_to_cart(request.app[DB], session, sku_id)
+    except queries.UnknownSku:
+        raise ApiError(404, f"sku_id {sku_id} does not exist") from None
+    except queries.OutOfStock:
+        raise ApiError(422, f"sku_id: the cart already holds all of sku {sku_id}'s stock") from None
     return _with_session(web.Response(status=201, text="Created"), session, new)
 
 
@@ -148,5 +175,5 @@ async def add_interaction(request: web.Request) -> web.Response:
     except ApiError:
         session = None  # only recorded alongside the event: never refuse a click for it
     # One durable INSERT per event (see README): nothing acknowledged is lost.
-    await queries.add_interaction(request.app[DB], event.element, event.widget, event.time, session)
+    await queries.add_interaction(request.app[DB], event, session)
     return web.Response(status=201, text="Created")

@@ -10,9 +10,14 @@ time, and the bodies come out compact (no `"key" : value` spacing)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
+import asyncpg
 import orjson
 
 from services.common.db import Database
+
+from .schemas import NewAnswer, NewQuestion
 
 _ISO_MS = """'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'"""
 
@@ -103,6 +108,50 @@ FROM target t LEFT JOIN questions q ON q.id = t.question_id
 """
 ANSWER_HELPFUL = _ANSWER_UPDATE.format(change="helpful = helpful + 1")
 ANSWER_REPORT = _ANSWER_UPDATE.format(change="reported = true")
+
+
+# --- writes ----------------------------------------------------------------------
+# Each write is one statement, so one transaction. These return the statement's
+# awaitable itself (no coroutine of their own): the write path costs what it
+# did when the views ran the SQL.
+
+
+def add_question(db: Database, question: NewQuestion) -> Awaitable[None]:
+    return db.fetchval(
+        INSERT_QUESTION, question.product_id, question.body, question.name, question.email
+    )
+
+
+def add_answer(db: Database, question_id: int, answer: NewAnswer) -> Awaitable[int | None]:
+    """The answer and its photos; resolves to the question's product_id, None
+    (nothing written) when no such question."""
+    return db.fetchval(
+        INSERT_ANSWER, question_id, answer.body, answer.name, answer.email, answer.photos
+    )
+
+
+def mark_question_helpful(db: Database, question_id: int) -> Awaitable[int | None]:
+    """Resolves to the question's product_id, None when no such question."""
+    return db.fetchval(QUESTION_HELPFUL, question_id)
+
+
+def report_question(db: Database, question_id: int) -> Awaitable[int | None]:
+    """Resolves to the question's product_id, None when no such question."""
+    return db.fetchval(QUESTION_REPORT, question_id)
+
+
+def mark_answer_helpful(db: Database, answer_id: int) -> Awaitable[asyncpg.Record | None]:
+    """Resolves to (question_id, product_id; None when the question is gone),
+    None when no such answer."""
+    return db.fetchrow(ANSWER_HELPFUL, answer_id)
+
+
+def report_answer(db: Database, answer_id: int) -> Awaitable[asyncpg.Record | None]:
+    """Like mark_answer_helpful."""
+    return db.fetchrow(ANSWER_REPORT, answer_id)
+
+
+# --- reads ------------------------------------------------------------------------
 
 
 async def questions_page(db: Database, product_id: int, page: int, count: int) -> bytes:

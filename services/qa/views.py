@@ -7,8 +7,12 @@ invalidates, after it commits, every scope whose answers it changes."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import asyncpg
 from aiohttp import web
 
+from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import CACHE, DB
 from services.common.responses import cached_json
@@ -63,9 +67,7 @@ async def list_answers(request: web.Request) -> web.Response:
 
 async def add_question(request: web.Request) -> web.Response:
     question = await read_body(request, NewQuestion)
-    await request.app[DB].fetchval(
-        queries.INSERT_QUESTION, question.product_id, question.body, question.name, question.email
-    )
+    await queries.add_question(request.app[DB], question)
     await request.app[CACHE].invalidate(product_scope(question.product_id))
     return web.Response(status=201, text="Created")
 
@@ -74,27 +76,29 @@ async def add_answer(request: web.Request) -> web.Response:
     # The id first: a malformed path is a 400 whatever the body holds.
     question_id = parse_id(request.match_info["question_id"], "question_id")
     answer = await read_body(request, NewAnswer)
-    product_id = await request.app[DB].fetchval(
-        queries.INSERT_ANSWER, question_id, answer.body, answer.name, answer.email, answer.photos
-    )
+    product_id = await queries.add_answer(request.app[DB], question_id, answer)
     if product_id is None:
         raise ApiError(404, f"question_id {question_id} does not exist")
     await request.app[CACHE].invalidate(question_scope(question_id), product_scope(product_id))
     return web.Response(status=201, text="Created")
 
 
-async def _update_question(request: web.Request, sql: str) -> web.Response:
+async def _update_question(
+    request: web.Request, update: Callable[[Database, int], Awaitable[int | None]]
+) -> web.Response:
     question_id = parse_id(request.match_info["question_id"], "question_id")
-    product_id = await request.app[DB].fetchval(sql, question_id)
+    product_id = await update(request.app[DB], question_id)
     if product_id is None:
         raise ApiError(404, f"question_id {question_id} does not exist")
     await request.app[CACHE].invalidate(product_scope(product_id))
     return web.Response(status=204)
 
 
-async def _update_answer(request: web.Request, sql: str) -> web.Response:
+async def _update_answer(
+    request: web.Request, update: Callable[[Database, int], Awaitable[asyncpg.Record | None]]
+) -> web.Response:
     answer_id = parse_id(request.match_info["answer_id"], "answer_id")
-    row = await request.app[DB].fetchrow(sql, answer_id)
+    row = await update(request.app[DB], answer_id)
     if row is None:
         raise ApiError(404, f"answer_id {answer_id} does not exist")
     question_id, product_id = row
@@ -106,16 +110,16 @@ async def _update_answer(request: web.Request, sql: str) -> web.Response:
 
 
 async def mark_question_helpful(request: web.Request) -> web.Response:
-    return await _update_question(request, queries.QUESTION_HELPFUL)
+    return await _update_question(request, queries.mark_question_helpful)
 
 
 async def report_question(request: web.Request) -> web.Response:
-    return await _update_question(request, queries.QUESTION_REPORT)
+    return await _update_question(request, queries.report_question)
 
 
 async def mark_answer_helpful(request: web.Request) -> web.Response:
-    return await _update_answer(request, queries.ANSWER_HELPFUL)
+    return await _update_answer(request, queries.mark_answer_helpful)
 
 
 async def report_answer(request: web.Request) -> web.Response:
-    return await _update_answer(request, queries.ANSWER_REPORT)
+    return await _update_answer(request, queries.report_answer)

@@ -3,9 +3,13 @@ ready-to-send response bytes."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import orjson
 
 from services.common.db import Database
+
+from .schemas import NewReview
 
 _ISO_MS = """to_char(date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 
@@ -56,7 +60,7 @@ ORDER BY c.id
 # first looks for a scored characteristic that is not the product's; if there
 # is one, nothing is written (every insert and update hangs off new_review,
 # then empty) and the smallest such id comes back for the 422. Returns
-# (review_id, foreign_id), exactly one of them NULL.
+# (foreign_id, review_id), exactly one of them NULL.
 INSERT_REVIEW = """
 WITH foreign_score AS (
     SELECT min(s.characteristic_id) AS id
@@ -98,7 +102,7 @@ WITH foreign_score AS (
         recommend_false = pr.recommend_false + EXCLUDED.recommend_false,
         recommend_true = pr.recommend_true + EXCLUDED.recommend_true
 )
-SELECT (SELECT id FROM new_review) AS review_id, (SELECT id FROM foreign_score) AS foreign_id
+SELECT (SELECT id FROM foreign_score) AS foreign_id, (SELECT id FROM new_review) AS review_id
 """
 
 MARK_HELPFUL = "UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = $1 RETURNING product_id"
@@ -128,6 +132,44 @@ WITH target AS (
 )
 SELECT product_id FROM reviews WHERE id = $1
 """
+
+
+# --- writes ----------------------------------------------------------------------
+# Each write is one statement, so one transaction. These return the statement's
+# awaitable itself (no coroutine of their own): the write path costs what it
+# did when the views ran the SQL.
+
+
+def add_review(db: Database, review: NewReview, scores: dict[int, int]) -> Awaitable[int | None]:
+    """Write the review, its photos, its characteristic `scores` (id: value) and
+    both aggregates. Resolves to None once written, or, writing nothing, to the
+    smallest scored characteristic id that is not one of the product's."""
+    return db.fetchval(
+        INSERT_REVIEW,
+        review.product_id,
+        review.rating,
+        review.summary,
+        review.body,
+        review.recommend,
+        review.name,
+        review.email,
+        review.photos,
+        list(scores),
+        list(scores.values()),
+    )
+
+
+def mark_helpful(db: Database, review_id: int) -> Awaitable[int | None]:
+    """One more helpful vote; resolves to the review's product_id, None when no such review."""
+    return db.fetchval(MARK_HELPFUL, review_id)
+
+
+def report(db: Database, review_id: int) -> Awaitable[int | None]:
+    """Hide the review (once); resolves to its product_id, None when no such review."""
+    return db.fetchval(REPORT, review_id)
+
+
+# --- reads ------------------------------------------------------------------------
 
 
 def _photos(ids: list[int] | None, urls: list[str | None] | None) -> list[dict]:

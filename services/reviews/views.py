@@ -3,8 +3,11 @@ invalidate. SQL and response shaping live in queries.py."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
+from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import CACHE, DB
 from services.common.responses import cached_json
@@ -52,33 +55,22 @@ async def add_review(request: web.Request) -> web.Response:
     too_big = [k for k in scores if k > MAX_ID]
     if too_big:
         raise ApiError(422, f"characteristics: {too_big[0]} is not a valid characteristic id")
-    # One statement: the characteristic check and every write, atomically.
-    row = await request.app[DB].fetchrow(
-        queries.INSERT_REVIEW,
-        review.product_id,
-        review.rating,
-        review.summary,
-        review.body,
-        review.recommend,
-        review.name,
-        review.email,
-        review.photos,
-        list(scores),
-        list(scores.values()),
-    )
-    if row["foreign_id"] is not None:
+    # The characteristic check and every write, atomically.
+    foreign_id = await queries.add_review(request.app[DB], review, scores)
+    if foreign_id is not None:
         raise ApiError(
             422,
-            f"characteristics: {row['foreign_id']} is not a characteristic of product "
-            f"{review.product_id}",
+            f"characteristics: {foreign_id} is not a characteristic of product {review.product_id}",
         )
     await request.app[CACHE].invalidate(product_scope(review.product_id))
     return web.Response(status=201, text="Created")
 
 
-async def _update_review(request: web.Request, sql: str) -> web.Response:
+async def _update_review(
+    request: web.Request, update: Callable[[Database, int], Awaitable[int | None]]
+) -> web.Response:
     review_id = parse_id(request.match_info["review_id"], "review_id")
-    product_id = await request.app[DB].fetchval(sql, review_id)
+    product_id = await update(request.app[DB], review_id)
     if product_id is None:
         raise ApiError(404, f"review_id {review_id} does not exist")
     await request.app[CACHE].invalidate(product_scope(product_id))
@@ -86,8 +78,8 @@ async def _update_review(request: web.Request, sql: str) -> web.Response:
 
 
 async def mark_helpful(request: web.Request) -> web.Response:
-    return await _update_review(request, queries.MARK_HELPFUL)
+    return await _update_review(request, queries.mark_helpful)
 
 
 async def report(request: web.Request) -> web.Response:
-    return await _update_review(request, queries.REPORT)
+    return await _update_review(request, queries.report)
