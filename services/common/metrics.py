@@ -6,7 +6,7 @@ process. The two families touched on every request (request latency, cache
 lookups) are kept as plain numbers and exposed by a collector at scrape time:
 prometheus_client's own take a lock per update, which only threads need, and
 a service updates its metrics on the event loop's one thread. The locks cost
-2.6 of 35 us in a cached read (bench/README.md, "Changes").
+2.6 of 35 us in a cached read (docs/decisions/0006-handlers-wrapped-at-registration.md).
 
 Each is updated where its work happens: observe.py (requests), cache.py
 (lookups, invalidations), db.py and resources.py (pool), resources.py and

@@ -4,8 +4,8 @@ reaches into aiohttp's internals; responses.py decides when to use it.
 
 web.Response builds a header multidict, fills in the defaults and serialises
 them on every request: about a sixth of a cached read's CPU in the service
-(bench/README.md, "Changes"). ReadyResponse skips all of it by standing in for
-StreamResponse's own prepare() and write_eof().
+(docs/decisions/0018-cached-read-as-one-prebuilt-buffer.md). ReadyResponse skips
+all of it by standing in for StreamResponse's own prepare() and write_eof().
 
 aiohttp internals relied on (aiohttp is pinned in pyproject.toml for them;
 tests/common/test_ready_response.py fails, naming the attribute, when an
