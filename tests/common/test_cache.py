@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -17,6 +19,7 @@ from services.common.cache import (
     ResponseCache,
     facade,
     flush_namespace,
+    local,
     redis_tier,
     resilience,
 )
@@ -367,6 +370,58 @@ async def test_a_fill_waiting_to_ride_is_sent_at_stop(caches, redis_server, monk
         await admin.aclose()
 
 
+async def test_a_read_finds_the_fill_riding_in_its_batch(caches, monkeypatch):
+    """A batch's script runs its fills before its reads: a read that carries a
+    fill of its own key finds the body instead of loading it again."""
+    monkeypatch.setattr(redis_tier, "FILL_RIDE_S", 60.0)  # the fill waits for a read to ride with
+    a, _ = caches
+    await a.get("p:51", "k", FakeDatabase().load)
+    a._drop_all_local()  # a's next read asks Redis, carrying the waiting fill
+
+    async def never() -> bytes:
+        raise AssertionError("should have been served by Redis")
+
+    assert await a.lookup("p:51", "k", never) == (b"v1", "redis")
+
+
+async def test_the_fill_queue_is_bounded(caches, redis_server, monkeypatch):
+    """At most _FILL_QUEUE_MAX fills wait for Redis; beyond, a fill is skipped
+    (always correct: a later reader loads and fills again)."""
+    monkeypatch.setattr(redis_tier, "_FILL_QUEUE_MAX", 5)
+    a, _ = caches
+    db = FakeDatabase()
+    db.gate = asyncio.Event()
+    reads = [asyncio.create_task(a.get(f"p:{60 + i}", "k", db.load)) for i in range(20)]
+    await db.reads_reach(20)
+    db.gate.set()  # the 20 loads finish in one tick: 20 fills, no read batch to take them
+    assert await asyncio.gather(*reads) == [b"v1"] * 20
+    assert await a.drain()
+    admin = Redis.from_url(redis_server.url)
+    try:
+        gen = a._coherence.gen
+        filled = [await admin.hget(f"t:{gen}:p:{60 + i}", "k") for i in range(20)]
+    finally:
+        await admin.aclose()
+    assert filled.count(b"v1") == 5
+
+
+async def test_drain_waits_until_earlier_invalidations_are_applied(caches, redis_server):
+    """drain() returns only once this process's listener has handled every
+    invalidation published before the call (its heartbeat comes back through
+    the same channel), however late the listener runs."""
+    a, _ = caches
+    await a.get("p:71", "k", FakeDatabase().load)
+    delay_listener(a, 0.05)
+    admin = Redis.from_url(redis_server.url)
+    try:
+        message = {"scopes": ["p:71"], "id": "from-a-test", "from": "elsewhere"}
+        await admin.publish("t:inval", orjson.dumps(message))
+    finally:
+        await admin.aclose()
+    assert await a.drain()
+    assert "p:71" not in a._local
+
+
 @pytest.mark.parametrize("write", ["invalidate", "flush_all"])
 async def test_writer_keeps_no_old_answer_read_from_redis_mid_invalidation(
     caches, redis_server, write
@@ -443,6 +498,51 @@ async def test_local_tier_is_bounded_in_bytes(redis_server):
         await c.stop()
 
 
+async def test_small_answers_are_counted_with_their_overhead(redis_server):
+    """The budget bounds what the entries really hold (keys, dicts, object
+    headers), not just their bodies: counting bodies alone let a walk over
+    many small answers hold several times the budget."""
+    redis_server.flush()
+    c = make_cache(redis_server.url, local_max_bytes=20_000)
+    await c.start()
+    assert await c.wait_ready()
+    try:
+        for i in range(500):
+            await c.get(f"p:{i}", "k", returns(b"[]"))
+        held = sum(
+            sys.getsizeof(scope)
+            + sys.getsizeof(entries)
+            + sum(sys.getsizeof(key) + sys.getsizeof(body) for key, body in entries.items())
+            for scope, entries in c._local.items()
+        )
+        assert 0 < held <= 20_000
+    finally:
+        await c.stop()
+
+
+async def test_scope_sequences_are_bounded_and_an_evicted_one_still_refuses_a_stale_fill(
+    caches, monkeypatch
+):
+    """At most _SCOPE_SEQ_MAX scopes keep their own invalidation sequence; a
+    scope evicted from that map still refuses a fill whose read began before
+    its invalidation (evicted scopes count as invalidated at the newest
+    evicted sequence)."""
+    monkeypatch.setattr(local, "_SCOPE_SEQ_MAX", 100)
+    a, b = caches
+    db = FakeDatabase()
+    db.gate = asyncio.Event()
+    slow_read = asyncio.create_task(a.get("p:0", "k", db.load))
+    await db.reads_reach(1)
+    db.value = b"v2"
+    await b.invalidate("p:0")  # a has dropped p:0 when this returns
+    await a.invalidate(*(f"q:{i}" for i in range(150)))  # p:0's sequence is evicted
+    assert len(a._local_tier.scope_seq) <= 100
+    db.gate.set()
+    assert await slow_read == b"v1"
+    db.gate = None
+    assert await a.get("p:0", "k", db.load) == b"v2"
+
+
 async def test_redis_ttls_are_jittered(caches, redis_server):
     a, _ = caches
     for i in range(30):
@@ -513,6 +613,50 @@ async def test_fail_open_and_resume(private_redis, fault):
             private_redis.resume()
         for c in (a, b):
             await c.stop()
+
+
+async def test_an_open_breaker_keeps_reads_off_a_stalled_redis(private_redis):
+    """After a Redis call fails, reads skip Redis for BREAKER_S: against a
+    stalled Redis only the first read waits out its deadline, not every one."""
+    c = make_cache(private_redis.url)
+    await c.start()
+    assert await c.wait_ready()
+    db = FakeDatabase()
+    try:
+        private_redis.pause()
+        await _timed_get(c, db, "p:0")  # waits out its deadline: the breaker opens
+        start = time.perf_counter()
+        for i in range(1, 21):
+            assert await c.get(f"p:{i}", "k", db.load) == b"v1"
+        assert time.perf_counter() - start < 0.25  # 20 deadlines of 50 ms would take 1 s
+    finally:
+        private_redis.resume()
+        await c.stop()
+
+
+async def test_a_failed_invalidation_is_replayed_when_redis_answers(private_redis):
+    """A write while Redis is stalled cannot delete its scope's old answer
+    there: the writer keeps it and deletes it on its first ping that gets
+    through, so the old answer does not stay in Redis until its TTL."""
+    a = make_cache(private_redis.url)
+    await a.start()
+    assert await a.wait_ready()
+    admin = Redis.from_url(private_redis.url)
+    try:
+        await a.get("p:81", "k", FakeDatabase().load)
+        assert await a.drain()
+        key = f"t:{a._coherence.gen}:p:81"
+        assert await admin.hget(key, "k") == b"v1"
+        private_redis.pause()
+        await a.invalidate("p:81")  # fails: kept for replay
+        private_redis.resume()
+        assert await a.wait_ready(5)  # a ping got through (and replayed first)
+        assert await admin.hget(key, "k") is None
+    finally:
+        if private_redis.process is not None:
+            private_redis.resume()
+        await admin.aclose()
+        await a.stop()
 
 
 async def test_redis_is_mostly_skipped_while_it_does_not_pay_off(caches):

@@ -107,15 +107,17 @@ class ResponseCache:
         Returns False if that took over `timeout_s` (default STOP_TIMEOUT_S)
         or the heartbeat got no answer. For tests and orderly shutdowns; the
         request path never waits on it."""
-        timeout_s = STOP_TIMEOUT_S if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (STOP_TIMEOUT_S if timeout_s is None else timeout_s)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout_at(deadline):
                 await self._redis_tier.drain()
         except TimeoutError:
             return False
         if self._redis is None or not self._coherence.subscribed:
             return True
-        return await self._coherence.heartbeat(timeout_s)
+        remaining = deadline - loop.time()
+        return remaining > 0 and await self._coherence.heartbeat(remaining)
 
     async def wait_ready(self, timeout_s: float = 2.0) -> bool:
         """Wait until the local tier is live (subscribed and leased); False on timeout."""

@@ -81,7 +81,7 @@ return found
 # (in-flight fills now fail), then the message published; returns PUBLISH's
 # count of subscribers. Atomic like MULTI/EXEC, but one command to pack and one
 # reply to parse instead of 3 per scope + 3: redis-py spends about 100 us of
-# CPU per command (docs/decisions/).
+# CPU per command (docs/decisions/, 0020).
 INVALIDATE_SCRIPT = """
 for _, key in ipairs(KEYS) do
     redis.call('DEL', key)
