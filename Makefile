@@ -52,13 +52,13 @@ lint: venv
 # Generate every service's CSV files at SCALE into $(DATA)/<service>/.
 data: venv
 	@for s in $(SERVICES); do \
-		$(PY) -m services.$$s.generator --scale $(SCALE) --seed $(SEED) --out $(DATA)/$$s || exit 1; \
+		$(PY) -m services.$$s.data.generator --scale $(SCALE) --seed $(SEED) --out $(DATA)/$$s || exit 1; \
 	done
 
 # Load $(DATA)/<service>/ (generated, or the real export laid out the same way).
 load: venv deps
 	@for s in $(SERVICES); do \
-		$(PY) -m services.$$s.loader --data $(DATA)/$$s --report $(DATA)/reports/$$s || exit 1; \
+		$(PY) -m services.$$s.data.loader --data $(DATA)/$$s --report $(DATA)/reports/$$s || exit 1; \
 	done
 
 # The benchmark (bench/README.md): `make bench` is the full run at BENCH_SCALE

@@ -48,7 +48,7 @@ def ensure_generated(cfg: BenchConfig, service: str) -> Path:
         [
             PYTHON,
             "-m",
-            f"services.{service}.generator",
+            f"services.{service}.data.generator",
             "--scale",
             cfg.scale,
             "--seed",
@@ -122,7 +122,7 @@ def ensure_loaded(cfg: BenchConfig, service: str, env: dict[str, str], force: bo
         [
             PYTHON,
             "-m",
-            f"services.{service}.loader",
+            f"services.{service}.data.loader",
             "--data",
             str(data),
             "--report",

@@ -173,13 +173,23 @@ async def _is_empty(dsn: str, table: str) -> bool:
 
 def prepare(service: str) -> None:
     """Migrate the service's database; generate and load the demo data when empty."""
+    from services.overview.data import generator as overview_generator
+    from services.overview.data import loader as overview_loader
+    from services.qa.data import generator as qa_generator
+    from services.qa.data import loader as qa_loader
+    from services.reviews.data import generator as reviews_generator
+    from services.reviews.data import loader as reviews_loader
+
+    loader, generator = {
+        "overview": (overview_loader, overview_generator),
+        "reviews": (reviews_loader, reviews_generator),
+        "qa": (qa_loader, qa_generator),
+    }[service]
     dsn = service_database_url(service)
-    loader = importlib.import_module(f"services.{service}.loader")
     app_module = importlib.import_module(f"services.{service}.app")
     asyncio.run(prepare_database(dsn, app_module.MIGRATIONS))
     if not asyncio.run(_is_empty(dsn, loader.MAIN_TABLE)):
         return
-    generator = importlib.import_module(f"services.{service}.generator")
     data_dir = DATA_DIR / "demo" / service
     if not data_dir.exists() or not any(data_dir.glob("*.csv")):
         print(f"[stack] generating {service} demo data (scale {DEMO_SCALE}) in {data_dir}")

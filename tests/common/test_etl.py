@@ -17,29 +17,31 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.common.db import drop_database, ensure_database
-from services.common.etl import (
-    EtlError,
+from services.common.data.bulk_copy import bulk_session, copy_file, truncate
+from services.common.data.csv_parse import (
     FileParser,
     FileSpec,
-    IdBitmap,
-    LoadReport,
-    Reject,
-    bulk_session,
     close_unterminated_quote,
-    copy_file,
-    create_indexes,
     csv_line,
-    drop_indexes,
-    epoch_ms_to_text,
-    index_names,
     map_header,
-    parse_timestamp,
     quoted_fields,
-    reset_sequences,
-    truncate,
 )
-from services.common.generating import ids_with_gaps, quote, rng_for, skewed_counts
+from services.common.data.generating import ids_with_gaps, quote, rng_for, skewed_counts
+from services.common.data.rebuild import (
+    create_indexes,
+    drop_indexes,
+    index_names,
+    reset_sequences,
+)
+from services.common.data.report import LoadReport
+from services.common.data.values import (
+    EtlError,
+    IdBitmap,
+    Reject,
+    epoch_ms_to_text,
+    parse_timestamp,
+)
+from services.common.db import drop_database, ensure_database
 from tests.conftest import PG_ADMIN_URL
 
 # ---------------------------------------------------------------- pure helpers
@@ -261,9 +263,9 @@ CREATE TABLE items (
 """
 
 
-@pytest.mark.parametrize("in_process", [True, False])
+@pytest.mark.parametrize("parse_in_child", [True, False])
 async def test_copy_round_trip_null_empty_and_sequences(
-    etl_db: str, tmp_path: Path, in_process: bool
+    etl_db: str, tmp_path: Path, parse_in_child: bool
 ) -> None:
     write(
         tmp_path / "items.csv",
@@ -289,7 +291,7 @@ async def test_copy_round_trip_null_empty_and_sequences(
             await truncate(conn, ["items"])
             assert await drop_indexes(conn, tmp_path / "idx.sql") == ["items_style_idx"]
             await copy_file(
-                conn, tmp_path, ITEMS, item_converter, None, report, in_process=in_process
+                conn, tmp_path, ITEMS, item_converter, None, report, parse_in_child=parse_in_child
             )
             await create_indexes(conn, tmp_path / "idx.sql")
             assert await reset_sequences(conn, ["items"]) == {"items": 31}  # 40 was rejected

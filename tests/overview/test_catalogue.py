@@ -9,7 +9,7 @@ import pytest
 from services.common.cache import flush_namespace
 from services.overview import queries
 from services.overview.app import CACHE_NAMESPACE
-from services.overview.loader import build_documents
+from services.overview.data.loader import build_documents
 
 PRODUCT_KEYS = ["id", "name", "slogan", "description", "category", "default_price"]
 STYLE_KEYS = ["style_id", "name", "original_price", "sale_price", "default?", "photos", "skus"]

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from services.common.etl import EtlError, index_names
-from services.overview import generator, loader, queries
+from services.common.data.rebuild import index_names
+from services.common.data.values import EtlError
+from services.overview import queries
 from services.overview.app import MIGRATIONS
+from services.overview.data import generator, loader
 
 BASE = {
     "product.csv": (
@@ -58,7 +60,7 @@ def write_export(directory: Path, **files: str) -> Path:
 async def run_load(tmp_path: Path, db: str, redis_url: str, **files: str) -> dict:
     data = write_export(tmp_path / "data", **files)
     return await loader.load(
-        db, data, tmp_path / "report", redis_url=redis_url, in_process=False, quiet=True
+        db, data, tmp_path / "report", redis_url=redis_url, parse_in_child=False, quiet=True
     )
 
 
@@ -248,7 +250,7 @@ async def test_missing_column_or_file_fails_and_keeps_the_previous_load(
             overview_db,
             tmp_path / "data",
             tmp_path / "report",
-            in_process=False,
+            parse_in_child=False,
             quiet=True,
         )
     # The earlier load is intact: a failed load rolls back as a whole.

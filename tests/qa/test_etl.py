@@ -11,9 +11,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.common.etl import EtlError, index_names, indexes_file
-from services.qa import generator, loader
+from services.common.data.rebuild import index_names, indexes_file
+from services.common.data.values import EtlError
 from services.qa.app import MIGRATIONS
+from services.qa.data import generator, loader
 
 from .helpers import answers, question_body, questions
 
@@ -74,7 +75,9 @@ QUIRKY_PHOTOS = P_HEADER + textwrap.dedent("""\
 
 async def test_loader_quirks_and_rejects(tmp_path, qa_client, qa_conn, qa_db, redis_server):
     data = write_export(tmp_path / "data", QUIRKY_QUESTIONS, QUIRKY_ANSWERS, QUIRKY_PHOTOS)
-    report = await run_load(qa_db, data, tmp_path / "report", redis_server.url, in_process=False)
+    report = await run_load(
+        qa_db, data, tmp_path / "report", redis_server.url, parse_in_child=False
+    )
     assert report["status"] == "ok"
     files = report["files"]
     assert files["questions.csv"]["read"] == 10
@@ -138,7 +141,7 @@ async def test_loader_reports_rejects_for_rejected_answers_photos(tmp_path, qa_d
         A_HEADER + '1,1,"a",1599958385988,"n","a@b.io",0,x\n',
         P_HEADER + '1,1,"https://images.example/a.jpg"\n',
     )
-    await run_load(qa_db, data, tmp_path / "report", redis_server.url, in_process=False)
+    await run_load(qa_db, data, tmp_path / "report", redis_server.url, parse_in_child=False)
     [answer, photo] = read_rejects(tmp_path / "report")
     assert answer["file"] == "answers.csv" and "bad value" in answer["reason"]
     assert photo["reason"].startswith("answer 1 rejected: bad value")
@@ -152,7 +155,9 @@ async def test_old_export_dates_and_spaced_headers(tmp_path, qa_conn, qa_db, red
         A_HEADER.replace(",", ", ") + '1, 1, "Old answer", "2019-02-01", "n", "n@x.io", 0, 2\n',
         P_HEADER,
     )
-    report = await run_load(qa_db, data, tmp_path / "report", redis_server.url, in_process=False)
+    report = await run_load(
+        qa_db, data, tmp_path / "report", redis_server.url, parse_in_child=False
+    )
     assert report["totals"]["loaded"] == 2 and report["totals"]["rejected"] == 0
     assert await qa_conn.fetchval(
         "SELECT date_written = '2019-01-31 00:00:00+00' FROM questions WHERE id = 1"
@@ -165,11 +170,13 @@ async def test_load_sequences_indexes_cache_flush_and_rerun(
     # A page cached before the load must not survive it.
     assert (await questions(qa_client, 5))["results"] == []
     data = write_export(tmp_path / "data", QUIRKY_QUESTIONS, QUIRKY_ANSWERS, QUIRKY_PHOTOS)
-    first = await run_load(qa_db, data, tmp_path / "report", redis_server.url, in_process=False)
+    first = await run_load(qa_db, data, tmp_path / "report", redis_server.url, parse_in_child=False)
     assert [q["question_id"] for q in (await questions(qa_client, 5))["results"]] == [1]
 
     # Re-running replaces the data (same counts, no duplicates).
-    second = await run_load(qa_db, data, tmp_path / "report", redis_server.url, in_process=False)
+    second = await run_load(
+        qa_db, data, tmp_path / "report", redis_server.url, parse_in_child=False
+    )
     assert second["totals"] == first["totals"]
     assert await qa_conn.fetchval("SELECT count(*) FROM questions") == 3
 
@@ -192,10 +199,10 @@ async def test_load_sequences_indexes_cache_flush_and_rerun(
 
 async def test_failed_load_keeps_previous_data(tmp_path, qa_conn, qa_db, redis_server):
     data = write_export(tmp_path / "data", QUIRKY_QUESTIONS, QUIRKY_ANSWERS, QUIRKY_PHOTOS)
-    await run_load(qa_db, data, tmp_path / "report", redis_server.url, in_process=False)
+    await run_load(qa_db, data, tmp_path / "report", redis_server.url, parse_in_child=False)
     (data / "answers_photos.csv").unlink()
     with pytest.raises(EtlError):
-        await run_load(qa_db, data, tmp_path / "report2", redis_server.url, in_process=False)
+        await run_load(qa_db, data, tmp_path / "report2", redis_server.url, parse_in_child=False)
     assert await qa_conn.fetchval("SELECT count(*) FROM questions") == 3
     failed = json.loads((tmp_path / "report2" / "load-report.json").read_text())
     assert failed["status"] == "failed" and "answers_photos.csv" in failed["error"]
@@ -271,7 +278,7 @@ async def test_bad_header_is_fatal(tmp_path, qa_db, redis_server, missing):
     data = write_export(tmp_path / "data", Q_HEADER, A_HEADER, P_HEADER)
     (data / missing).write_text("id,foo,bar\n1,2,3\n")
     with pytest.raises(EtlError, match=missing):
-        await run_load(qa_db, data, tmp_path / "report", redis_server.url, in_process=False)
+        await run_load(qa_db, data, tmp_path / "report", redis_server.url, parse_in_child=False)
 
 
 async def test_db_unchanged_shape(qa_db):

@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.common.data.values import EtlError
 from services.common.db import drop_database
-from services.common.etl import EtlError
-from services.reviews.generator import HEADERS, generate
-from services.reviews.loader import load
+from services.reviews.data.generator import HEADERS, generate
+from services.reviews.data.loader import load
 from tests.conftest import PG_ADMIN_URL
 
 CHARACTERISTICS = (
@@ -185,7 +185,7 @@ async def test_reload_is_idempotent_and_sequences_continue(db_url: str, tmp_path
         "product_ratings",
     )
     before = {t: await fetch(db_url, f"SELECT * FROM {t} ORDER BY 1") for t in tables}
-    await load(db_url, data, tmp_path / "r2", in_process=False, quiet=True)
+    await load(db_url, data, tmp_path / "r2", parse_in_child=False, quiet=True)
     after = {t: await fetch(db_url, f"SELECT * FROM {t} ORDER BY 1") for t in tables}
     assert after == before
     assert read_rejects(tmp_path / "r2") == read_rejects(tmp_path / "r1")

@@ -1,13 +1,14 @@
 """Bulk load of the Ratings & Reviews export into the reviews database.
 
-    python -m services.reviews.loader --data data/reviews --report data/reports/reviews
+    python -m services.reviews.data.loader --data data/reviews --report data/reports/reviews
 
 One transaction: TRUNCATE, drop the secondary indexes, COPY characteristics,
-reviews, photos and characteristic scores (each file parsed and checked in a
-child process while Postgres ingests the previous chunk), rebuild indexes,
-build the aggregates (product_ratings, characteristics.score_sum/count over
-non-reported reviews), move the id sequences past the loaded ids. A failed
-load rolls back and leaves the previous data in place; re-running replaces it.
+reviews, photos and characteristic scores (each file of 16 MB or more parsed
+and checked in a child process while Postgres ingests the previous chunk;
+ServiceLoader), rebuild indexes, build the aggregates (product_ratings,
+characteristics.score_sum/count over non-reported reviews), move the id
+sequences past the loaded ids. A failed load rolls back and leaves the
+previous data in place; re-running replaces it.
 
 Rejected (never clamped or silently dropped; see rejects.csv):
 - a review with a rating outside 1-5, and with it its photos and scores
@@ -29,79 +30,51 @@ from typing import Any
 
 import asyncpg
 
-from services.common.etl import (
+from services.common.data.bulk_copy import begin_bulk_load, copy_parsed
+from services.common.data.csv_parse import Converter, FileSpec
+from services.common.data.parse_job import ParseJob
+from services.common.data.rebuild import drop_primary_keys, rebuild_after_copy
+from services.common.data.report import LoadReport
+from services.common.data.service_load import ServiceLoader
+from services.common.data.values import (
     BOOL_TRUE_FALSE,
-    Converter,
-    FileSpec,
-    LoadReport,
-    ParseJob,
+    ParentFile,
     Reject,
-    bulk_session,
-    copy_parsed,
-    create_indexes,
-    drop_indexes,
-    drop_primary_keys,
-    indexes_file,
     int_map,
-    load_service,
-    loader_main,
     map_set,
     parse_timestamp,
-    reset_sequences,
-    restore_primary_keys,
-    truncate,
 )
+from services.reviews.app import CACHE_NAMESPACE, MIGRATIONS
 
-from .app import CACHE_NAMESPACE, MIGRATIONS
+from .columns import HEADERS
 
 MAIN_TABLE = "reviews"  # the stack loads demo data when this one is empty
 
 ID_TABLES = ("characteristics", "reviews", "reviews_photos", "characteristic_reviews")
 TABLES = (*ID_TABLES, "product_ratings")
 
-CHARACTERISTICS = FileSpec("characteristics.csv", "characteristics", ("id", "product_id", "name"))
+CHARACTERISTICS = FileSpec("characteristics.csv", "characteristics", HEADERS["characteristics.csv"])
 REVIEWS = FileSpec(
-    "reviews.csv",
-    "reviews",
-    (
-        "id",
-        "product_id",
-        "rating",
-        "date",
-        "summary",
-        "body",
-        "recommend",
-        "reported",
-        "reviewer_name",
-        "reviewer_email",
-        "response",
-        "helpfulness",
-    ),
-    nullable=frozenset({"response"}),
+    "reviews.csv", "reviews", HEADERS["reviews.csv"], nullable=frozenset({"response"})
 )
 PHOTOS = FileSpec(
-    "reviews_photos.csv", "reviews_photos", ("id", "review_id", "url"), nullable=frozenset({"url"})
+    "reviews_photos.csv",
+    "reviews_photos",
+    HEADERS["reviews_photos.csv"],
+    nullable=frozenset({"url"}),
 )
 SCORES = FileSpec(
-    "characteristic_reviews.csv",
-    "characteristic_reviews",
-    ("id", "characteristic_id", "review_id", "value"),
+    "characteristic_reviews.csv", "characteristic_reviews", HEADERS["characteristic_reviews.csv"]
 )
 
 
 @dataclass
-class Parents:
+class Parents(ParentFile):
     """What child rows are checked against: id -> product id (0 = not loaded)
     and why rejected ids were rejected. Compact: 4 bytes per id."""
 
-    kind: str
     product: array = field(default_factory=int_map)
-    rejected: dict[int, str] = field(default_factory=dict)
     reported: bytearray = field(default_factory=bytearray)  # reviews: 1 = reported
-
-    def reason(self, i: int) -> str:
-        why = self.rejected.get(i)
-        return f"{self.kind} {i} rejected: {why}" if why else f"unknown {self.kind} {i}"
 
 
 # Converter factories: module-level so a spawned parser process can unpickle
@@ -111,11 +84,7 @@ class Parents:
 
 def characteristics_converter(_: Any = None) -> Converter:
     parents = Parents("characteristic")
-    product = parents.product
-
-    def fail(cid: int, reason: str) -> None:
-        parents.rejected[cid] = reason
-        raise Reject(reason)
+    product, fail = parents.product, parents.reject
 
     def convert(row: list[Any]) -> tuple[Any, ...]:
         cid = row[0]
@@ -137,12 +106,8 @@ def characteristics_converter(_: Any = None) -> Converter:
 
 def reviews_converter(_: Any = None) -> Converter:
     parents = Parents("review")
-    product, flags = parents.product, parents.reported
+    product, flags, fail = parents.product, parents.reported, parents.reject
     booleans = BOOL_TRUE_FALSE
-
-    def fail(rid: int, reason: str) -> None:
-        parents.rejected[rid] = reason
-        raise Reject(reason)
 
     def convert(row: list[Any]) -> tuple[Any, ...]:
         rid = row[0]
@@ -255,28 +220,18 @@ FROM characteristics_load c LEFT JOIN characteristic_scores_load s ON s.id = c.i
 """
 
 
-async def _timed(report: LoadReport, name: str, sql: str, conn: asyncpg.Connection) -> None:
-    started = time.perf_counter()
-    await conn.execute(sql)
-    report.step(name, time.perf_counter() - started)
-
-
 async def _load_files(
-    conn: asyncpg.Connection, data_dir: Path, report: LoadReport, in_process: bool | None
+    conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
-    index_sql = indexes_file(MIGRATIONS)
-    await bulk_session(conn)
-    await truncate(conn, TABLES)
+    index_sql = await begin_bulk_load(conn, MIGRATIONS, TABLES)
     await conn.execute(STAGING_SQL)
-    if index_sql:
-        await drop_indexes(conn, index_sql)
     # Unique ids are checked while parsing; building the primary keys after
     # the COPY (sorted, in parallel) beats 31M one-by-one btree inserts.
     primary_keys = await drop_primary_keys(conn, ID_TABLES)
     jobs: list[ParseJob] = []
 
     def parse(spec: FileSpec, make_converter: Any, context: Any) -> ParseJob:
-        jobs.append(ParseJob(data_dir, spec, make_converter, context, in_process))
+        jobs.append(ParseJob(data_dir, spec, make_converter, context, parse_in_child))
         return jobs[-1]
 
     try:
@@ -300,50 +255,25 @@ async def _load_files(
     )
     await conn.execute(INSERT_CHARACTERISTICS_SQL)
     report.step("characteristics+scores", time.perf_counter() - started)
-    started = time.perf_counter()
-    await restore_primary_keys(conn, primary_keys)
-    report.step("primary_keys", time.perf_counter() - started)
-    started = time.perf_counter()
-    if index_sql:
-        await create_indexes(conn, index_sql)
-    report.step("indexes", time.perf_counter() - started)
-    await _timed(report, "analyze", f"ANALYZE {', '.join(TABLES)}", conn)
-    await _timed(report, "product_ratings", PRODUCT_RATINGS_SQL, conn)
-    started = time.perf_counter()
-    await reset_sequences(conn, ID_TABLES)  # last: setval is not rolled back
-    report.step("sequences", time.perf_counter() - started)
-
-
-async def load(
-    dsn: str,
-    data_dir: Path | str,
-    report_dir: Path | str,
-    *,
-    in_process: bool | None = None,
-    quiet: bool = False,
-    redis_url: str | None = None,
-) -> dict[str, Any]:
-    """Replace the reviews database's content with the export in `data_dir`;
-    writes load-report.json and rejects.csv into `report_dir` and returns the
-    report. Files of 16 MB or more are parsed in child processes unless
-    `in_process` says otherwise (False: everything inline, for debugging)."""
-    return await load_service(
-        "reviews",
-        CACHE_NAMESPACE,
-        MIGRATIONS,
-        _load_files,
-        dsn,
-        data_dir,
-        report_dir,
-        in_process=in_process,
-        quiet=quiet,
-        redis_url=redis_url,
+    await rebuild_after_copy(
+        conn,
+        report,
+        index_sql,
+        TABLES,
+        ID_TABLES,
+        primary_keys=primary_keys,
+        aggregates={"product_ratings": PRODUCT_RATINGS_SQL},
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    loader_main("reviews", load, "Load the reviews CSV export into Postgres.", argv)
-
+load = ServiceLoader(
+    "reviews",
+    CACHE_NAMESPACE,
+    MIGRATIONS,
+    _load_files,
+    "Load the reviews CSV export into Postgres.",
+)
+main = load.main
 
 if __name__ == "__main__":
     main()

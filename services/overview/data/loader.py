@@ -1,16 +1,17 @@
 """Bulk load of the product catalogue export into the overview database.
 
-    python -m services.overview.loader --data data/overview --report data/reports/overview
+    python -m services.overview.data.loader --data data/overview --report data/reports/overview
 
 One transaction: TRUNCATE the catalogue and carts, drop the secondary
 indexes, COPY product, features, styles, photos, skus, related and cart
-(each file parsed and checked in a child process while Postgres ingests the
-previous chunk), rebuild the indexes, ANALYZE, move the id sequences past the
-loaded ids, build product_documents (every product's prebuilt detail, styles
-and related answers; build_documents); after the commit, flush the service's
-response cache. A failed load rolls back and leaves the previous data in
-place; re-running replaces it. The interactions table is never touched (it is
-not part of the export).
+(each file of 16 MB or more parsed and checked in a child process while
+Postgres ingests the previous chunk; ServiceLoader), rebuild the indexes,
+ANALYZE, move the id sequences past the loaded ids, build product_documents
+(every product's prebuilt detail, styles and related answers;
+build_documents); after the commit, flush the service's response cache. A
+failed load rolls back and leaves the previous data in place; re-running
+replaces it. The interactions table is never touched (it is not part of the
+export).
 
 Repaired (loaded, counted as repaired):
 - photos.csv rows whose thumbnail_url lost its closing quote: photo urls never
@@ -41,30 +42,24 @@ from typing import Any
 
 import asyncpg
 
-from services.common.etl import (
+from services.common.data.bulk_copy import begin_bulk_load, copy_file
+from services.common.data.csv_parse import Converter, FileSpec, close_unterminated_quote
+from services.common.data.rebuild import drop_primary_keys, rebuild_after_copy
+from services.common.data.report import LoadReport
+from services.common.data.service_load import ServiceLoader
+from services.common.data.values import (
     BOOL_0_1,
     BOOL_ANY,
-    Converter,
     EtlError,
-    FileSpec,
     IdBitmap,
-    LoadReport,
     Reject,
-    bulk_session,
-    close_unterminated_quote,
-    copy_file,
-    drop_indexes,
-    indexes_file,
     int_map,
-    load_service,
-    loader_main,
     map_set,
-    rebuild_after_copy,
-    truncate,
 )
+from services.overview import queries
+from services.overview.app import CACHE_NAMESPACE, MIGRATIONS
 
-from . import queries
-from .app import CACHE_NAMESPACE, MIGRATIONS
+from .columns import HEADERS
 
 MAIN_TABLE = "products"
 ID_TABLES = ("products", "features", "styles", "photos", "skus", "related")
@@ -73,27 +68,24 @@ TABLES = (*ID_TABLES, "cart_items", "product_documents")
 PRODUCTS = FileSpec(
     "product.csv",
     "products",
-    ("id", "name", "slogan", "description", "category", "default_price"),
+    HEADERS["product.csv"],
     copy_columns=("id", "seq", "name", "slogan", "description", "category", "default_price"),
     nullable=frozenset({"slogan", "description", "category"}),
 )
 FEATURES = FileSpec(
-    "features.csv",
-    "features",
-    ("id", "product_id", "feature", "value"),
-    nullable=frozenset({"value"}),
+    "features.csv", "features", HEADERS["features.csv"], nullable=frozenset({"value"})
 )
 STYLES = FileSpec(
     "styles.csv",
     "styles",
-    ("id", "productId", "name", "sale_price", "original_price", "default_style"),
+    HEADERS["styles.csv"],
     copy_columns=("id", "product_id", "name", "sale_price", "original_price", "default_style"),
     nullable=frozenset({"sale_price"}),
 )
 PHOTOS = FileSpec(
     "photos.csv",
     "photos",
-    ("id", "styleId", "url", "thumbnail_url"),
+    HEADERS["photos.csv"],
     copy_columns=("id", "style_id", "url", "thumbnail_url"),
     nullable=frozenset({"url", "thumbnail_url"}),
     repair=close_unterminated_quote,
@@ -101,14 +93,14 @@ PHOTOS = FileSpec(
 SKUS = FileSpec(
     "skus.csv",
     "skus",
-    ("id", "styleId", "size", "quantity"),
+    HEADERS["skus.csv"],
     copy_columns=("id", "style_id", "size", "quantity"),
 )
-RELATED = FileSpec("related.csv", "related", ("id", "current_product_id", "related_product_id"))
+RELATED = FileSpec("related.csv", "related", HEADERS["related.csv"])
 CART = FileSpec(
     "cart.csv",
     "cart_import",
-    ("id", "user_session", "product_id", "active"),
+    HEADERS["cart.csv"],
     copy_columns=("id", "session_id", "sku_id", "active"),
 )
 
@@ -288,31 +280,17 @@ SELECT session_id, sku_id, count(*) FROM cart_import WHERE active GROUP BY sessi
 """
 
 
-async def drop_primary_keys(conn: asyncpg.Connection, tables: tuple[str, ...]) -> None:
-    """Drop the id primary keys before COPY. Maintaining a btree row by row made
-    COPY of skus.csv (11M rows) take 27s instead of 7s, plus 4s to build the
-    key afterwards with a sort; the parsers already reject duplicate ids, so
-    re-adding the key cannot fail. Inside the load transaction: a failed load
-    gets its keys back with the rollback."""
-    for table in tables:
-        await conn.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT IF EXISTS "{table}_pkey"')
-
-
-async def add_primary_keys(conn: asyncpg.Connection, tables: tuple[str, ...]) -> None:
-    for table in tables:
-        await conn.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{table}_pkey" PRIMARY KEY (id)')
-
-
 async def _load_files(
-    conn: asyncpg.Connection, data_dir: Path, report: LoadReport, in_process: bool
+    conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
-    index_sql = indexes_file(MIGRATIONS)
-    await bulk_session(conn)
-    await truncate(conn, TABLES)
-    if index_sql:
-        await drop_indexes(conn, index_sql)
-    await drop_primary_keys(conn, ID_TABLES)
-    kw = {"in_process": in_process}
+    index_sql = await begin_bulk_load(conn, MIGRATIONS, TABLES)
+    # Maintaining the id btrees row by row made COPY of skus.csv (11M rows)
+    # take 27s instead of 7s, plus 4s to build the key afterwards with a
+    # sort; the parsers already reject duplicate ids, so re-adding the keys
+    # cannot fail. Inside the load transaction: a failed load gets its keys
+    # back with the rollback.
+    primary_keys = await drop_primary_keys(conn, ID_TABLES)
+    kw = {"parse_in_child": parse_in_child}
     products, ordered = await copy_file(
         conn, data_dir, PRODUCTS, products_converter, None, report, **kw
     )
@@ -329,14 +307,11 @@ async def _load_files(
     # The cart is small: parsed here, not in a child (no 45 MB stock map to ship).
     await conn.execute(CART_STAGING_SQL)
     await copy_file(
-        conn, data_dir, CART, cart_converter, stock, report, in_process=False, freeze=False
+        conn, data_dir, CART, cart_converter, stock, report, parse_in_child=False, freeze=False
     )
     await conn.execute(CART_ITEMS_SQL)
 
-    started = time.perf_counter()
-    await add_primary_keys(conn, ID_TABLES)
-    report.step("primary_keys", time.perf_counter() - started)
-    await rebuild_after_copy(conn, report, index_sql, TABLES, ID_TABLES)
+    await rebuild_after_copy(conn, report, index_sql, TABLES, ID_TABLES, primary_keys=primary_keys)
     started = time.perf_counter()
     await build_documents(conn)
     report.step("product_documents", time.perf_counter() - started)
@@ -392,36 +367,14 @@ async def _copy_documents(conn: asyncpg.Connection, batch: list) -> None:
     )
 
 
-async def load(
-    dsn: str,
-    data_dir: Path | str,
-    report_dir: Path | str,
-    *,
-    in_process: bool | None = True,
-    quiet: bool = False,
-    redis_url: str | None = None,
-) -> dict[str, Any]:
-    """Replace the overview catalogue with the export in `data_dir`; writes
-    load-report.json and rejects.csv into `report_dir`, flushes the service's
-    cache (REDIS_URL unless `redis_url`) and returns the report.
-    `in_process=False` parses in this process (no overlap; debugging)."""
-    return await load_service(
-        "overview",
-        CACHE_NAMESPACE,
-        MIGRATIONS,
-        _load_files,
-        dsn,
-        data_dir,
-        report_dir,
-        in_process=in_process,
-        quiet=quiet,
-        redis_url=redis_url,
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    loader_main("overview", load, "Load the product CSV export into Postgres.", argv)
-
+load = ServiceLoader(
+    "overview",
+    CACHE_NAMESPACE,
+    MIGRATIONS,
+    _load_files,
+    "Load the product CSV export into Postgres.",
+)
+main = load.main
 
 if __name__ == "__main__":
     main()

@@ -1,14 +1,14 @@
 """Bulk load of the Questions & Answers export into the qa database.
 
-    python -m services.qa.loader --data data/qa --report data/reports/qa [--dsn ...]
+    python -m services.qa.data.loader --data data/qa --report data/reports/qa [--dsn ...]
 
 One transaction: TRUNCATE, drop the secondary indexes, COPY questions,
-answers and answer photos (each file parsed and checked in a child process
-while Postgres ingests the previous chunk), rebuild the indexes, ANALYZE,
-move the id sequences past the loaded ids. A failed load rolls back and
-leaves the previous data in place; re-running replaces it. After the commit
-the service's cache namespace is flushed, so running services never serve
-pages of the old data.
+answers and answer photos (each file of 16 MB or more parsed and checked in
+a child process while Postgres ingests the previous chunk; ServiceLoader),
+rebuild the indexes, ANALYZE, move the id sequences past the loaded ids. A
+failed load rolls back and leaves the previous data in place; re-running
+replaces it. After the commit the service's cache namespace is flushed, so
+running services never serve pages of the old data.
 
 Rejected (never silently dropped; see rejects.csv beside load-report.json):
 - rows with the wrong number of fields, duplicate or out-of-range ids, a
@@ -24,78 +24,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import asyncpg
 
-from services.common.etl import (
-    BOOL_ANY,
-    Converter,
-    FileSpec,
-    IdBitmap,
-    LoadReport,
-    Reject,
-    bulk_session,
-    copy_file,
-    drop_indexes,
-    indexes_file,
-    load_service,
-    loader_main,
-    parse_timestamp,
-    rebuild_after_copy,
-    truncate,
-)
+from services.common.data.bulk_copy import begin_bulk_load, copy_file
+from services.common.data.csv_parse import Converter, FileSpec
+from services.common.data.rebuild import rebuild_after_copy
+from services.common.data.report import LoadReport
+from services.common.data.service_load import ServiceLoader
+from services.common.data.values import BOOL_ANY, IdBitmap, ParentFile, Reject, parse_timestamp
+from services.qa.app import CACHE_NAMESPACE, MIGRATIONS
 
-from .app import CACHE_NAMESPACE, MIGRATIONS
+from .columns import HEADERS
 
 MAIN_TABLE = "questions"  # the stack loads demo data when this one is empty
 TABLES = ("questions", "answers", "answers_photos")
 
-QUESTIONS = FileSpec(
-    "questions.csv",
-    "questions",
-    (
-        "id",
-        "product_id",
-        "body",
-        "date_written",
-        "asker_name",
-        "asker_email",
-        "reported",
-        "helpful",
-    ),
-)
-ANSWERS = FileSpec(
-    "answers.csv",
-    "answers",
-    (
-        "id",
-        "question_id",
-        "body",
-        "date_written",
-        "answerer_name",
-        "answerer_email",
-        "reported",
-        "helpful",
-    ),
-)
+QUESTIONS = FileSpec("questions.csv", "questions", HEADERS["questions.csv"])
+ANSWERS = FileSpec("answers.csv", "answers", HEADERS["answers.csv"])
 PHOTOS = FileSpec(
-    "answers_photos.csv", "answers_photos", ("id", "answer_id", "url"), nullable=frozenset({"url"})
+    "answers_photos.csv",
+    "answers_photos",
+    HEADERS["answers_photos.csv"],
+    nullable=frozenset({"url"}),
 )
 
 
 @dataclass
-class Loaded:
+class Loaded(ParentFile):
     """Which ids of a parent file were loaded (one bit each, so 7M answers
     cost under 1 MB to hand to the next parser) and why rejected ones were."""
 
-    kind: str
     ids: IdBitmap = field(default_factory=IdBitmap)
-    rejected: dict[int, str] = field(default_factory=dict)
-
-    def reason(self, i: int) -> str:
-        why = self.rejected.get(i)
-        return f"{self.kind} {i} rejected: {why}" if why else f"unknown {self.kind} {i}"
 
 
 # Converter factories: module-level so that a spawned parser process can
@@ -110,10 +71,7 @@ def _post_converter(kind: str, parent: Loaded | None) -> Converter:
     add = loaded.ids.add
     parents = parent.ids if parent is not None else None
     booleans = BOOL_ANY  # 0/1 in these files; true/false accepted too
-
-    def fail(row_id: int, reason: str) -> NoReturn:
-        loaded.rejected[row_id] = reason
-        raise Reject(reason)
+    fail = loaded.reject
 
     def convert(row: list[Any]) -> tuple[Any, ...]:
         row_id = row[0]
@@ -162,14 +120,10 @@ def photos_converter(answers: Loaded) -> Converter:
 
 
 async def _load_files(
-    conn: asyncpg.Connection, data_dir: Path, report: LoadReport, in_process: bool
+    conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
-    index_sql = indexes_file(MIGRATIONS)
-    await bulk_session(conn)
-    await truncate(conn, TABLES)
-    if index_sql:
-        await drop_indexes(conn, index_sql)
-    kw = {"in_process": in_process}
+    index_sql = await begin_bulk_load(conn, MIGRATIONS, TABLES)
+    kw = {"parse_in_child": parse_in_child}
     questions = await copy_file(conn, data_dir, QUESTIONS, questions_converter, None, report, **kw)
     answers = await copy_file(conn, data_dir, ANSWERS, answers_converter, questions, report, **kw)
     await copy_file(conn, data_dir, PHOTOS, photos_converter, answers, report, **kw)
@@ -177,36 +131,10 @@ async def _load_files(
     await rebuild_after_copy(conn, report, index_sql, TABLES, TABLES)
 
 
-async def load(
-    dsn: str,
-    data_dir: Path | str,
-    report_dir: Path | str,
-    *,
-    in_process: bool | None = True,
-    quiet: bool = False,
-    redis_url: str | None = None,
-) -> dict[str, Any]:
-    """Replace the qa database's content with the export in `data_dir`; writes
-    load-report.json and rejects.csv into `report_dir` and returns the report.
-    Then flushes the service's cache (`redis_url`, default from REDIS_URL).
-    `in_process=False` parses in this process (no overlap; debugging)."""
-    return await load_service(
-        "qa",
-        CACHE_NAMESPACE,
-        MIGRATIONS,
-        _load_files,
-        dsn,
-        data_dir,
-        report_dir,
-        in_process=in_process,
-        quiet=quiet,
-        redis_url=redis_url,
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    loader_main("qa", load, "Load the Q&A CSV export into Postgres.", argv)
-
+load = ServiceLoader(
+    "qa", CACHE_NAMESPACE, MIGRATIONS, _load_files, "Load the Q&A CSV export into Postgres."
+)
+main = load.main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Synthetic product catalogue export, with the real export's headers and quirks.
 
-    python -m services.overview.generator --scale 0.01 --out data/overview --seed 1
+    python -m services.overview.data.generator --scale 0.01 --out data/overview --seed 1
 
 Writes product.csv, features.csv, styles.csv, photos.csv, skus.csv,
 related.csv, cart.csv and generator.json (row counts, and the quirky rows the
@@ -24,36 +24,28 @@ arrays, each line one f-string over pre-quoted text pools.
 
 from __future__ import annotations
 
-import time
 from array import array
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from services.common.generating import (
+from services.common.data.generating import (
     NULL_FIELD,
     CsvOut,
-    generator_main,
+    ExportGenerator,
+    PlanSlot,
     ids_with_gaps,
     pick_table,
     quote,
     rng_for,
-    run_writers,
-    write_manifest,
+    sentence,
 )
+
+from .columns import HEADERS
 
 FULL_PRODUCTS = 1_000_011
 FULL_CART_ROWS = 20_000  # "small" in DATA.md; our choice
-HEADERS = {
-    "product.csv": ("id", "name", "slogan", "description", "category", "default_price"),
-    "features.csv": ("id", "product_id", "feature", "value"),
-    "styles.csv": ("id", "productId", "name", "sale_price", "original_price", "default_style"),
-    "photos.csv": ("id", "styleId", "url", "thumbnail_url"),
-    "skus.csv": ("id", "styleId", "size", "quantity"),
-    "related.csv": ("id", "current_product_id", "related_product_id"),
-    "cart.csv": ("id", "user_session", "product_id", "active"),
-}
 # 1,958,102 styles over 1,000,011 products: mean 1.96, 1-8 each.
 STYLES_PER_PRODUCT = pick_table([0.52, 0.26, 0.10, 0.05, 0.03, 0.02, 0.01, 0.01], range(1, 9))
 # ~2.89 photos and ~5.78 skus per style; a few styles have none.
@@ -69,7 +61,6 @@ NULL_URL_RATE = 1 / 5_000
 RELATED_ZERO_RATE = 0.004
 RELATED_DUPLICATE_RATE = 0.004
 TRUE_FALSE_FLAG_RATE = 0.01
-BATCH = 20_000
 
 
 @dataclass
@@ -85,7 +76,7 @@ class Plan:
     sku_counts: bytes
 
 
-_PLAN: Plan | None = None  # set before forking workers, shared copy-on-write
+PLAN = PlanSlot()  # set before forking workers, shared copy-on-write
 
 
 def make_plan(scale: float, seed: int) -> Plan:
@@ -101,11 +92,6 @@ def make_plan(scale: float, seed: int) -> Plan:
     rnd = rng_for(seed, "skus-per-style").random
     sku_counts = bytes(SKUS_PER_STYLE[int(rnd() * 1024)] for _ in range(styles))
     return Plan(seed, products, style_start, style_ids, photo_counts, sku_counts)
-
-
-def _plan() -> Plan:
-    assert _PLAN is not None, "make_plan() before writing"
-    return _PLAN
 
 
 def _forced(n: int, rate: float, rnd: Any, first: int) -> set[int]:
@@ -192,11 +178,6 @@ _CLOTHING_SIZES = ("XS", "S", "M", "L", "XL", "XXL", "XXXL", "One Size", "XXS")
 _SHOE_SIZES = ("7", "7.5", "8", "8.5", "9", "9.5", "10", "10.5", "11", "11.5", "12")
 
 
-def _sentence(rnd: Any, words: int) -> str:
-    text = " ".join(_WORDS[int(rnd() * len(_WORDS))] for _ in range(words))
-    return text[0].upper() + text[1:]
-
-
 def _products_pool(seed: int, n: int) -> list[str]:
     """Pre-quoted `name,slogan,description,category` prefixes."""
     rng = rng_for(seed, "product-pool")
@@ -204,9 +185,9 @@ def _products_pool(seed: int, n: int) -> list[str]:
     out = []
     for k in range(n):
         name = f"{rng.choice(_ADJECTIVES)} {k}"
-        slogan = _sentence(rnd, 3 + int(rnd() * 6)) + "."
+        slogan = sentence(_WORDS, rnd, 3 + int(rnd() * 6)) + "."
         description = " ".join(
-            _sentence(rnd, 6 + int(rnd() * 14)) + "." for _ in range(1 + int(rnd() * 4))
+            sentence(_WORDS, rnd, 6 + int(rnd() * 14)) + "." for _ in range(1 + int(rnd() * 4))
         )
         if k % 5 == 0:
             description = description.replace(" ", ", ", 1)  # a comma inside quotes
@@ -239,24 +220,21 @@ def _photo_urls(seed: int, n: int) -> list[tuple[str, str]]:
 
 
 def write_products(out: Path, position: int = 0) -> dict[str, Any]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rng = rng_for(plan.seed, "products")
     rnd = rng.random
     pool = _products_pool(plan.seed, 4096)
     prices = pick_table([1] * 10, [str(p) for p in (10, 25, 40, 59, 69, 99, 120, 140, 170, 500)])
     with CsvOut(out / "product.csv", HEADERS["product.csv"], plan.products, position) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for p in range(plan.products):
-            lines.append(f"{p + 1},{pool[rng.getrandbits(12)]},{prices[int(rnd() * 1024)]}\n")
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"product.csv": w.rows}
+            add(f"{p + 1},{pool[rng.getrandbits(12)]},{prices[int(rnd() * 1024)]}\n")
+            w.flush()
+    return w.counts()
 
 
 def write_features(out: Path, position: int = 0) -> dict[str, Any]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rng = rng_for(plan.seed, "features")
     rnd = rng.random
     names = list(_FEATURES)
@@ -266,29 +244,26 @@ def write_features(out: Path, position: int = 0) -> dict[str, Any]:
     with CsvOut(
         out / "features.csv", HEADERS["features.csv"], round(plan.products * 2.22), position
     ) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for p in range(plan.products):
             for _ in range(FEATURES_PER_PRODUCT[int(rnd() * 1024)]):
                 name = names[int(rnd() * len(names))]
                 options = values[name]
-                lines.append(f"{nxt},{p + 1},{quoted[name]},{options[int(rnd() * len(options))]}\n")
+                add(f"{nxt},{p + 1},{quoted[name]},{options[int(rnd() * len(options))]}\n")
                 nxt += 2 if rnd() < 0.01 else 1
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"features.csv": w.rows}
+            w.flush()
+    return w.counts()
 
 
 def write_styles(out: Path, position: int = 0) -> dict[str, Any]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rng = rng_for(plan.seed, "styles")
     rnd = rng.random
     names = [quote(c) for c in _COLORS]
     originals = [str(p) for p in (40, 59, 69, 99, 120, 140, 170, 500)]
     starts, ids = plan.style_start, plan.style_ids
     with CsvOut(out / "styles.csv", HEADERS["styles.csv"], len(ids), position) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for p in range(plan.products):
             product = p + 1
             first = starts[p]
@@ -302,19 +277,16 @@ def write_styles(out: Path, position: int = 0) -> dict[str, Any]:
                     text = "true" if flag else "false"
                 else:
                     text = "1" if flag else "0"
-                lines.append(
+                add(
                     f"{ids[k]},{product},{names[int(rnd() * len(names))]},{sale},"
                     f"{original},{text}\n"
                 )
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"styles.csv": w.rows}
+            w.flush()
+    return w.counts()
 
 
 def write_photos(out: Path, position: int = 0) -> dict[str, Any]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rng = rng_for(plan.seed, "photos")
     rnd = rng.random
     pairs = _photo_urls(plan.seed, 4096)
@@ -327,39 +299,32 @@ def write_photos(out: Path, position: int = 0) -> dict[str, Any]:
     broken -= nulls
     nxt, row = 1, 0
     with CsvOut(out / "photos.csv", HEADERS["photos.csv"], total, position) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for s, n in enumerate(counts):
             style = ids[s]
             for _ in range(n):
                 k = rng.getrandbits(12)
                 if row in broken:
-                    lines.append(f"{nxt},{style},{broken_rows[k]}")
+                    add(f"{nxt},{style},{broken_rows[k]}")
                 elif row in nulls:
                     u = pairs[k][0]
-                    lines.append(
+                    add(
                         f'{nxt},{style},"{u}",{NULL_FIELD}\n'
                         if row % 2
                         else f"{nxt},{style},{NULL_FIELD},{NULL_FIELD}\n"
                     )
                 else:
-                    lines.append(f"{nxt},{style},{rows[k]}")
+                    add(f"{nxt},{style},{rows[k]}")
                 nxt += 2 if rnd() < 0.01 else 1
                 row += 1
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {
-            "photos.csv": w.rows,
-            "photos_broken_quote": len(broken),
-            "photos_null_url": len(nulls),
-        }
+            w.flush()
+    return w.counts(photos_broken_quote=len(broken), photos_null_url=len(nulls))
 
 
 def write_skus(out: Path, position: int = 0) -> dict[str, Any]:
     """skus.csv, and cart.csv with it: cart rows must name real skus in stock,
     and only this writer knows the sku ids and quantities."""
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rng = rng_for(plan.seed, "skus")
     rnd = rng.random
     clothing = [quote(s) for s in _CLOTHING_SIZES]
@@ -373,7 +338,7 @@ def write_skus(out: Path, position: int = 0) -> dict[str, Any]:
     in_stock: list[int] = []
     nxt = 1
     with CsvOut(out / "skus.csv", HEADERS["skus.csv"], total, position) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for s, n in enumerate(counts):
             if not n:
                 continue
@@ -381,17 +346,12 @@ def write_skus(out: Path, position: int = 0) -> dict[str, Any]:
             sizes = clothing if rnd() < 0.7 else shoes
             for k in range(n):
                 q = rng.getrandbits(6)
-                lines.append(f"{nxt},{style},{sizes[k]},{quantities[q]}\n")
+                add(f"{nxt},{style},{sizes[k]},{quantities[q]}\n")
                 if q and cart_pick() < cart_rate:
                     in_stock.append(nxt)
                 nxt += 2 if rnd() < 0.01 else 1
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        result = {"skus.csv": w.rows}
-    result.update(_write_cart(out, plan.seed, in_stock, cart_rows))
-    return result
+            w.flush()
+    return {**w.counts(), **_write_cart(out, plan.seed, in_stock, cart_rows)}
 
 
 def _write_cart(out: Path, seed: int, in_stock: list[int], rows: int) -> dict[str, Any]:
@@ -402,8 +362,8 @@ def _write_cart(out: Path, seed: int, in_stock: list[int], rows: int) -> dict[st
     rnd = rng.random
     sessions = max(5, rows // 4)
     seen: set[tuple[int, int]] = set()
-    lines: list[str] = []
     with CsvOut(out / "cart.csv", HEADERS["cart.csv"], rows) as w:
+        lines = w.lines  # written at the end: a few thousand at most
         for _ in range(rows * 2):
             if len(lines) >= rows or not in_stock:
                 break
@@ -413,19 +373,18 @@ def _write_cart(out: Path, seed: int, in_stock: list[int], rows: int) -> dict[st
                 continue
             seen.add((session, sku))
             lines.append(f"{len(lines) + 1},{session},{sku},{1 if rnd() < 0.9 else 0}\n")
-        w.write(lines)
-        return {"cart.csv": w.rows}
+    return w.counts()
 
 
 def write_related(out: Path, position: int = 0) -> dict[str, Any]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rng = rng_for(plan.seed, "related")
     rnd = rng.random
     products = plan.products
     zeros = duplicates = 0
     nxt = 1
     with CsvOut(out / "related.csv", HEADERS["related.csv"], round(products * 4.51), position) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for p in range(products):
             current = p + 1
             chosen: list[int] = []
@@ -445,55 +404,34 @@ def write_related(out: Path, position: int = 0) -> dict[str, Any]:
                     if target in chosen or target == current:
                         continue  # keep accidental repeats out: only planted ones count
                     chosen.append(target)
-                lines.append(f"{nxt},{current},{target}\n")
+                add(f"{nxt},{current},{target}\n")
                 nxt += 2 if rnd() < 0.01 else 1
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"related.csv": w.rows, "related_zero": zeros, "related_duplicate": duplicates}
+            w.flush()
+    return w.counts(related_zero=zeros, related_duplicate=duplicates)
 
 
-def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None) -> dict[str, Any]:
-    """Write the seven files (and generator.json) into `out`; returns the manifest."""
-    global _PLAN
-    started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _PLAN = plan = make_plan(scale, seed)
-    planned = time.perf_counter() - started
-    # Biggest first, so the two workers finish close together.
-    tasks = [
-        (write_skus, (out, 0)),
-        (write_photos, (out, 1)),
-        (write_related, (out, 2)),
-        (write_products, (out, 3)),
-        (write_features, (out, 4)),
-        (write_styles, (out, 5)),
-    ]
-    try:
-        counts = run_writers(tasks, workers)
-    finally:
-        _PLAN = None
-    manifest = {
-        "seed": seed,
-        "scale": scale,
-        "products": plan.products,
-        "rows": {name: counts[name] for name in HEADERS},
-        # The quirks planted in the files: the loader must repair the first and
-        # reject the related ones.
+def _quirks(plan: Plan, counts: dict[str, int]) -> dict[str, Any]:
+    """The quirks planted in the files: the loader must repair the first and
+    reject the related ones."""
+    return {
         "repairable": {"photos.csv": counts["photos_broken_quote"]},
         "null_photo_rows": counts["photos_null_url"],
         "expected_rejects": {
             "related.csv": counts["related_zero"] + counts["related_duplicate"],
         },
     }
-    return write_manifest(out, manifest, started, planned)
 
 
-def main(argv: list[str] | None = None) -> None:
-    generator_main(generate, "overview", __doc__.split("\n\n")[0], argv)
-
+generate = ExportGenerator(
+    "overview",
+    __doc__,
+    HEADERS,
+    make_plan,
+    PLAN,
+    [write_skus, write_photos, write_related, write_products, write_features, write_styles],
+    _quirks,
+)
+main = generate.main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Synthetic Ratings & Reviews export, with the real export's headers and quirks.
 
-    python -m services.reviews.generator --scale 0.01 --out data/reviews --seed 1
+    python -m services.reviews.data.generator --scale 0.01 --out data/reviews --seed 1
 
 Writes reviews.csv, reviews_photos.csv, characteristics.csv,
 characteristic_reviews.csv and generator.json (counts, and the reviews given
@@ -15,26 +15,29 @@ from precomputed, already-quoted text pools with one f-string.
 
 from __future__ import annotations
 
-import time
 from array import array
 from dataclasses import dataclass
 from itertools import accumulate, combinations
 from pathlib import Path
 from typing import Any
 
-from services.common.generating import (
+from services.common.data.generating import (
+    EMAIL_DOMAINS,
     NULL_FIELD,
     CsvOut,
-    generator_main,
+    ExportGenerator,
+    PlanSlot,
     ids_with_gaps,
-    photo_url_pool,
+    paragraph,
     pick_table,
     quote,
     rng_for,
-    run_writers,
+    sentence,
     skewed_counts,
-    write_manifest,
+    write_photo_rows,
 )
+
+from .columns import HEADERS
 
 FULL = {
     "products": 1_000_011,
@@ -42,25 +45,6 @@ FULL = {
     "photos": 2_742_540,
     "characteristics": 3_347_679,
     "characteristic_reviews": 19_327_575,
-}
-HEADERS = {
-    "reviews.csv": (
-        "id",
-        "product_id",
-        "rating",
-        "date",
-        "summary",
-        "body",
-        "recommend",
-        "reported",
-        "reviewer_name",
-        "reviewer_email",
-        "response",
-        "helpfulness",
-    ),
-    "reviews_photos.csv": ("id", "review_id", "url"),
-    "characteristics.csv": ("id", "product_id", "name"),
-    "characteristic_reviews.csv": ("id", "characteristic_id", "review_id", "value"),
 }
 CHARACTERISTIC_NAMES = ("Fit", "Length", "Comfort", "Quality", "Size", "Width")
 # 3-6 characteristics per product, averaging 3.35 like the export.
@@ -72,7 +56,6 @@ BAD_RATINGS = (0, 6, 7, 9)
 PHOTOS_PER_REVIEW = pick_table([0.737, 0.14, 0.07, 0.03, 0.015, 0.008])
 DATE_FROM_MS = 1_588_291_200_000  # 2020-05-01
 DATE_SPAN_MS = 275 * 86_400_000  # to early 2021
-BATCH = 20_000
 
 
 @dataclass
@@ -90,7 +73,7 @@ class Plan:
     bad: list[int]  # review positions with an invalid rating
 
 
-_PLAN: Plan | None = None  # set before forking workers, shared copy-on-write
+PLAN = PlanSlot()  # set before forking workers, shared copy-on-write
 
 
 def make_plan(scale: float, seed: int) -> Plan:
@@ -128,12 +111,6 @@ _FIRST = (
     "kimfromtheblock thelastsamurai ceo figuringitout yankeelover sillyguy "
     "jackson11 chris mia_b alex99 sam_the_man queenbee"
 ).split()
-_DOMAINS = ("gmail.com", "yahoo.com", "hotmail.com", "example.com", "outlook.com")
-
-
-def _sentence(rnd: Any, words: int) -> str:
-    text = " ".join(_WORDS[int(rnd() * len(_WORDS))] for _ in range(words))
-    return text[0].upper() + text[1:]
 
 
 def _summaries(seed: int, n: int) -> list[str]:
@@ -141,7 +118,7 @@ def _summaries(seed: int, n: int) -> list[str]:
     rnd = rng.random
     out = []
     for k in range(n):
-        text = _sentence(rnd, 2 + int(rnd() * 6))
+        text = sentence(_WORDS, rnd, 2 + int(rnd() * 6))
         if k % 7 == 0:
             text += ", honestly"  # a comma inside a quoted field
         if k % 11 == 0:
@@ -156,13 +133,7 @@ def _bodies(seed: int, n: int) -> list[str]:
     out = []
     for k in range(n):
         target = 50 + int(rnd() ** 5 * 950)  # 50-1000 characters, mostly short (mean ~210)
-        parts: list[str] = []
-        size = 0
-        while size < target:
-            s = _sentence(rnd, 4 + int(rnd() * 12)) + rng.choice((".", "!", ", and", "?"))
-            parts.append(s)
-            size += len(s) + 1
-        text = " ".join(parts)
+        text = paragraph(_WORDS, rng, target, min_words=4)
         if k % 5 == 0:
             text = text.replace(" and", ',\n\nand "honestly"', 1)  # newline + quotes
         if k % 9 == 0:
@@ -180,7 +151,7 @@ def _people(seed: int, n: int) -> tuple[list[str], list[str]]:
     for _ in range(n):
         name = rng.choice(_FIRST) + (str(rng.randrange(1000)) if rng.random() < 0.6 else "")
         names.append(quote(name))
-        emails.append(quote(f"{name}@{rng.choice(_DOMAINS)}"))
+        emails.append(quote(f"{name}@{rng.choice(EMAIL_DOMAINS)}"))
     return names, emails
 
 
@@ -206,13 +177,8 @@ def _responses(seed: int) -> list[str]:
 # --------------------------------------------------------------------------- writers
 
 
-def _plan() -> Plan:
-    assert _PLAN is not None, "make_plan() before writing"
-    return _PLAN
-
-
 def write_characteristics(out: Path, position: int = 0) -> dict[str, int]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rnd = rng_for(plan.seed, "characteristic-names").random
     quoted = {n: quote(n) for n in CHARACTERISTIC_NAMES}
     combos = {
@@ -223,23 +189,20 @@ def write_characteristics(out: Path, position: int = 0) -> dict[str, int]:
     with CsvOut(
         out / "characteristics.csv", HEADERS["characteristics.csv"], len(ids), position
     ) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for p in range(plan.products):
             a, b = cs[p], cs[p + 1]
             options = combos[b - a]
             names = options[int(rnd() * len(options))]
             product = p + 1
             for k in range(a, b):
-                lines.append(f"{ids[k]},{product},{names[k - a]}\n")
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"characteristics.csv": w.rows}
+                add(f"{ids[k]},{product},{names[k - a]}\n")
+            w.flush()
+    return w.counts()
 
 
 def write_reviews(out: Path, position: int = 0) -> dict[str, int]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     seed = plan.seed
     rng = rng_for(seed, "reviews")
     rnd, bits = rng.random, rng.getrandbits
@@ -251,55 +214,38 @@ def write_reviews(out: Path, position: int = 0) -> dict[str, int]:
     helpful = pick_table([30, 20, 12, 8, 6, 5, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1])
     rs, ids, ratings = plan.review_start, plan.review_ids, plan.ratings
     with CsvOut(out / "reviews.csv", HEADERS["reviews.csv"], len(ids), position) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for p in range(plan.products):
             product = p + 1
             for k in range(rs[p], rs[p + 1]):
-                lines.append(
+                add(
                     f"{ids[k]},{product},{ratings[k]},{DATE_FROM_MS + int(rnd() * DATE_SPAN_MS)},"
                     f"{summaries[bits(11)]},{bodies[bits(12)]},"
                     f"{recommend[int(rnd() * 1024)]},{reported[int(rnd() * 1024)]},"
                     f"{names[bits(12)]},{emails[bits(12)]},{responses[bits(10)]},"
                     f"{helpful[int(rnd() * 1024)]}\n"
                 )
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"reviews.csv": w.rows}
+            w.flush()
+    return w.counts()
 
 
 def write_photos(out: Path, position: int = 0) -> dict[str, int]:
-    plan = _plan()
-    rng = rng_for(plan.seed, "photos")
-    rnd = rng.random
-    urls = photo_url_pool(rng)
-    bad = set(plan.bad)
-    bad_photos = 0
-    ids, nxt = plan.review_ids, 1
-    with CsvOut(
-        out / "reviews_photos.csv", HEADERS["reviews_photos.csv"], round(len(ids) * 0.475), position
-    ) as w:
-        lines: list[str] = []
-        for k in range(len(ids)):
-            n = PHOTOS_PER_REVIEW[int(rnd() * 1024)]
-            if not n:
-                continue
-            review = ids[k]
-            for _ in range(n):
-                lines.append(f"{nxt},{review},{urls[int(rnd() * 4096)]}\n")
-                nxt += 2 if rnd() < 0.01 else 1  # id gaps
-            if k in bad:
-                bad_photos += n
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"reviews_photos.csv": w.rows, "bad_photos": bad_photos}
+    plan: Plan = PLAN.get()
+    counts, bad_photos, _ = write_photo_rows(
+        out / "reviews_photos.csv",
+        HEADERS["reviews_photos.csv"],
+        position,
+        plan.seed,
+        plan.review_ids,
+        PHOTOS_PER_REVIEW,
+        0.475,
+        set(plan.bad),
+    )
+    return {**counts, "bad_photos": bad_photos}
 
 
 def write_characteristic_reviews(out: Path, position: int = 0) -> dict[str, int]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rnd = rng_for(plan.seed, "characteristic-scores").random
     # A score near the review's rating: values[rating][int(random * 1024)].
     noise = pick_table([1, 3, 8, 3, 1], [-2, -1, 0, 1, 2])
@@ -315,7 +261,7 @@ def write_characteristic_reviews(out: Path, position: int = 0) -> dict[str, int]
         round(len(rids) * 3.35),
         position,
     ) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for p in range(plan.products):
             a, b = rs[p], rs[p + 1]
             if a == b:
@@ -324,44 +270,19 @@ def write_characteristic_reviews(out: Path, position: int = 0) -> dict[str, int]
             for k in range(a, b):
                 review, table = rids[k], values[ratings[k]]
                 for c in chars:
-                    lines.append(f"{nxt}{c}{review},{table[int(rnd() * 1024)]}\n")
+                    add(f"{nxt}{c}{review},{table[int(rnd() * 1024)]}\n")
                     nxt += 2 if rnd() < 0.01 else 1
                 if k in bad:
                     bad_scores += len(chars)
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"characteristic_reviews.csv": w.rows, "bad_scores": bad_scores}
+            w.flush()
+    return w.counts(bad_scores=bad_scores)
 
 
-def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None) -> dict[str, Any]:
-    """Write the four files (and generator.json) into `out`; returns the manifest."""
-    global _PLAN
-    started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _PLAN = plan = make_plan(scale, seed)
-    planned = time.perf_counter() - started
-    # Biggest first, so the two workers finish close together.
-    tasks = [
-        (write_reviews, (out, 0)),
-        (write_characteristic_reviews, (out, 1)),
-        (write_characteristics, (out, 2)),
-        (write_photos, (out, 3)),
-    ]
-    try:
-        counts = run_writers(tasks, workers)
-    finally:
-        _PLAN = None
+def _quirks(plan: Plan, counts: dict[str, int]) -> dict[str, Any]:
+    """What the loader must reject: reviews with ratings outside 1-5 and their
+    photos and characteristic scores."""
     bad_ids = [plan.review_ids[k] for k in plan.bad]
-    manifest = {
-        "seed": seed,
-        "scale": scale,
-        "products": plan.products,
-        "rows": {name: counts[name] for name in HEADERS},
-        # What the loader must reject: reviews with ratings outside 1-5 and
-        # their photos and characteristic scores.
+    return {
         "bad_rating_review_ids": bad_ids,
         "expected_rejects": {
             "reviews.csv": len(bad_ids),
@@ -370,12 +291,18 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
             "characteristics.csv": 0,
         },
     }
-    return write_manifest(out, manifest, started, planned)
 
 
-def main(argv: list[str] | None = None) -> None:
-    generator_main(generate, "reviews", __doc__.split("\n\n")[0], argv)
-
+generate = ExportGenerator(
+    "reviews",
+    __doc__,
+    HEADERS,
+    make_plan,
+    PLAN,
+    [write_reviews, write_characteristic_reviews, write_characteristics, write_photos],
+    _quirks,
+)
+main = generate.main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Synthetic Questions & Answers export, with the real export's headers and quirks.
 
-    python -m services.qa.generator --scale 0.01 --out data/qa --seed 1
+    python -m services.qa.data.generator --scale 0.01 --out data/qa --seed 1
 
 Writes questions.csv, answers.csv, answers_photos.csv and generator.json
 (counts, and the rows the loader must reject). Scale 1.0 is the full export
@@ -23,55 +23,34 @@ those arrays, each line one f-string over precomputed, already-quoted pools.
 
 from __future__ import annotations
 
-import time
 from array import array
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from services.common.generating import (
-    NULL_FIELD,
+from services.common.data.generating import (
+    EMAIL_DOMAINS,
     CsvOut,
-    generator_main,
+    ExportGenerator,
+    PlanSlot,
     ids_with_gaps,
-    photo_url_pool,
+    paragraph,
     pick_table,
     quote,
     rng_for,
-    run_writers,
+    sentence,
     skewed_counts,
-    write_manifest,
+    write_photo_rows,
 )
+
+from .columns import HEADERS
 
 FULL = {
     "products": 1_000_011,
     "questions": 3_518_963,
     "answers": 6_879_306,
     "photos": 2_063_759,
-}
-HEADERS = {
-    "questions.csv": (
-        "id",
-        "product_id",
-        "body",
-        "date_written",
-        "asker_name",
-        "asker_email",
-        "reported",
-        "helpful",
-    ),
-    "answers.csv": (
-        "id",
-        "question_id",
-        "body",
-        "date_written",
-        "answerer_name",
-        "answerer_email",
-        "reported",
-        "helpful",
-    ),
-    "answers_photos.csv": ("id", "answer_id", "url"),
 }
 # ~0.30 photos per answer (2,063,759 / 6,879,306).
 PHOTOS_PER_ANSWER = pick_table([0.83, 0.10, 0.035, 0.02, 0.01, 0.005])
@@ -80,7 +59,6 @@ NULL_URL_RATE = 0.001  # photos whose url is a bare null (loaded as NULL)
 DATE_FROM_MS = 1_514_764_800_000  # 2018-01-01
 DATE_SPAN_MS = 1_000 * 86_400_000  # to late 2020
 ANSWER_DELAY_MS = 120 * 86_400_000  # an answer comes within four months
-BATCH = 20_000
 
 
 @dataclass
@@ -100,7 +78,7 @@ class Plan:
     orphan_question_base: int  # orphans point at base + n, past every real question
 
 
-_PLAN: Plan | None = None  # set before forking workers, shared copy-on-write
+PLAN = PlanSlot()  # set before forking workers, shared copy-on-write
 
 
 def make_plan(scale: float, seed: int) -> Plan:
@@ -183,12 +161,6 @@ _NAMES = (
     "ceo figuringitout mia_b alex99 sam_the_man queenbee dschulman cleopatra "
     "iluvcatz bigbrother"
 ).split()
-_DOMAINS = ("gmail.com", "yahoo.com", "hotmail.com", "example.com", "outlook.com")
-
-
-def _sentence(rnd: Any, words: int) -> str:
-    text = " ".join(_WORDS[int(rnd() * len(_WORDS))] for _ in range(words))
-    return text[0].upper() + text[1:]
 
 
 def _question_bodies(seed: int, n: int) -> list[str]:
@@ -198,7 +170,7 @@ def _question_bodies(seed: int, n: int) -> list[str]:
     for k in range(n):
         text = f"{rng.choice(_QUESTION_OPENERS)} {rng.choice(_THINGS)}"
         if rnd() < 0.3:
-            text += " " + _sentence(rnd, 3 + int(rnd() * 20)).lower()
+            text += " " + sentence(_WORDS, rnd, 3 + int(rnd() * 20)).lower()
         text += "?"
         if k % 7 == 0:
             text = text.replace(" the", ", the", 1)  # a comma inside a quoted field
@@ -218,13 +190,7 @@ def _answer_bodies(seed: int, n: int) -> list[str]:
         # Mostly a line or two (the export's answers average ~60 characters),
         # now and then a long one, up to 1000.
         target = 5 + int(rnd() * 60) if rnd() < 0.96 else 100 + int(rnd() * 900)
-        parts: list[str] = []
-        size = 0
-        while size < target:
-            s = _sentence(rnd, 2 + int(rnd() * 12)) + rng.choice((".", "!", ", and", "?"))
-            parts.append(s)
-            size += len(s) + 1
-        text = " ".join(parts)
+        text = paragraph(_WORDS, rng, target, min_words=2)
         if k % 5 == 0:
             text = text.replace(" and", ',\n\nand "honestly"', 1)  # newlines + quotes
         if k % 9 == 0:
@@ -244,7 +210,7 @@ def _people(
         else:
             name = rng.choice(_NAMES) + (str(rng.randrange(1000)) if rng.random() < 0.6 else "")
         names.append(quote(name))
-        emails.append(quote(f"{name.lower()}@{rng.choice(_DOMAINS)}"))
+        emails.append(quote(f"{name.lower()}@{rng.choice(EMAIL_DOMAINS)}"))
     return names, emails
 
 
@@ -258,13 +224,8 @@ _HELPFUL = pick_table(
 # --------------------------------------------------------------------------- writers
 
 
-def _plan() -> Plan:
-    assert _PLAN is not None, "make_plan() before writing"
-    return _PLAN
-
-
 def write_questions(out: Path, position: int = 0) -> dict[str, int]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rng = rng_for(plan.seed, "questions")
     rnd, bits = rng.random, rng.getrandbits
     bodies = _question_bodies(plan.seed, 4096)
@@ -272,25 +233,22 @@ def write_questions(out: Path, position: int = 0) -> dict[str, int]:
     reported, helpful = _REPORTED, _HELPFUL
     qs, ids, dates = plan.q_start, plan.question_ids, plan.question_dates
     with CsvOut(out / "questions.csv", HEADERS["questions.csv"], len(ids), position) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for p in range(plan.products):
             product = p + 1
             for k in range(qs[p], qs[p + 1]):
                 who = bits(12)
-                lines.append(
+                add(
                     f"{ids[k]},{product},{bodies[bits(12)]},{dates[k]},{names[who]},"
                     f"{emails[who]},{reported[int(rnd() * 1024)]},"
                     f"{helpful[int(rnd() * 1024)]}\n"
                 )
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"questions.csv": w.rows}
+            w.flush()
+    return w.counts()
 
 
 def write_answers(out: Path, position: int = 0) -> dict[str, int]:
-    plan = _plan()
+    plan: Plan = PLAN.get()
     rng = rng_for(plan.seed, "answers")
     rnd, bits = rng.random, rng.getrandbits
     bodies = _answer_bodies(plan.seed, 4096)
@@ -299,7 +257,7 @@ def write_answers(out: Path, position: int = 0) -> dict[str, int]:
     qids, dates, starts, ids = plan.question_ids, plan.question_dates, plan.a_start, plan.answer_ids
     orphans = {pos: n for n, pos in enumerate(plan.orphans)}
     with CsvOut(out / "answers.csv", HEADERS["answers.csv"], len(ids), position) as w:
-        lines: list[str] = []
+        add = w.lines.append
         for q in range(len(qids)):
             question, asked = qids[q], dates[q]
             for k in range(starts[q], starts[q + 1]):
@@ -307,79 +265,36 @@ def write_answers(out: Path, position: int = 0) -> dict[str, int]:
                 parent = question
                 if k in orphans:
                     parent = plan.orphan_question_base + orphans[k]
-                lines.append(
+                add(
                     f"{ids[k]},{parent},{bodies[bits(12)]},"
                     f"{asked + int(rnd() * ANSWER_DELAY_MS)},{names[who]},{emails[who]},"
                     f"{reported[int(rnd() * 1024)]},{helpful[int(rnd() * 1024)]}\n"
                 )
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {"answers.csv": w.rows}
+            w.flush()
+    return w.counts()
 
 
 def write_photos(out: Path, position: int = 0) -> dict[str, int]:
-    plan = _plan()
-    rng = rng_for(plan.seed, "photos")
-    rnd = rng.random
-    urls = photo_url_pool(rng)
-    orphans = set(plan.orphans)
-    orphan_photos = 0
-    null_urls = 0
-    ids, nxt = plan.answer_ids, 1
-    with CsvOut(
-        out / "answers_photos.csv", HEADERS["answers_photos.csv"], round(len(ids) * 0.3), position
-    ) as w:
-        lines: list[str] = []
-        for k in range(len(ids)):
-            n = PHOTOS_PER_ANSWER[int(rnd() * 1024)]
-            if not n:
-                continue
-            answer = ids[k]
-            for _ in range(n):
-                if rnd() < NULL_URL_RATE:
-                    url = NULL_FIELD
-                    null_urls += 1
-                else:
-                    url = urls[int(rnd() * 4096)]
-                lines.append(f"{nxt},{answer},{url}\n")
-                nxt += 2 if rnd() < 0.01 else 1  # id gaps
-            if k in orphans:
-                orphan_photos += n
-            if len(lines) >= BATCH:
-                w.write(lines)
-                lines = []
-        w.write(lines)
-        return {
-            "answers_photos.csv": w.rows,
-            "orphan_photos": orphan_photos,
-            "null_urls": null_urls,
-        }
+    plan: Plan = PLAN.get()
+    counts, orphan_photos, null_urls = write_photo_rows(
+        out / "answers_photos.csv",
+        HEADERS["answers_photos.csv"],
+        position,
+        plan.seed,
+        plan.answer_ids,
+        PHOTOS_PER_ANSWER,
+        0.3,
+        set(plan.orphans),
+        null_rate=NULL_URL_RATE,
+    )
+    return {**counts, "orphan_photos": orphan_photos, "null_urls": null_urls}
 
 
-def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None) -> dict[str, Any]:
-    """Write the three files (and generator.json) into `out`; returns the manifest."""
-    global _PLAN
-    started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _PLAN = plan = make_plan(scale, seed)
-    planned = time.perf_counter() - started
-    # Biggest first, so that two workers finish close together.
-    tasks = [(write_answers, (out, 0)), (write_questions, (out, 1)), (write_photos, (out, 2))]
-    try:
-        counts = run_writers(tasks, workers)
-    finally:
-        _PLAN = None
-    manifest = {
-        "seed": seed,
-        "scale": scale,
-        "products": plan.products,
-        "rows": {name: counts[name] for name in HEADERS},
+def _quirks(plan: Plan, counts: dict[str, int]) -> dict[str, Any]:
+    """What the loader must reject: answers to questions that do not exist,
+    and those answers' photos."""
+    return {
         "null_photo_urls": counts["null_urls"],
-        # What the loader must reject: answers to questions that do not exist,
-        # and those answers' photos.
         "orphan_answer_ids": [plan.answer_ids[k] for k in plan.orphans],
         "expected_rejects": {
             "questions.csv": 0,
@@ -387,12 +302,18 @@ def generate(out: Path, scale: float, seed: int = 1, workers: int | None = None)
             "answers_photos.csv": counts["orphan_photos"],
         },
     }
-    return write_manifest(out, manifest, started, planned)
 
 
-def main(argv: list[str] | None = None) -> None:
-    generator_main(generate, "qa", __doc__.split("\n\n")[0], argv)
-
+generate = ExportGenerator(
+    "qa",
+    __doc__,
+    HEADERS,
+    make_plan,
+    PLAN,
+    [write_answers, write_questions, write_photos],
+    _quirks,
+)
+main = generate.main
 
 if __name__ == "__main__":
     main()
