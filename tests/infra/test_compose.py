@@ -73,8 +73,10 @@ def test_service_matches_the_settings(service: str) -> None:
     db = services[f"{service}-db"]
     assert db["environment"]["POSTGRES_DB"] == default_db.lstrip("/")
     assert urlparse(env["REDIS_URL"]).hostname == "redis"
-    assert svc["build"]["dockerfile"] == f"services/{service}/Dockerfile"
+    # One Dockerfile for every service, told which by its build args.
+    assert svc["build"]["dockerfile"] == "services/Dockerfile"
     assert (ROOT / svc["build"]["dockerfile"]).exists()
+    assert svc["build"]["args"] == {"SERVICE": service, "PORT": str(port)}
 
 
 @pytest.mark.parametrize("service", cfg.SERVICES)
