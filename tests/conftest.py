@@ -10,8 +10,9 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
+from importlib import import_module
 from pathlib import Path
 
 import asyncpg
@@ -115,8 +116,6 @@ def test_database_url(service: str) -> str:
 
 def make_database(service: str) -> Iterator[str]:
     """A fresh, migrated database for one service for the whole session."""
-    from importlib import import_module
-
     url = test_database_url(service)
     migrations = import_module(f"services.{service}.app").MIGRATIONS
     asyncio.run(drop_database(url))
@@ -153,9 +152,20 @@ def settings_for(service: str, database_url: str, redis_url: str, **overrides) -
     )
 
 
-@pytest.fixture(scope="session")
-def reviews_db() -> Iterator[str]:
-    yield from make_database("reviews")
+def database_fixture(service: str) -> Callable[[], Iterator[str]]:
+    """The `<service>_db` fixture: the service's migrated test database (URL),
+    made once a session when a test first asks for it."""
+
+    @pytest.fixture(scope="session", name=f"{service}_db")
+    def database() -> Iterator[str]:
+        yield from make_database(service)
+
+    return database
+
+
+overview_db = database_fixture("overview")
+reviews_db = database_fixture("reviews")
+qa_db = database_fixture("qa")
 
 
 @pytest.fixture
@@ -164,3 +174,38 @@ def make_settings(redis_server: RedisServer) -> Callable[..., Settings]:
         return settings_for(service, database_url, redis_server.url, **overrides)
 
     return factory
+
+
+@pytest.fixture
+def service_client(aiohttp_client, redis_server: RedisServer, make_settings) -> Callable:
+    """A factory for the services' `<service>_client` fixtures: a test client of
+    the service's app on an emptied test database and an empty cache; with
+    `wait_cache`, once the app's local cache tier is live."""
+    from services.common.resources import CACHE
+
+    async def make(service: str, database_url: str, *, wait_cache: bool = False):
+        await truncate_all(database_url)
+        redis_server.flush()
+        create_app = import_module(f"services.{service}.app").create_app
+        app = create_app(make_settings(service, database_url))
+        client = await aiohttp_client(app)
+        if wait_cache:
+            assert await app[CACHE].wait_ready()
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[[str], Awaitable[asyncpg.Connection]]]:
+    """A factory for the `<service>_conn` fixtures: asyncpg connections to a
+    test database, closed after the test."""
+    conns: list[asyncpg.Connection] = []
+
+    async def open_connection(database_url: str) -> asyncpg.Connection:
+        conns.append(await asyncpg.connect(database_url))
+        return conns[-1]
+
+    yield open_connection
+    for conn in conns:
+        await conn.close()

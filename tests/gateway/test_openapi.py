@@ -23,6 +23,7 @@ from services.qa import app as qa_app
 from services.reviews import app as reviews_app
 from tests import conftest as root_conftest
 from tests.conftest import RedisServer, settings_for
+from tests.contract import REVIEW_KEYS
 from tests.gateway.openapi_check import Recorder, document, operations
 
 JSON = {"Content-Type": "application/json"}
@@ -77,18 +78,7 @@ def test_contract_details_are_in_the_document() -> None:
     style = schemas["Style"]["properties"]
     assert style["default?"] == {"type": "boolean"}
     assert {"type": "null"} in style["sale_price"]["anyOf"]
-    assert list(schemas["Review"]["properties"]) == [
-        "review_id",
-        "rating",
-        "summary",
-        "recommend",
-        "response",
-        "body",
-        "date",
-        "reviewer_name",
-        "helpfulness",
-        "photos",
-    ]
+    assert list(schemas["Review"]["properties"]) == REVIEW_KEYS
     meta = schemas["ReviewMeta"]["properties"]
     assert meta["ratings"]["additionalProperties"]["type"] == "string"
     assert schemas["ReviewList"]["properties"]["product"]["type"] == "string"

@@ -1,33 +1,17 @@
+"""The qa tests' app client and database connection (tests/conftest.py
+makes both, and the `qa_db` database they use)."""
+
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import asyncpg
 import pytest
 
-from services.common.resources import CACHE
-from services.qa.app import create_app
-from tests.conftest import make_database, truncate_all
-
-
-@pytest.fixture(scope="session")
-def qa_db() -> Iterator[str]:
-    yield from make_database("qa")
-
 
 @pytest.fixture
-async def qa_client(aiohttp_client, qa_db, redis_server, make_settings):
+async def qa_client(service_client, qa_db):
     """A qa app on an empty test database and an empty cache, its local tier live."""
-    await truncate_all(qa_db)
-    redis_server.flush()
-    app = create_app(make_settings("qa", qa_db))
-    client = await aiohttp_client(app)
-    assert await app[CACHE].wait_ready()
-    return client
+    return await service_client("qa", qa_db, wait_cache=True)
 
 
 @pytest.fixture
-async def qa_conn(qa_db):
-    conn = await asyncpg.connect(qa_db)
-    yield conn
-    await conn.close()
+async def qa_conn(connect, qa_db):
+    return await connect(qa_db)

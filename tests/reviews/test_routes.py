@@ -15,20 +15,9 @@ from aiohttp import web
 from services.common import resources as app_module
 from services.common.resources import CACHE, DB
 from services.reviews.app import create_app
+from tests.contract import REVIEW_KEYS, assert_400_naming, bad_id_queries, bad_paging_queries
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-RESULT_KEYS = [
-    "review_id",
-    "rating",
-    "summary",
-    "recommend",
-    "response",
-    "body",
-    "date",
-    "reviewer_name",
-    "helpfulness",
-    "photos",
-]
 
 
 async def add_characteristics(conn, product_id: int, names: list[str]) -> list[int]:
@@ -88,7 +77,7 @@ async def test_list_shape_types_and_order_of_keys(reviews_client, reviews_conn):
     assert list(body) == ["product", "page", "count", "results"]
     assert body["product"] == "2" and body["page"] == 0 and body["count"] == 5
     [review] = body["results"]
-    assert list(review) == RESULT_KEYS
+    assert list(review) == REVIEW_KEYS
     assert isinstance(review["review_id"], int) and review["rating"] == 4
     assert review["recommend"] is True and review["response"] is None
     assert review["helpfulness"] == 0 and review["reviewer_name"] == "tester"
@@ -429,28 +418,16 @@ async def test_oversized_body_is_413_json(reviews_client):
 
 
 BAD_QUERIES = [
-    ("product_id", "/reviews"),
-    ("product_id", "/reviews?product_id=abc"),
-    ("product_id", "/reviews?product_id=0"),
-    ("product_id", "/reviews?product_id=-3"),
-    ("product_id", "/reviews?product_id=2147483648"),
-    ("product_id", "/reviews?product_id=1.5"),
+    *bad_id_queries("/reviews"),
     ("sort", "/reviews?product_id=1&sort=best"),
-    ("page", "/reviews?product_id=1&page=0"),
-    ("page", "/reviews?product_id=1&page=-1"),
-    ("count", "/reviews?product_id=1&count=0"),
-    ("count", "/reviews?product_id=1&count=1001"),
-    ("count", "/reviews?product_id=1&count=ten"),
-    ("product_id", "/reviews/meta"),
-    ("product_id", "/reviews/meta?product_id=x1"),
+    *bad_paging_queries("/reviews?product_id=1", pages=("0", "-1"), counts=("0", "1001", "ten")),
+    *bad_id_queries("/reviews/meta", values=("x1",)),
 ]
 
 
 @pytest.mark.parametrize(("field", "url"), BAD_QUERIES)
 async def test_malformed_query_is_400_naming_the_field(reviews_client, field, url):
-    resp = await reviews_client.get(url)
-    assert resp.status == 400
-    assert field in (await resp.json())["error"]
+    await assert_400_naming(reviews_client, field, url)
 
 
 async def test_large_counts_up_to_1000_are_served(reviews_client):
