@@ -1,6 +1,11 @@
 """Shared fixtures: a Redis server of the tests' own (so a test may stop it),
 throwaway Postgres databases per service, and app/client factories. Nothing
-here touches the demo databases or the machine's own Redis."""
+here touches the demo databases or the machine's own Redis.
+
+RUNWAY_TEST_POOLER=1: the apps the tests build reach their databases through a
+PgBouncer of the tests' own in transaction mode, as the service's app role
+(runway_<service>, DML only) with DB_POOLER=transaction; the databases are
+still migrated, seeded and truncated directly."""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ import asyncpg
 import pytest
 import redis
 
-from services.common.db import drop_database, prepare_database
+from services.common.db import drop_database, with_database
+from services.common.migrate import migrate_service
 from services.common.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,9 +123,9 @@ def test_database_url(service: str) -> str:
 def make_database(service: str) -> Iterator[str]:
     """A fresh, migrated database for one service for the whole session."""
     url = test_database_url(service)
-    migrations = import_module(f"services.{service}.app").MIGRATIONS
     asyncio.run(drop_database(url))
-    asyncio.run(prepare_database(url, migrations))
+    # The migrate step (services/common/migrate.py), app role included.
+    asyncio.run(migrate_service(service, url, env={}))
     yield url
     asyncio.run(drop_database(url))
 
@@ -140,8 +146,47 @@ async def truncate_all(url: str) -> None:
         await conn.close()
 
 
+# RUNWAY_TEST_POOLER=1: the tests' PgBouncer (transaction mode), once started.
+POOLER_ENABLED = os.environ.get("RUNWAY_TEST_POOLER", "") not in ("", "0")
+_pooler_port: int | None = None
+
+
+def pooled(service: str, database_url: str) -> str:
+    """`database_url`'s database through the tests' PgBouncer, as the app role."""
+    assert _pooler_port is not None, "the test_pooler fixture starts the pooler"
+    name = database_url.split("?", 1)[0].rsplit("/", 1)[1]
+    return with_database(f"postgresql://runway_{service}@127.0.0.1:{_pooler_port}/", name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_pooler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """With RUNWAY_TEST_POOLER=1, a PgBouncer in front of the test Postgres."""
+    global _pooler_port
+    if not POOLER_ENABLED:
+        yield
+        return
+    from infra.pgbouncer import PgBouncer, server_of
+
+    server, user, password = server_of(PG_ADMIN_URL)
+    users = {user: password, **{f"runway_{s}": "" for s in ("overview", "reviews", "qa")}}
+    bouncer = PgBouncer(
+        tmp_path_factory.mktemp("pgbouncer"),
+        free_port(),
+        replace(server, dbname=None),
+        users=users,
+    )
+    bouncer.start()
+    _pooler_port = bouncer.port
+    yield
+    _pooler_port = None
+    bouncer.stop()
+
+
 def settings_for(service: str, database_url: str, redis_url: str, **overrides) -> Settings:
     base = Settings.from_env(service, env={})
+    if POOLER_ENABLED and _pooler_port is not None:
+        database_url = pooled(service, database_url)
+        overrides.setdefault("db_pooler", "transaction")
     return replace(
         base,
         database_url=database_url,

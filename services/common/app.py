@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from .db import SchemaNotReady
 from .logs import configure_logging
 from .metrics import EXPOSITION_CONTENT_TYPE, Metrics
 from .observe import Handler, observed
@@ -26,6 +27,7 @@ from .resources import (
     database_ctx,
     gc_pause_ctx,
     redis_ctx,
+    replicas_ctx,
 )
 from .responses import json_response
 from .settings import Settings
@@ -71,6 +73,7 @@ def base_app(
     app.cleanup_ctx.append(database_ctx(migrations_dir))
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(cache_ctx(cache_namespace))
+    app.cleanup_ctx.append(replicas_ctx)
     app.cleanup_ctx.append(gc_pause_ctx)
     routes = Routes(app)
     routes.get("/healthz", healthz, allow_head=True)
@@ -145,13 +148,17 @@ def run(create_app: Callable[[Settings], web.Application], service: str) -> None
     access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
     app = create_app(settings)
     app.on_startup.append(_freeze_startup_objects)  # after every cleanup_ctx has started
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=access_log,
-        access_log_format='%a "%r" %s %b %Tf request_id=%{X-Request-Id}i',
-        print=None,
-        shutdown_timeout=10,
-        loop=uvloop.new_event_loop(),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=access_log,
+            access_log_format='%a "%r" %s %b %Tf request_id=%{X-Request-Id}i',
+            print=None,
+            shutdown_timeout=10,
+            loop=uvloop.new_event_loop(),
+        )
+    except SchemaNotReady as exc:  # the database is behind this build: no start
+        log.error("not starting: %s", exc)
+        raise SystemExit(f"runway-{service}: not starting: {exc}") from None

@@ -19,8 +19,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .cache import ResponseCache, close_bounded
-from .db import Database, create_pool, prepare_database
+from .db import Database, create_pool, require_schema
 from .metrics import Metrics
+from .replicas import ReplicaRouter
 from .settings import Settings
 
 log = logging.getLogger("runway.app")
@@ -39,14 +40,16 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
 def database_ctx(migrations_dir: Path | None) -> CleanupCtx:
-    """The pool under DB, after the schema is brought up to date (when the
-    service has migrations)."""
+    """The pool under DB, once the schema is found up to date (when the service
+    has migrations). No DDL here: `make migrate` (services/common/migrate.py)
+    applies them; an older schema raises db.SchemaNotReady and the process
+    does not start."""
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        if migrations_dir is not None:
-            await prepare_database(settings.database_url, migrations_dir)
         pool = await create_pool(settings)
+        if migrations_dir is not None:
+            await require_schema(pool, settings, migrations_dir)
         metrics = app[METRICS]
         metrics.pool_size.set_function(pool.get_size)
         metrics.pool_idle.set_function(pool.get_idle_size)
@@ -116,6 +119,33 @@ def cache_ctx(namespace: str) -> CleanupCtx:
         await response_cache.stop()
 
     return cache
+
+
+async def replicas_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With <SERVICE>_REPLICA_URLS: a ReplicaRouter attached to DB and CACHE
+    and its monitor (services/common/replicas.py); after cache_ctx, so stopped
+    before the cache. Without replicas: nothing at all."""
+    settings = app[SETTINGS]
+    if not settings.replica_urls:
+        yield
+        return
+    database = app[DB]
+    router = ReplicaRouter(
+        database,
+        settings.replica_urls,
+        app[METRICS],
+        service=settings.service,
+        max_lag_s=settings.replica_max_lag_ms / 1000,
+        statement_timeout_ms=settings.statement_timeout_ms,
+        connect_timeout_s=settings.db_connect_timeout_s,
+        pool_max=settings.pool_max,
+    )
+    await router.start()
+    app[CACHE].attach_replicas(router)
+    database.attach_replicas(router)
+    yield
+    database.attach_replicas(None)
+    await router.stop()
 
 
 async def gc_pause_ctx(app: web.Application) -> AsyncIterator[None]:

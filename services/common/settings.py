@@ -39,6 +39,33 @@ def database_url(service: str, env: Mapping[str, str] = os.environ) -> str:
     )
 
 
+def replica_urls(service: str, env: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """The service's read replicas: <SERVICE>_REPLICA_URLS, comma-separated
+    DSNs (none by default: every read on the primary, services/common/replicas.py)."""
+    raw = env.get(f"{service.upper()}_REPLICA_URLS") or ""
+    return tuple(url.strip() for url in raw.split(",") if url.strip())
+
+
+def migrate_database_url(service: str, env: Mapping[str, str] = os.environ) -> str:
+    """Where the migrate step connects (services/common/migrate.py): a role
+    with CREATEDB and DDL rights, directly to Postgres (never through a
+    pooler), <SERVICE>_MIGRATE_DATABASE_URL, else the serving URL."""
+    return env.get(f"{service.upper()}_MIGRATE_DATABASE_URL") or database_url(service, env)
+
+
+# DB_POOLER: what sits between the service and Postgres. "none" (default): a
+# direct connection. "transaction": PgBouncer in transaction mode, so no named
+# prepared statements and no timeouts as startup parameters (services/common/db.py).
+POOLER_MODES = ("none", "transaction")
+
+
+def db_pooler(env: Mapping[str, str] = os.environ) -> str:
+    mode = (env.get("DB_POOLER") or "none").strip().lower()
+    if mode not in POOLER_MODES:
+        raise SystemExit(f"setting DB_POOLER must be one of {POOLER_MODES}, got {mode!r}")
+    return mode
+
+
 def base_port(service: str, env: Mapping[str, str] = os.environ) -> int:
     return _int(env, f"{service.upper()}_PORT", BASE_PORTS[service])
 
@@ -80,6 +107,11 @@ class Settings:
     cache_enabled: bool
     access_log: bool
     log_level: str
+    db_pooler: str = "none"
+    # Read replicas (services/common/replicas.py): none by default. One is
+    # skipped while it shows the primary as of more than replica_max_lag_ms ago.
+    replica_urls: tuple[str, ...] = ()
+    replica_max_lag_ms: int = 1000
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] = os.environ) -> Settings:
@@ -102,4 +134,7 @@ class Settings:
             cache_enabled=env.get("CACHE_ENABLED", "1") not in ("0", "false", "no"),
             access_log=env.get("ACCESS_LOG", "0") in ("1", "true", "yes"),
             log_level=env.get("LOG_LEVEL", "INFO"),
+            db_pooler=db_pooler(env),
+            replica_urls=replica_urls(service, env),
+            replica_max_lag_ms=_int(env, "DB_REPLICA_MAX_LAG_MS", 1000),
         )
