@@ -11,7 +11,7 @@ SERVICES ?= overview reviews qa
 .PHONY: help venv deps bench-deps up down status test test-full lint data load bench bench-quick clean
 
 help:
-	@echo "make up | down | status | test | lint | data SCALE=0.01 | load DATA=dir | bench"
+	@echo "make up [PG_REPLICAS=1] [PG_POOLER=1] | down | status | test | lint | data SCALE=0.01 | load DATA=dir | bench"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,15 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 deps:
-	bash infra/ensure-deps.sh postgres redis nginx prometheus
+	bash infra/ensure-deps.sh postgres redis nginx prometheus pgbouncer
 
 # wrk drives the benchmark (a fresh machine has none).
 bench-deps:
 	bash infra/ensure-deps.sh wrk
 
+# Make passes command-line variables to the stack in its environment:
+# PG_REPLICAS=1 (PG_REPLICA_PORT=5433, PG_REPLICA_DELAY_MS=0) adds a streaming
+# replica, PG_POOLER=1 (PG_POOLER_PORT=6432) PgBouncer in transaction mode.
 up: venv deps
 	$(PY) -m infra.stack up
 

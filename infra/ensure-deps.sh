@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the local dependencies answer: PostgreSQL on 127.0.0.1:5432 (user
 # postgres, trust over loopback), Redis on 127.0.0.1:6379, and the nginx and
-# redis-server binaries the stack and the tests start themselves.
+# redis-server and pgbouncer binaries the stack and the tests start themselves.
 # Reuses what runs; starts what is installed but stopped; as root on Debian,
 # installs what is missing. Otherwise it says what is missing and fails.
 set -euo pipefail
@@ -96,6 +96,19 @@ ensure_prometheus() {
 
 ensure_wrk() { have wrk || apt_install wrk; }
 
+# PgBouncer (transaction pooling in front of Postgres): the stack and the tests
+# start their own from a rendered config (infra/pgbouncer.py); Debian puts the
+# binary in /usr/sbin. A system-wide instance the package may start on :6432
+# would take the stack's port: stop it.
+ensure_pgbouncer() {
+    have pgbouncer || [ -x /usr/sbin/pgbouncer ] && return 0
+    apt_install pgbouncer
+    if have systemctl; then systemctl disable --now pgbouncer >/dev/null 2>&1 || true; fi
+    if [ -f /run/postgresql/pgbouncer.pid ]; then
+        kill "$(cat /run/postgresql/pgbouncer.pid)" >/dev/null 2>&1 || true
+    fi
+}
+
 for dep in $WANT; do
     case "$dep" in
         postgres) ensure_postgres ;;
@@ -103,6 +116,7 @@ for dep in $WANT; do
         nginx) ensure_nginx ;;
         prometheus) ensure_prometheus ;;
         wrk) ensure_wrk ;;
+        pgbouncer) ensure_pgbouncer ;;
         *) say "unknown dependency $dep"; exit 2 ;;
     esac
 done

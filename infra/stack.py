@@ -4,6 +4,9 @@ supervisord config from the same settings the services read, starts it and
 waits until every instance is ready; `down` stops everything; `status` shows it.
 
     python -m infra.stack up|down|status [--only reviews,qa]
+
+PG_REPLICAS=1 adds a streaming replica of the local Postgres (infra/pg_replica.py),
+PG_POOLER=1 PgBouncer in transaction mode in front of it (infra/pgbouncer.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
-from infra import gateway_and_prometheus
+from infra import gateway_and_prometheus, pg_replica, pgbouncer
 from infra.probe import http_status
 from services.common import settings as cfg
 from services.common.db import prepare_database
@@ -104,11 +107,15 @@ def service_programs(services: list[str]) -> list[str]:
     programs = []
     for service in services:
         for i, port in enumerate(cfg.instance_ports(service)):
+            url = service_database_url(service)
             env = {
                 "PORT": str(port),
                 "PYTHONUNBUFFERED": "1",
-                f"{service.upper()}_DATABASE_URL": service_database_url(service),
+                f"{service.upper()}_DATABASE_URL": url,
             }
+            # PG_REPLICAS=1: <SERVICE>_REPLICA_URLS; PG_POOLER=1: the URL through
+            # PgBouncer, the direct one as <SERVICE>_MIGRATE_DATABASE_URL, DB_POOLER.
+            env |= pg_replica.service_env(service, url) | pgbouncer.service_env(service, url)
             programs.append(
                 _program(
                     f"{service}-{i}",
@@ -140,7 +147,9 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{sock}
 """
     edge = gateway_and_prometheus.programs(RUN_DIR, _program)
-    conf.write_text(header + "".join(service_programs(services) + edge))
+    urls = {s: service_database_url(s) for s in services}
+    pooler = pgbouncer.programs(RUN_DIR, _program, local_postgres_url("postgres"), urls)
+    conf.write_text(header + "".join(pooler + service_programs(services) + edge))
     return conf
 
 
@@ -214,10 +223,12 @@ def wait_ready(services: list[str], timeout_s: float = 60) -> None:
 def up(services: list[str]) -> None:
     for service in services:
         prepare(service)
+    pg_replica.stack_up(RUN_DIR, local_postgres_url("postgres"))  # PG_REPLICAS=1
     if running():
         _shut_down()
     conf = write_config(services)
     subprocess.run([_bin("supervisord"), "-c", str(conf)], check=True)
+    pgbouncer.wait_ready()  # PG_POOLER=1
     wait_ready(services)
     gateway_and_prometheus.wait_ready()
     print("[stack] up:")
@@ -233,6 +244,7 @@ def down() -> None:
         print("[stack] stopped")
     else:
         print("[stack] not running")
+    pg_replica.stack_down(RUN_DIR)
 
 
 def _shut_down(timeout_s: float = 30) -> None:
@@ -263,8 +275,9 @@ def process_alive(pid: int) -> bool:
 def status() -> None:
     if not running():
         print("[stack] not running")
-        return
-    print(supervisorctl("status").stdout, end="")
+    else:
+        print(supervisorctl("status").stdout, end="")
+    pg_replica.stack_status(RUN_DIR, local_postgres_url("postgres"))  # its lag, when one runs
 
 
 def main() -> None:

@@ -1,27 +1,30 @@
-"""A private Postgres cluster for the restart test: the machine's shared
-Postgres is never restarted. initdb into a temporary directory, served on a
-free port; as root everything runs as the postgres user (Postgres refuses to
-run as root), from a directory that user owns."""
+"""A private Postgres cluster for the restart and replica tests: the machine's
+shared Postgres is never restarted. initdb into a temporary directory, served
+on a free port; as root everything runs as the postgres user (Postgres refuses
+to run as root), from a directory that user owns. allow_replication() lets
+streaming replicas (infra/pg_replica.py) in; replica() makes one."""
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.pg_replica import (
+    HOST_REPLICATION,
+    LOCAL_REPLICATION,
+    Replica,
+    allow_replication,
+    as_postgres,
+    give_to_postgres,
+    make_replica,
+    postgres_bin,
+)
 from tests.conftest import free_port
 
-
-def postgres_bin() -> Path | None:
-    """The newest installed server binaries (Debian layout), or None."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-    found = candidates[0] if candidates else shutil.which("initdb")
-    return Path(found).parent if found else None
+__all__ = ["PgCluster", "postgres_bin"]
 
 
 @dataclass
@@ -39,7 +42,7 @@ class PgCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _as_owner(self) -> list[str]:
-        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        return as_postgres()
 
     def _run(self, *args: str, timeout: float = 60) -> None:
         result = subprocess.run(
@@ -53,9 +56,7 @@ class PgCluster:
         return (self.root / "postgres.log").exists()
 
     def init(self) -> None:
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
-            os.chown(self.root, user.pw_uid, user.pw_gid)
+        give_to_postgres(self.root)
         self._run(
             str(self.bin_dir / "initdb"),
             "-D",
@@ -86,6 +87,24 @@ class PgCluster:
 
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def reload(self) -> None:
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "reload")
+
+    def allow_replication(self) -> None:
+        """Trust replication connections over the socket and TCP loopback."""
+        if allow_replication(self.data / "pg_hba.conf", (LOCAL_REPLICATION, HOST_REPLICATION)):
+            if (self.data / "postmaster.pid").exists():
+                self.reload()
+
+    async def replica(self, root: Path | None = None, *, delay_ms: int = 0) -> Replica:
+        """A streaming replica of this (running) cluster on a free port,
+        streaming when returned; destroy() it after use."""
+        root = root or Path(tempfile.mkdtemp(prefix="runway-pg-replica-"))
+        replica = Replica(root, free_port(), bin_dir=self.bin_dir)
+        self.allow_replication()
+        await make_replica(replica, self.admin_url, "127.0.0.1", self.port, delay_ms=delay_ms)
+        return replica
 
     def destroy(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -1,0 +1,90 @@
+"""compose.yaml's optional profiles: `replica` (a streaming replica of each
+service's database, made with pg_basebackup from it) and `pooler` (PgBouncer in
+transaction mode in front of the databases). A plain `docker compose up` starts
+neither; the services read <SERVICE>_REPLICA_URLS, empty by default. The schema
+check itself is tests/infra/test_compose.py's."""
+
+from __future__ import annotations
+
+import configparser
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from infra import pgbouncer
+from services.common import settings as cfg
+from tests.conftest import ROOT
+
+COMPOSE = ROOT / "compose.yaml"
+
+
+def load() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_the_default_profile_starts_neither_replicas_nor_the_pooler() -> None:
+    services = load()["services"]
+    optional = {name: svc["profiles"] for name, svc in services.items() if "profiles" in svc}
+    expected = {f"{s}-db-replica": ["replica"] for s in cfg.SERVICES} | {"pgbouncer": ["pooler"]}
+    assert optional == expected
+
+
+@pytest.mark.parametrize("service", cfg.SERVICES)
+def test_each_database_has_a_replica_made_from_it(service: str) -> None:
+    config = load()
+    replica = config["services"][f"{service}-db-replica"]
+    assert replica["depends_on"] == {f"{service}-db": {"condition": "service_healthy"}}
+    assert replica["environment"]["PRIMARY"] == f"{service}-db"
+    script = replica["command"][-1].replace("$$", "$")  # as compose hands it to sh
+    assert "pg_basebackup" in script and '-h "$PRIMARY"' in script
+    assert all(flag in script.split() for flag in ("-R", "-X", "stream"))
+    assert "recovery_min_apply_delay" in script and "hot_standby=on" in script
+    assert replica["image"] == config["services"][f"{service}-db"]["image"]
+    volume = replica["volumes"][0].split(":")[0]
+    assert volume == f"{service}-db-replica" and volume in config["volumes"]
+    assert "pg_isready" in " ".join(replica["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("service", cfg.SERVICES)
+def test_each_service_takes_replica_urls_empty_by_default(service: str) -> None:
+    env = load()["services"][service]["environment"]
+    name = f"{service.upper()}_REPLICA_URLS"
+    assert env[name] == f"${{{name}:-}}"
+
+
+def test_the_primaries_let_replication_in() -> None:
+    config = load()
+    hba_script = config["configs"]["replication-hba"]["content"]
+    assert "host replication all all scram-sha-256" in hba_script
+    for service in cfg.SERVICES:
+        mounts = config["services"][f"{service}-db"]["configs"]
+        assert {
+            "source": "replication-hba",
+            "target": "/docker-entrypoint-initdb.d/10-replication-hba.sh",
+        } in mounts
+
+
+def test_the_pooler_is_pgbouncer_in_transaction_mode_for_every_database() -> None:
+    config = load()
+    bouncer = config["services"]["pgbouncer"]
+    ini = configparser.ConfigParser()
+    ini.read_string(config["configs"]["pgbouncer-ini"]["content"])
+    assert ini["pgbouncer"]["pool_mode"] == "transaction"
+    assert ini["pgbouncer"]["listen_port"] == str(pgbouncer.DEFAULT_PORT)
+    assert bouncer["expose"] == [str(pgbouncer.DEFAULT_PORT)]
+    # Timeouts are never dropped silently: the same list as the local stack's.
+    ignored = ini["pgbouncer"]["ignore_startup_parameters"].split(",")
+    assert ignored == list(pgbouncer.IGNORE_STARTUP_PARAMETERS)
+    for service in cfg.SERVICES:
+        database = urlparse(cfg.default_database_url(service)).path.lstrip("/")
+        assert ini["databases"][database] == f"host={service}-db port=5432"
+        assert bouncer["depends_on"][f"{service}-db"] == {"condition": "service_healthy"}
+    assert ini["pgbouncer"]["auth_file"] == "/etc/pgbouncer/userlist.txt"
+    targets = {c["source"]: c["target"] for c in bouncer["configs"]}
+    assert targets == {
+        "pgbouncer-ini": bouncer["command"][-1],
+        "pgbouncer-users": "/etc/pgbouncer/userlist.txt",
+    }
+    assert "pgbouncer" in bouncer["build"]["dockerfile_inline"]
+    assert "USER postgres" in bouncer["build"]["dockerfile_inline"]  # it refuses root
