@@ -15,7 +15,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.common.db import SchemaNotReady, drop_database, migrate, migration_files, with_database
+from services.common.db import (
+    SchemaNotReady,
+    drop_database,
+    migrate,
+    migration_files,
+    with_database,
+)
 from services.common.migrate import AppRole, app_role, main, migrate_service, migrations_dir
 from services.reviews.app import create_app
 from tests.conftest import PG_ADMIN_URL, ROOT, settings_for
