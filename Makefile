@@ -8,7 +8,7 @@ DATA ?= data/scale-$(SCALE)
 SEED ?= 1
 SERVICES ?= overview reviews qa
 
-.PHONY: help venv deps bench-deps up down status test test-full lint data load bench bench-quick clean
+.PHONY: help venv deps bench-deps up down status migrate test test-full lint data load bench bench-quick clean
 
 help:
 	@echo "make up [PG_REPLICAS=1] [PG_POOLER=1] | down | status | test | lint | data SCALE=0.01 | load DATA=dir | bench"
@@ -34,15 +34,26 @@ bench-deps:
 up: venv deps
 	$(PY) -m infra.stack up
 
+# The migrate step (services/common/migrate.py), before the services start:
+# each database created if missing, its migrations applied, its app role
+# (runway_<service>, DML only) granted; through <SERVICE>_MIGRATE_DATABASE_URL,
+# a direct connection (never PgBouncer), else <SERVICE>_DATABASE_URL.
+# `make up` runs it itself.
+migrate: venv
+	$(PY) -m services.common.migrate $(SERVICES)
+
 down: venv
 	$(PY) -m infra.stack down
 
 status: venv
 	$(PY) -m infra.stack status
 
+# Then the service and e2e suites once more through PgBouncer in transaction
+# mode (RUNWAY_TEST_POOLER=1: tests/conftest.py, tests/e2e/conftest.py).
 test: venv deps
 	$(VENV)/bin/ruff check services infra tests bench gateway
 	$(VENV)/bin/pytest -q
+	RUNWAY_TEST_POOLER=1 $(VENV)/bin/pytest -q tests/overview tests/reviews tests/qa tests/e2e
 
 # The issue's full counts for the reliability and security suites (a few minutes more).
 test-full: venv deps

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import importlib
 import os
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ import asyncpg
 from infra import gateway_and_prometheus, pg_replica, pgbouncer
 from infra.probe import http_status
 from services.common import settings as cfg
-from services.common.db import prepare_database
+from services.common.migrate import migrate_service, migrate_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("RUNWAY_RUN_DIR", ROOT / "run"))
@@ -181,7 +180,9 @@ async def _is_empty(dsn: str, table: str) -> bool:
 
 
 def prepare(service: str) -> None:
-    """Migrate the service's database; generate and load the demo data when empty."""
+    """The migrate step (services/common/migrate.py: database, migrations, app
+    role), through <SERVICE>_MIGRATE_DATABASE_URL when set; then generate and
+    load the demo data when the database is empty."""
     from services.overview.data import generator as overview_generator
     from services.overview.data import loader as overview_loader
     from services.qa.data import generator as qa_generator
@@ -194,9 +195,8 @@ def prepare(service: str) -> None:
         "reviews": (reviews_loader, reviews_generator),
         "qa": (qa_loader, qa_generator),
     }[service]
-    dsn = service_database_url(service)
-    app_module = importlib.import_module(f"services.{service}.app")
-    asyncio.run(prepare_database(dsn, app_module.MIGRATIONS))
+    dsn = os.environ.get(f"{service.upper()}_MIGRATE_DATABASE_URL") or service_database_url(service)
+    print(migrate_summary(asyncio.run(migrate_service(service, dsn))))
     if not asyncio.run(_is_empty(dsn, loader.MAIN_TABLE)):
         return
     data_dir = DATA_DIR / "demo" / service

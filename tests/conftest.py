@@ -234,6 +234,10 @@ def service_client(aiohttp_client, redis_server: RedisServer, make_settings) -> 
         create_app = import_module(f"services.{service}.app").create_app
         app = create_app(make_settings(service, database_url))
         client = await aiohttp_client(app)
+        if POOLER_ENABLED:  # through the tests' PgBouncer, as the app role
+            from services.common.resources import DB
+
+            assert await app[DB].fetchval("SELECT current_user") == f"runway_{service}"
         if wait_cache:
             assert await app[CACHE].wait_ready()
         return client

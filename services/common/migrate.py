@@ -161,6 +161,14 @@ async def migrate_service(
     return Outcome(service, database_name(url), applied, version or "none", role)
 
 
+def migrate_summary(out: Outcome) -> str:
+    applied = ", ".join(out.applied) or "nothing pending"
+    return (
+        f"[migrate] {out.service}: {out.database} at {out.version} ({applied}); app role"
+        f" {out.role.name}: DML only, statement_timeout {out.role.statement_timeout_ms} ms"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m services.common.migrate",
@@ -178,11 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             out = asyncio.run(migrate_service(service))
         except (OSError, asyncpg.PostgresError) as exc:
             raise SystemExit(f"[migrate] {service}: {type(exc).__name__}: {exc}") from None
-        applied = ", ".join(out.applied) or "nothing pending"
-        print(
-            f"[migrate] {service}: {out.database} at {out.version} ({applied}); app role"
-            f" {out.role.name}: DML only, statement_timeout {out.role.statement_timeout_ms} ms"
-        )
+        print(migrate_summary(out))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import pytest
 
 from infra.stack import process_alive
 from services.common import settings as cfg
-from tests.conftest import PG_ADMIN_URL, ROOT, RedisServer, free_port
+from tests.conftest import PG_ADMIN_URL, POOLER_ENABLED, ROOT, RedisServer, free_port
 from tests.gateway.harness import free_instance_base
 
 INSTANCES = 2
@@ -75,6 +75,8 @@ def stack_env(run_dir: Path, redis_url: str) -> dict[str, str]:
     for service in cfg.SERVICES:
         env[f"{service.upper()}_PORT"] = str(free_instance_base(INSTANCES))
         env[f"{service.upper()}_DATABASE_URL"] = e2e_database_url(service)
+    if POOLER_ENABLED:  # RUNWAY_TEST_POOLER=1: the services behind the stack's PgBouncer
+        env |= {"PG_POOLER": "1", "PG_POOLER_PORT": str(free_port())}
     return env
 
 
