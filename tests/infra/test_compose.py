@@ -82,9 +82,30 @@ def test_service_matches_the_settings(service: str) -> None:
 @pytest.mark.parametrize("service", cfg.SERVICES)
 def test_each_service_deploys_alone_with_its_db_and_redis(service: str) -> None:
     services = load()["services"]
-    assert closure(services, service) == {f"{service}-db", "redis"}
-    for dep in services[service]["depends_on"].values():
-        assert dep["condition"] == "service_healthy"
+    assert closure(services, service) == {f"{service}-db", f"{service}-migrate", "redis"}
+    for name, dep in services[service]["depends_on"].items():
+        done = "service_completed_successfully" if name.endswith("-migrate") else "service_healthy"
+        assert dep["condition"] == done
+
+
+@pytest.mark.parametrize("service", cfg.SERVICES)
+def test_each_service_starts_after_its_migrate_step(service: str) -> None:
+    """<service>-migrate: the service's own image, run once to completion, the
+    migrating role directly on the database; the service itself connects as the
+    app role it grants (services/common/migrate.py)."""
+    services = load()["services"]
+    svc, migrate = services[service], services[f"{service}-migrate"]
+    assert migrate["image"] == svc["image"] and migrate["build"] == svc["build"]
+    assert migrate["restart"] == "no" and "healthcheck" not in migrate
+    assert migrate["command"] == ["python", "-m", "services.common.migrate", service]
+    assert migrate["depends_on"] == {f"{service}-db": {"condition": "service_healthy"}}
+    env = migrate["environment"]
+    direct = urlparse(env[f"{service.upper()}_MIGRATE_DATABASE_URL"])
+    assert (direct.username, direct.hostname, direct.port) == ("postgres", f"{service}-db", 5432)
+    serving = env[f"{service.upper()}_DATABASE_URL"]
+    assert serving == svc["environment"][f"{service.upper()}_DATABASE_URL"]
+    assert urlparse(serving).username == f"runway_{service}"
+    assert urlparse(serving).path == direct.path
 
 
 def test_each_database_has_its_own_volume() -> None:
@@ -96,7 +117,8 @@ def test_each_database_has_its_own_volume() -> None:
 
 def test_every_long_running_container_has_a_healthcheck() -> None:
     for name, svc in load()["services"].items():
-        assert "healthcheck" in svc, name
+        if svc.get("restart") != "no":  # the one-shot migrate steps
+            assert "healthcheck" in svc, name
 
 
 def test_gateway_publishes_the_gateway_port_and_waits_for_all_services() -> None:

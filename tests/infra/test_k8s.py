@@ -102,3 +102,33 @@ def test_service_probes_and_ports_match_the_settings(service: str) -> None:
     assert env[f"{service.upper()}_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     # The gateway image reaches the service as <name>:<base port>.
     assert find("Service", service)["spec"]["ports"][0]["port"] == port
+
+
+@pytest.mark.parametrize("service", cfg.SERVICES)
+def test_a_migration_job_runs_before_the_rollout(service: str) -> None:
+    """The migrate step as a Job from the service's image (the pods run no
+    DDL), hooked to run before the Deployment's rollout."""
+    job = find("Job", f"{service}-migrate")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "PreSync"
+    assert "pre-upgrade" in annotations["helm.sh/hook"].split(",")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [container] = pod["containers"]
+    [serving] = find("Deployment", service)["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == serving["image"]
+    assert container["command"] == ["python", "-m", "services.common.migrate", service]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert env[f"{service.upper()}_MIGRATE_DATABASE_URL"] == {
+        "name": "runway-databases",
+        "key": f"{service}-migrate-database-url",
+    }
+    # The app role's name and password come from the services' own URL.
+    serving_env = {e["name"]: e for e in serving["env"]}
+    url = f"{service.upper()}_DATABASE_URL"
+    assert env[url] == serving_env[url]["valueFrom"]["secretKeyRef"]
+    assert container["envFrom"] == serving["envFrom"]
