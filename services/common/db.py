@@ -102,6 +102,16 @@ class Database:
             return await self._one_statement("fetch", sql, args)
         return await router.read("fetch", sql, args)
 
+    async def read_fetch_found(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """read_fetch for a lookup whose empty result means "no such thing"
+        (a 404): with replicas, an empty result from one is read again on the
+        primary. The thing may be newer than the replica, made by a write that
+        invalidated other scopes (a new question's own q:<id> never was)."""
+        router = self._router
+        if router is None:
+            return await self._one_statement("fetch", sql, args)
+        return await router.read("fetch", sql, args, True)
+
     async def read_fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         router = self._router
         if router is None:

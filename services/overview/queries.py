@@ -158,7 +158,7 @@ def _product(row: asyncpg.Record) -> dict:
 
 async def product_page(db: Database, page: int, count: int) -> bytes:
     first = (page - 1) * count
-    rows = await db.fetch(PRODUCT_PAGE, first, first + count)
+    rows = await db.read_fetch(PRODUCT_PAGE, first, first + count)
     return orjson.dumps([_product(r) for r in rows])
 
 
@@ -171,10 +171,10 @@ def detail_body(row: asyncpg.Record) -> bytes:
 
 
 async def product_detail(db: Database, product_id: int) -> bytes:
-    document = await db.fetchval(DOCUMENT_DETAIL, product_id)
+    document = await db.read_fetchval(DOCUMENT_DETAIL, product_id)
     if document is not None:
         return document
-    row = await db.fetchrow(PRODUCT_DETAIL, product_id)
+    row = await db.read_fetchrow(PRODUCT_DETAIL, product_id)
     if row is None:
         raise UnknownProduct(product_id)
     return detail_body(row)
@@ -216,26 +216,27 @@ def related_body(ids: list[int] | None) -> bytes:
 
 
 async def product_styles(db: Database, product_id: int) -> bytes:
-    document = await db.fetchval(DOCUMENT_STYLES, product_id)
+    document = await db.read_fetchval(DOCUMENT_STYLES, product_id)
     if document is not None:
         return document
-    rows = await db.fetch(PRODUCT_STYLES, product_id)
+    rows = await db.read_fetch(PRODUCT_STYLES, product_id)
     if not rows:
         raise UnknownProduct(product_id)
     return styles_body(product_id, rows)
 
 
 async def product_related(db: Database, product_id: int) -> bytes:
-    document = await db.fetchval(DOCUMENT_RELATED, product_id)
+    document = await db.read_fetchval(DOCUMENT_RELATED, product_id)
     if document is not None:
         return document
-    row = await db.fetchrow(PRODUCT_RELATED, product_id)
+    row = await db.read_fetchrow(PRODUCT_RELATED, product_id)
     if row is None:
         raise UnknownProduct(product_id)
     return related_body(row[0])
 
 
 async def cart_items(db: Database, session_id: str) -> bytes:
+    # Uncached, and a session reads its own cart writes: always the primary.
     rows = await db.fetch(CART_ITEMS, session_id)
     return orjson.dumps([{"sku_id": r[0], "count": r[1]} for r in rows])
 

@@ -113,11 +113,14 @@ ANSWER_REPORT = _ANSWER_UPDATE.format(change="reported = true")
 # --- writes ----------------------------------------------------------------------
 # Each write is one statement, so one transaction. These return the statement's
 # awaitable itself (no coroutine of their own): the write path costs what it
-# did when the views ran the SQL.
+# did when the views ran the SQL. Writes go through db.write_* (with read
+# replicas, that records the commit's WAL position for the invalidation),
+# reads through db.read_* (with read replicas, run where the cache says:
+# services/common/replicas.py).
 
 
 def add_question(db: Database, question: NewQuestion) -> Awaitable[None]:
-    return db.fetchval(
+    return db.write_fetchval(
         INSERT_QUESTION, question.product_id, question.body, question.name, question.email
     )
 
@@ -125,37 +128,37 @@ def add_question(db: Database, question: NewQuestion) -> Awaitable[None]:
 def add_answer(db: Database, question_id: int, answer: NewAnswer) -> Awaitable[int | None]:
     """The answer and its photos; resolves to the question's product_id, None
     (nothing written) when no such question."""
-    return db.fetchval(
+    return db.write_fetchval(
         INSERT_ANSWER, question_id, answer.body, answer.name, answer.email, answer.photos
     )
 
 
 def mark_question_helpful(db: Database, question_id: int) -> Awaitable[int | None]:
     """Resolves to the question's product_id, None when no such question."""
-    return db.fetchval(QUESTION_HELPFUL, question_id)
+    return db.write_fetchval(QUESTION_HELPFUL, question_id)
 
 
 def report_question(db: Database, question_id: int) -> Awaitable[int | None]:
     """Resolves to the question's product_id, None when no such question."""
-    return db.fetchval(QUESTION_REPORT, question_id)
+    return db.write_fetchval(QUESTION_REPORT, question_id)
 
 
 def mark_answer_helpful(db: Database, answer_id: int) -> Awaitable[asyncpg.Record | None]:
     """Resolves to (question_id, product_id; None when the question is gone),
     None when no such answer."""
-    return db.fetchrow(ANSWER_HELPFUL, answer_id)
+    return db.write_fetchrow(ANSWER_HELPFUL, answer_id)
 
 
 def report_answer(db: Database, answer_id: int) -> Awaitable[asyncpg.Record | None]:
     """Like mark_answer_helpful."""
-    return db.fetchrow(ANSWER_REPORT, answer_id)
+    return db.write_fetchrow(ANSWER_REPORT, answer_id)
 
 
 # --- reads ------------------------------------------------------------------------
 
 
 async def questions_page(db: Database, product_id: int, page: int, count: int) -> bytes:
-    rows = await db.fetch(QUESTIONS_PAGE, product_id, count, (page - 1) * count)
+    rows = await db.read_fetch(QUESTIONS_PAGE, product_id, count, (page - 1) * count)
     results: list[dict] = []
     question_id = None
     answers: dict[str, dict] = {}
@@ -188,7 +191,9 @@ async def questions_page(db: Database, product_id: int, page: int, count: int) -
 
 async def answers_page(db: Database, question_id: int, page: int, count: int) -> bytes | None:
     """The page's bytes, or None when the question does not exist."""
-    rows = await db.fetch(ANSWERS_PAGE, question_id, count, (page - 1) * count)
+    # A new question's answers scope was never invalidated: on a replica that
+    # has not replayed it yet it would look missing, so "missing" is confirmed.
+    rows = await db.read_fetch_found(ANSWERS_PAGE, question_id, count, (page - 1) * count)
     if not rows:
         return None
     results = [

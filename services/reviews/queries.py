@@ -137,14 +137,17 @@ SELECT product_id FROM reviews WHERE id = $1
 # --- writes ----------------------------------------------------------------------
 # Each write is one statement, so one transaction. These return the statement's
 # awaitable itself (no coroutine of their own): the write path costs what it
-# did when the views ran the SQL.
+# did when the views ran the SQL. Writes go through db.write_* (with read
+# replicas, that records the commit's WAL position for the invalidation),
+# reads through db.read_* (with read replicas, run where the cache says:
+# services/common/replicas.py).
 
 
 def add_review(db: Database, review: NewReview, scores: dict[int, int]) -> Awaitable[int | None]:
     """Write the review, its photos, its characteristic `scores` (id: value) and
     both aggregates. Resolves to None once written, or, writing nothing, to the
     smallest scored characteristic id that is not one of the product's."""
-    return db.fetchval(
+    return db.write_fetchval(
         INSERT_REVIEW,
         review.product_id,
         review.rating,
@@ -161,12 +164,12 @@ def add_review(db: Database, review: NewReview, scores: dict[int, int]) -> Await
 
 def mark_helpful(db: Database, review_id: int) -> Awaitable[int | None]:
     """One more helpful vote; resolves to the review's product_id, None when no such review."""
-    return db.fetchval(MARK_HELPFUL, review_id)
+    return db.write_fetchval(MARK_HELPFUL, review_id)
 
 
 def report(db: Database, review_id: int) -> Awaitable[int | None]:
     """Hide the review (once); resolves to its product_id, None when no such review."""
-    return db.fetchval(REPORT, review_id)
+    return db.write_fetchval(REPORT, review_id)
 
 
 # --- reads ------------------------------------------------------------------------
@@ -179,7 +182,7 @@ def _photos(ids: list[int] | None, urls: list[str | None] | None) -> list[dict]:
 
 
 async def review_page(db: Database, product_id: int, sort: str, page: int, count: int) -> bytes:
-    rows = await db.fetch(PAGE_SQL[sort], product_id, count, (page - 1) * count)
+    rows = await db.read_fetch(PAGE_SQL[sort], product_id, count, (page - 1) * count)
     results = [
         {
             "review_id": r[0],
@@ -204,7 +207,7 @@ _RATING_KEYS = ("1", "2", "3", "4", "5")
 
 
 async def review_meta(db: Database, product_id: int) -> bytes:
-    rows = await db.fetch(META_SQL, product_id)
+    rows = await db.read_fetch(META_SQL, product_id)
     first = rows[0]  # the LEFT JOINs always yield at least one row
     ratings = {k: str(n) for k, n in zip(_RATING_KEYS, first[0:5], strict=True) if n}
     recommended = {k: str(n) for k, n in (("false", first[5]), ("true", first[6])) if n}

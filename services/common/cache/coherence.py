@@ -16,6 +16,12 @@ Invariants:
 * An invalidation that failed is kept and replayed by its writer on the first
   ping that gets through; until then reads keep off Redis (the breaker's
   recovery grace, RECOVERY_GRACE_S).
+* With read replicas, an invalidation carries its write's LSN: in the message
+  (every process records it for the scopes, local.py) and in the scopes' new
+  Redis token (`<nonce>@<lsn hex>`), so a reader that finds the new token
+  before its listener has applied the message still loads at or after the
+  write (facade.py, services/common/replicas.py). A replayed invalidation
+  carries the largest LSN of those it replays.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ class Coherence:
         ttl_s: int,
         timeout_s: float,
         pubsub_factory: Callable[[], Redis] | None,
-        drop: Callable[[Sequence[str]], None],
+        drop: Callable[[Sequence[str], int | None], None],
         drop_all: Callable[[], None],
     ) -> None:
         self._redis = redis
@@ -86,6 +92,7 @@ class Coherence:
         self.subscribed = False
         self.pending: set[str] = set()  # scopes whose invalidation failed: replayed
         self.pending_all = False
+        self.pending_lsn: int | None = 0  # the largest LSN pending (None: one unknown)
         self._acks: dict[str, list] = {}  # nonce -> [expected, acked, done]
         self._heartbeats: dict[str, asyncio.Future[None]] = {}
         self._invalidate_script = LuaScript(INVALIDATE_SCRIPT)
@@ -113,19 +120,23 @@ class Coherence:
 
     # --- writes -------------------------------------------------------------
 
-    async def invalidate(self, scopes: Sequence[str]) -> None:
+    async def invalidate(self, scopes: Sequence[str], lsn: int | None = None) -> None:
         """Drop the scopes here, then in every process and in Redis (see the
-        module docstring for when this returns)."""
-        self._drop(scopes)
+        module docstring for when this returns). `lsn`: the write's commit
+        position, with read replicas only."""
+        self._drop(scopes, lsn)
         if self._redis is None:
             return
+        message: dict = {"scopes": list(scopes)}
+        if lsn is not None:
+            message["lsn"] = lsn
         try:
-            await self._broadcast({"scopes": list(scopes)}, scopes)
+            await self._broadcast(message, scopes)
         finally:
             # Again: until the delete reached Redis, a read here could still
             # find the old answer there and put it in this local tier (the
             # other processes drop the scope only after the delete).
-            self._drop(scopes)
+            self._drop(scopes, lsn)
 
     async def flush_all(self) -> bool:
         """Start a new generation and have every process drop everything.
@@ -165,7 +176,9 @@ class Coherence:
             # answer from Redis (and from their local tiers, which nobody told).
             async with LagTolerantTimeout(self._timeout * 4):
                 keys = [scope_key(self._ns, self.gen, scope) for scope in scopes]
-                args = (nonce, self._ttl * 2, self._inval_channel, orjson.dumps(message))
+                lsn = message.get("lsn")
+                token = nonce if lsn is None else f"{nonce}@{lsn:x}"
+                args = (token, self._ttl * 2, self._inval_channel, orjson.dumps(message))
                 subscribers = int(
                     await when_a_connection_frees(
                         lambda: self._invalidate_script.run(redis, keys, args)
@@ -175,6 +188,13 @@ class Coherence:
             self._acks.pop(nonce, None)
             self._breaker.trip(exc)
             self._metrics.cache_invalidations.labels("failed").inc()
+            if scopes:
+                lsn = message.get("lsn")
+                pending_lsn = self.pending_lsn
+                if lsn is None or pending_lsn is None:
+                    self.pending_lsn = None
+                else:
+                    self.pending_lsn = max(pending_lsn, lsn)
             self.pending.update(scopes)
             await self._wait_out_leases()
             return False
@@ -220,17 +240,21 @@ class Coherence:
             waiter[2].set_result(None)
 
     async def _replay_pending(self) -> bool:
-        scopes, flush = list(self.pending), self.pending_all
+        scopes, flush, lsn = list(self.pending), self.pending_all, self.pending_lsn
         self.pending.clear()
         self.pending_all = False
+        self.pending_lsn = 0
         try:
             if flush:
                 await self.flush_all()
             elif scopes:
-                await self.invalidate(scopes)
+                await self.invalidate(scopes, lsn or None)
         except Exception as exc:  # keep them for the next ping
             log.warning("replaying invalidations failed: %r", exc)
             self.pending.update(scopes)
+            self.pending_lsn = (
+                None if lsn is None or self.pending_lsn is None else max(lsn, self.pending_lsn)
+            )
             self.pending_all = self.pending_all or flush
             return False
         return not (self.pending or self.pending_all)
@@ -289,7 +313,7 @@ class Coherence:
             self.gen = str(payload.get("gen", self.gen))
             self._drop_all()
         else:
-            self._drop(payload.get("scopes", ()))
+            self._drop(payload.get("scopes", ()), payload.get("lsn"))
         try:
             async with LagTolerantTimeout(self._timeout * 4):
                 await when_a_connection_frees(

@@ -7,6 +7,12 @@ acknowledged invalidation, so it neither trusts its local entries nor joins a
 load under way); `start_seq` is taken before any tier is read, so a fill of a
 body read before an invalidation is refused (local.py); Redis is asked only
 while the breaker is closed and it pays off (always correct to skip it).
+With read replicas attached (`attach_replicas`), a load runs at a WAL
+position that covers every write acknowledged before the read began: the
+scope's `required_lsn` (local.py) raised to the LSN in the Redis token read
+before the load; without a lease, or while the position is unknown, it runs
+on the primary (services/common/replicas.py, `load_at`). Without replicas the
+read path is unchanged: one attribute test on a miss.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -25,6 +32,9 @@ from .local import LocalTier
 from .redis_tier import RedisTier
 from .resilience import Breaker
 from .scripts import scope_key
+
+if TYPE_CHECKING:
+    from ..replicas import ReplicaRouter
 
 log = logging.getLogger("runway.cache")
 
@@ -55,6 +65,7 @@ class ResponseCache:
         self._local_tier = LocalTier(local_max_bytes, metrics)
         self._local = self._local_tier.entries  # the same dict: one lookup less per hit
         self._flights = Flights()
+        self._router: ReplicaRouter | None = None  # read replicas: attach_replicas()
         self._redis_tier = RedisTier(redis, self._breaker, ttl_s=ttl_s, timeout_s=timeout_s)
         self._coherence = Coherence(
             redis,
@@ -130,6 +141,29 @@ class ResponseCache:
             # Not cancelled on timeout: the future is shared with other waiters.
             await asyncio.wait([self._coherence.lease_renewed()], timeout=remaining)
         return True
+
+    def attach_replicas(self, router: ReplicaRouter) -> None:
+        """Run loads on `router`'s replicas when they have replayed what the
+        scope requires (the local tier then tracks invalidations' LSNs)."""
+        self._router = router
+        router.local = self._local_tier
+        self._local_tier.track_lsns()
+
+    def read_position(self, scope: str, token: str | None) -> int | str:
+        """The WAL position a load of `scope` must see (int), or why it must
+        run on the primary (str: no_lease, lsn_unknown). `token`: the scope's
+        Redis token read before the load, if Redis was read."""
+        if time.monotonic() >= self._coherence.lease_until:
+            return "no_lease"  # acknowledged invalidations may not all be applied here
+        required = self._local_tier.required_lsn(scope)
+        if required is None:
+            return "lsn_unknown"
+        if token:
+            _, at, lsn = token.rpartition("@")
+            if not at:
+                return "lsn_unknown"  # replaced by an invalidation without an LSN
+            required = max(required, int(lsn, 16))
+        return required
 
     # --- state --------------------------------------------------------------
 
@@ -214,7 +248,11 @@ class ResponseCache:
                     return body, "redis"
                 self._metrics.cache_miss_redis.inc()
                 token = raw_token.decode() if raw_token is not None else ""
-        body = await load()
+        router = self._router
+        if router is None:
+            body = await load()
+        else:
+            body = await router.load_at(self.read_position(scope, token), load)
         if token is not None:
             tier.queue_fill(redis_key, token, key, body)
         if leased:
@@ -223,9 +261,15 @@ class ResponseCache:
 
     # --- writes -------------------------------------------------------------
 
-    async def invalidate(self, *scopes: str) -> None:
-        """Call after commit: no process serves the scopes' old answers once this returns."""
-        await self._coherence.invalidate(scopes)
+    async def invalidate(self, *scopes: str, lsn: int | None = None) -> None:
+        """Call after commit: no process serves the scopes' old answers once this
+        returns. With read replicas, `lsn` is the write's commit position; by
+        default the one Database.write_* recorded in this task, else a fresh
+        primary reading (services/common/replicas.py)."""
+        router = self._router
+        if router is not None and lsn is None:
+            lsn = await router.write_lsn()
+        await self._coherence.invalidate(scopes, lsn)
 
     async def flush_all(self) -> bool:
         """Forget everything of this namespace (after a bulk reload). Returns
@@ -237,8 +281,8 @@ class ResponseCache:
         renew the local tier's lease. Returns whether Redis answered."""
         return await self._coherence.ping()
 
-    def _drop_local(self, scopes: Sequence[str]) -> None:
-        self._local_tier.drop(scopes)
+    def _drop_local(self, scopes: Sequence[str], lsn: int | None = None) -> None:
+        self._local_tier.drop(scopes, lsn)
         self._flights.drop(scopes)  # later readers must not join a pre-write load
 
     def _drop_all_local(self) -> None:

@@ -10,6 +10,13 @@ Invariants:
   invalidation (stricter, never laxer).
 * No stale fill: a fill whose read began before its scope's last
   invalidation (`start_seq` taken before the read) is refused.
+* With read replicas (services/common/replicas.py, `track_lsns()`): per
+  scope, the largest WAL position (LSN) of the invalidations applied here,
+  kept in step with the sequence map (an evicted scope's LSN folds into
+  `lsn_floor`). `required_lsn(scope)` covers every write to the scope whose
+  invalidation was applied here; after `drop_all` (or an invalidation without
+  an LSN) the floor is unknown (None) until a primary reading taken after it
+  (`note_primary_lsn`), and `required_lsn` says None meanwhile.
 
 Synchronous and Redis-free: whether the tier may be used at all (the lease)
 is decided by the caller (facade.py, coherence.py).
@@ -44,12 +51,16 @@ class LocalTier:
 
     __slots__ = (
         "_metrics",
+        "drops",
         "entries",
         "evicted_seq",
         "held_bytes",
+        "lsn_floor",
         "max_bytes",
+        "scope_lsn",
         "scope_seq",
         "seq",
+        "tracks_lsns",
     )
 
     def __init__(self, max_bytes: int, metrics: Metrics) -> None:
@@ -63,6 +74,12 @@ class LocalTier:
         self.seq = 0
         self.scope_seq: OrderedDict[str, int] = OrderedDict()
         self.evicted_seq = 0
+        # Read replicas only (track_lsns): scope -> LSN of its last applied
+        # invalidation, a subset of scope_seq's keys, evicted with them.
+        self.tracks_lsns = False
+        self.scope_lsn: dict[str, int] = {}
+        self.lsn_floor: int | None = None  # None: unknown, reads go to the primary
+        self.drops = 0  # bumped whenever the floor becomes unknown
 
     def get(self, scope: str, key: str) -> bytes | None:
         """The body held for (scope, key), marking the scope recently used.
@@ -105,8 +122,10 @@ class LocalTier:
             self.held_bytes -= _scope_cost(evicted)
         self._metrics.cache_local_bytes.set(self.held_bytes)
 
-    def drop(self, scopes: Iterable[str]) -> None:
-        """Forget the scopes' entries and refuse fills begun before now."""
+    def drop(self, scopes: Iterable[str], lsn: int | None = None) -> None:
+        """Forget the scopes' entries and refuse fills begun before now; when
+        tracking LSNs, record `lsn` (the write's commit position) for them."""
+        tracks = self.tracks_lsns
         for scope in scopes:
             self.seq += 1
             self.scope_seq[scope] = self.seq
@@ -114,9 +133,16 @@ class LocalTier:
             entries = self.entries.pop(scope, None)
             if entries is not None:
                 self.held_bytes -= _scope_cost(entries)
+            if tracks and lsn is not None and lsn > self.scope_lsn.get(scope, -1):
+                self.scope_lsn[scope] = lsn
         while len(self.scope_seq) > _SCOPE_SEQ_MAX:
-            _, seq = self.scope_seq.popitem(last=False)
+            evicted, seq = self.scope_seq.popitem(last=False)
             self.evicted_seq = max(self.evicted_seq, seq)
+            folded = self.scope_lsn.pop(evicted, None) if tracks else None
+            if folded is not None and self.lsn_floor is not None and folded > self.lsn_floor:
+                self.lsn_floor = folded
+        if tracks and lsn is None:
+            self.forget_lsns()  # a write of unknown position: ask the primary again
         self._metrics.cache_local_bytes.set(self.held_bytes)
 
     def drop_all(self) -> None:
@@ -127,3 +153,34 @@ class LocalTier:
         self.entries.clear()
         self.held_bytes = 0
         self._metrics.cache_local_bytes.set(0)
+        self.scope_lsn.clear()
+        self.forget_lsns()  # invalidations may have been missed: positions unknown
+
+    # --- WAL positions, for read replicas (services/common/replicas.py) ------
+
+    def track_lsns(self) -> None:
+        """Record invalidations' LSNs from now on; unknown until a primary reading."""
+        self.tracks_lsns = True
+        self.forget_lsns()
+
+    def forget_lsns(self) -> None:
+        """The floor becomes unknown until a primary reading begun after now."""
+        self.lsn_floor = None
+        self.drops += 1
+
+    def note_primary_lsn(self, lsn: int, drops_before: int) -> None:
+        """A primary `pg_current_wal_lsn()` reading, sent when `drops` was
+        `drops_before`: it sets an unknown floor unless the floor was forgotten
+        again since (then it may predate a write whose invalidation was missed)."""
+        if self.lsn_floor is None and self.drops == drops_before:
+            self.lsn_floor = lsn
+
+    def required_lsn(self, scope: str) -> int | None:
+        """A WAL position at or after every write to `scope` whose invalidation
+        was applied here (with the floor: also every write before the last
+        drop_all); None when unknown."""
+        floor = self.lsn_floor
+        if floor is None:
+            return None
+        lsn = self.scope_lsn.get(scope)
+        return floor if lsn is None or lsn < floor else lsn

@@ -1,0 +1,361 @@
+"""Read replicas with causal reads (services/common/replicas.py), on a private
+primary and a streaming replica delayed by REPLICA_DELAY_MS (so it certainly
+lags a write): never the machine's shared Postgres. Reads are counted on the
+replica itself (its log, log_statement=all, by application_name); each causal
+test has a control with the causal check off (`router.causal = False`, a
+naive router) that must show the stale answer the check prevents."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from infra.pg_replica import Replica, hot_standby_settings
+from services.common.replicas import ReplicaRouter
+from services.common.resources import CACHE, DB
+from tests.conftest import RedisServer, settings_for, truncate_all
+from tests.reliability.harness import fresh_database, record_figures
+from tests.reliability.pgcluster import PgCluster, postgres_bin
+
+REPLICA_DELAY_MS = 300
+# What the services' read statements name (a log entry of one is counted).
+TABLES = {"reviews": ("FROM reviews", "product_ratings"), "qa": ("FROM questions", "FROM answers")}
+NEW = {"rating": 4, "body": "b" * 60, "recommend": True, "name": "n", "email": "e@example.com"}
+
+
+@dataclass
+class Pair:
+    primary: PgCluster
+    replica: Replica
+    dsns: dict[str, str]  # service -> database on the primary
+
+    def replica_dsn(self, service: str) -> str:
+        return self.replica.dsn(self.dsns[service].rsplit("/", 1)[1])
+
+    def replica_reads(self, service: str) -> int:
+        """The service's own statements its pools ran on the replica (its log;
+        asyncpg's type introspection on a new connection left out)."""
+        entries = re.split(r"\n(?=\d{4}-\d\d-\d\d )", self.replica_log())
+        return sum(
+            1
+            for entry in entries
+            if f"app=runway-{service} " in entry
+            and "LOG:  execute" in entry
+            and "pg_catalog" not in entry
+            and any(table in entry for table in TABLES[service])
+        )
+
+    def replica_log(self) -> str:
+        return self.replica.log.read_text(errors="replace")
+
+    def set_delay(self, delay_ms: int) -> None:
+        settings = asyncio.run(hot_standby_settings(self.primary.admin_url))
+        self.replica.configure(delay_ms=delay_ms, settings={**settings, **LOGGING})
+        self.replica._pg_ctl("reload")
+
+
+LOGGING = {"log_statement": "all", "log_line_prefix": "%m [%p] app=%a db=%d "}
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("no Postgres server binaries (initdb) installed: cannot run a private cluster")
+    primary = PgCluster(bin_dir)
+    replica: Replica | None = None
+    dsns: dict[str, str] = {}
+    try:
+        primary.init()
+        primary.start()
+        for service in ("reviews", "qa"):
+            dsns[service] = fresh_database(service, "replica", primary.admin_url)
+        replica = asyncio.run(primary.replica(delay_ms=REPLICA_DELAY_MS))
+        made = Pair(primary, replica, dsns)
+        made.set_delay(REPLICA_DELAY_MS)
+        yield made
+    finally:
+        if replica is not None:
+            replica.destroy()
+        primary.destroy()
+
+
+async def make_app(aiohttp_client, pair: Pair, redis: RedisServer, service="reviews", **over):
+    create_app = importlib.import_module(f"services.{service}.app").create_app
+    settings = settings_for(
+        service, pair.dsns[service], redis.url, replica_urls=(pair.replica_dsn(service),), **over
+    )
+    client = await aiohttp_client(create_app(settings))
+    assert await client.app[CACHE].wait_ready()
+    return client
+
+
+def router_of(client) -> ReplicaRouter:
+    router = client.app[DB]._router
+    assert router is not None
+    return router
+
+
+async def settle(pair: Pair, *clients, service: str = "reviews", timeout_s: float = 5) -> None:
+    """Until the replica has replayed everything written so far and every
+    client's router knows it (and its cache knows its LSN floor)."""
+    conn = await asyncpg.connect(pair.dsns[service])
+    try:
+        target = await conn.fetchval("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
+    finally:
+        await conn.close()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready = [
+            router_of(c).replicas[0].replay >= target
+            and router_of(c).replicas[0].fresh
+            and c.app[CACHE]._local_tier.lsn_floor is not None
+            for c in clients
+        ]
+        if all(ready):
+            return
+        assert time.monotonic() < deadline, f"replica not caught up: {ready}"
+        await asyncio.sleep(0.02)
+
+
+async def fresh(pair: Pair, redis: RedisServer, service: str = "reviews") -> None:
+    await truncate_all(pair.dsns[service])
+    redis.flush()
+
+
+async def post_review(client, product: int, summary: str) -> None:
+    resp = await client.post("/reviews", json={**NEW, "product_id": product, "summary": summary})
+    assert resp.status == 201, await resp.text()
+
+
+async def summaries(client, product: int, count: int = 5) -> set[str]:
+    resp = await client.get(f"/reviews?product_id={product}&count={count}")
+    assert resp.status == 200, await resp.text()
+    return {r["summary"] for r in (await resp.json())["results"]}
+
+
+async def test_reads_are_served_by_the_replica_and_writes_never(
+    aiohttp_client, pair: Pair, redis_server: RedisServer
+) -> None:
+    await fresh(pair, redis_server)
+    client = await make_app(aiohttp_client, pair, redis_server)
+    await post_review(client, 1, "first")
+    await settle(pair, client)
+    before, counts = pair.replica_reads("reviews"), router_of(client).counts()
+    assert await summaries(client, 1) == {"first"}
+    resp = await client.get("/reviews/meta?product_id=1")
+    assert resp.status == 200 and (await resp.json())["ratings"] == {"4": "1"}
+    assert await summaries(client, 1) == {"first"}  # a local hit: no query at all
+    assert pair.replica_reads("reviews") - before == 2, pair.replica_log()[-6000:]
+    after = router_of(client).counts()
+    assert after["replica"] - counts["replica"] == 2
+    log = pair.replica_log()
+    assert "INSERT INTO reviews" not in log and "UPDATE reviews" not in log
+    text = await (await client.get("/metrics")).text()
+    assert 'runway_db_reads_total{reason="caught_up",server="replica"}' in text
+    assert 'runway_db_replica_up{replica="127.0.0.1:' in text
+
+
+async def test_a_read_right_after_a_write_sees_it_and_the_replica_serves_again_later(
+    aiohttp_client, pair: Pair, redis_server: RedisServer
+) -> None:
+    await fresh(pair, redis_server)
+    client = await make_app(aiohttp_client, pair, redis_server)
+    router = router_of(client)
+    await post_review(client, 2, "old")
+    await settle(pair, client)
+    assert await summaries(client, 2) == {"old"}  # on the replica, now cached
+    on_replica = pair.replica_reads("reviews")
+    counts = router.counts()
+    await post_review(client, 2, "new")
+    assert await summaries(client, 2) == {"old", "new"}  # at once: the primary
+    assert pair.replica_reads("reviews") == on_replica
+    assert router.counts()["primary:not_caught_up"] == counts["primary:not_caught_up"] + 1
+    await settle(pair, client)
+    assert await summaries(client, 2, count=6) == {"old", "new"}  # a miss: the replica again
+    assert pair.replica_reads("reviews") == on_replica + 1
+
+    # Control: the naive router reads the lagging replica and the stale page
+    # is what the client gets, and what the cache then keeps.
+    router.causal = False
+    await post_review(client, 2, "newer")
+    stale = await summaries(client, 2)
+    assert stale == {"old", "new"}, "the naive router did not read the lagging replica"
+    assert await summaries(client, 2) == stale  # kept, under the post-write token
+    router.causal = True
+
+
+async def test_a_write_on_one_instance_is_read_on_the_other_from_a_lagging_replica(
+    aiohttp_client, pair: Pair, redis_server: RedisServer
+) -> None:
+    await fresh(pair, redis_server)
+    a = await make_app(aiohttp_client, pair, redis_server)
+    b = await make_app(aiohttp_client, pair, redis_server)
+    await post_review(a, 3, "one")
+    await settle(pair, a, b)
+    assert await summaries(b, 3) == {"one"}
+    assert await summaries(a, 3) == {"one"}
+    seen = []
+    for i in range(5):
+        await post_review(a, 3, f"w{i}")
+        seen.append(await summaries(b, 3, count=50))
+    assert all(f"w{i}" in s for i, s in enumerate(seen)), seen
+    # The write's LSN also rides in the Redis token: a reader that found the
+    # new token before its listener applied the message still waits for it.
+    b_cache = b.app[CACHE]
+    floor = b_cache._local_tier.required_lsn("p:3")
+    assert b_cache.read_position("p:3", f"abc@{floor + 4096:x}") == floor + 4096
+    assert b_cache.read_position("p:3", "abc") == "lsn_unknown"  # token without an LSN
+
+    # Control: b reading naively shows a's acknowledged write missing.
+    await settle(pair, a, b)
+    router_of(b).causal = False
+    await post_review(a, 3, "unseen")
+    assert "unseen" not in await summaries(b, 3, count=50)
+    router_of(b).causal = True
+
+
+async def read_loop(client, stop: asyncio.Event, failures: list, product: int) -> int:
+    """Misses on distinct keys until stopped; every failure kept."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        resp = await client.get(f"/reviews?product_id={product}&count={1 + n % 97}&page={n}")
+        if resp.status != 200:
+            failures.append((resp.status, await resp.text()))
+        await asyncio.sleep(0.005)
+    return n
+
+
+async def test_a_stopped_replica_is_skipped_with_no_failed_request(
+    aiohttp_client, pair: Pair, redis_server: RedisServer
+) -> None:
+    await fresh(pair, redis_server)
+    client = await make_app(aiohttp_client, pair, redis_server)
+    router = router_of(client)
+    await post_review(client, 4, "x")
+    await settle(pair, client)
+    stop, failures = asyncio.Event(), []
+    loop = asyncio.create_task(read_loop(client, stop, failures, 4))
+    await asyncio.sleep(0.3)
+    assert router.counts()["replica"] > 0
+    stopped_at = time.monotonic()
+    await asyncio.to_thread(pair.replica.stop, "fast")
+    while router.replicas[0].up:
+        assert time.monotonic() - stopped_at < 1.0, "a stopped replica still counted as up"
+        await asyncio.sleep(0.01)
+    skipped_after = time.monotonic() - stopped_at
+    down = router.counts()["primary:replica_down"]
+    await asyncio.sleep(0.3)
+    assert router.counts()["primary:replica_down"] > down
+    await asyncio.to_thread(pair.replica.start)
+    await settle(pair, client, timeout_s=15)
+    on_replica = router.counts()["replica"]
+    await asyncio.sleep(0.3)
+    stop.set()
+    reads = await loop
+    assert router.counts()["replica"] > on_replica, "the replica did not come back"
+    assert failures == []
+    record_figures(
+        "replicas[stopped]",
+        {"reads": reads, "skipped_after_s": round(skipped_after, 3), **router.counts()},
+    )
+
+
+async def test_a_replica_past_the_lag_bound_is_skipped(
+    aiohttp_client, pair: Pair, redis_server: RedisServer
+) -> None:
+    await fresh(pair, redis_server)
+    client = await make_app(aiohttp_client, pair, redis_server)
+    router = router_of(client)
+    await post_review(client, 5, "x")
+    await settle(pair, client)
+    await asyncio.to_thread(pair.set_delay, 2500)
+    try:
+        await post_review(client, 6, "lagging")  # the replica applies it 2.5 s late
+        written = time.monotonic()
+        while router.replicas[0].fresh:
+            assert time.monotonic() - written < 2.0, "a replica 2.5 s behind was not skipped"
+            await asyncio.sleep(0.01)
+        skipped_after = time.monotonic() - written
+        lagging = router.counts()["primary:replica_lagging"]
+        assert await summaries(client, 5, count=9) == {"x"}  # another scope: still the primary
+        assert router.counts()["primary:replica_lagging"] == lagging + 1
+        await settle(pair, client, timeout_s=10)
+        assert router.replicas[0].fresh
+    finally:
+        await asyncio.to_thread(pair.set_delay, REPLICA_DELAY_MS)
+    record_figures("replicas[lagging]", {"skipped_after_s": round(skipped_after, 3)})
+    assert skipped_after <= router.max_lag_s + 0.5
+
+
+async def test_coherence_with_reads_on_the_lagging_replica(
+    aiohttp_client, pair: Pair, redis_server: RedisServer
+) -> None:
+    """tests/reliability/test_coherence.py's randomized checker against two
+    instances per service reading the lagging replica; then its control,
+    with the causal check off, must report stale reads."""
+    from tests.reliability.test_coherence import MODELS, History, run_clients
+
+    figures = {}
+    for service in ("reviews", "qa"):
+        await fresh(pair, redis_server, service)
+        apps = [await make_app(aiohttp_client, pair, redis_server, service) for _ in range(2)]
+        await settle(pair, *apps, service=service)
+        bases = [str(app.make_url("")).rstrip("/") for app in apps]
+        model_class, first_product = MODELS[service]
+        for causal in (True, False):
+            for app in apps:
+                router_of(app).causal = causal
+            history = History()
+            ops = 1500 if causal else 500
+            run = await run_clients(bases, model_class(first_product), ops, history)
+            counts = [router_of(app).counts() for app in apps]
+            figures[f"{service}:{'causal' if causal else 'naive'}"] = {
+                "checks": history.checks,
+                "violations": len(history.violations),
+                "replica_reads": sum(c["replica"] for c in counts),
+                **run,
+            }
+            if causal:
+                assert history.violations == [], history.violations[:5]
+                assert sum(c["replica"] for c in counts) > 0, "no read reached the replica"
+            else:
+                assert history.violations, "naive replica reads: the checker saw nothing stale"
+            first_product += 1000
+    record_figures("replicas[coherence]", figures)
+
+
+async def test_primary_down_gives_503s_as_before(
+    aiohttp_client, pair: Pair, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Last in this module: the private primary is stopped and started again."""
+    await fresh(pair, redis_server)
+    client = await make_app(aiohttp_client, pair, redis_server)
+    await post_review(client, 7, "x")
+    await settle(pair, client)
+    await asyncio.to_thread(pair.primary.stop, "immediate")
+    try:
+        started = time.monotonic()
+        resp = await client.post("/reviews", json={**NEW, "product_id": 7, "summary": "y"})
+        assert resp.status == 503
+        assert list(json.loads(await resp.text())) == ["error"]
+        assert time.monotonic() - started < 2.0
+        statuses = set()
+        for count in range(2, 12):
+            resp = await client.get(f"/reviews?product_id=7&count={count}")
+            statuses.add(resp.status)
+            await asyncio.sleep(0.15)
+        assert statuses <= {200, 503}
+        assert 503 in statuses, "reads kept succeeding with the primary down past the lag bound"
+    finally:
+        await asyncio.to_thread(pair.primary.start)
