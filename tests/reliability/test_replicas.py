@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from redis import asyncio as aioredis
 
 from infra.pg_replica import Replica, hot_standby_settings
 from services.common.replicas import ReplicaRouter
@@ -222,6 +223,71 @@ async def test_a_write_on_one_instance_is_read_on_the_other_from_a_lagging_repli
     await post_review(a, 3, "unseen")
     assert "unseen" not in await summaries(b, 3, count=50)
     router_of(b).causal = True
+
+
+async def token_race(a, b, redis: RedisServer, product: int, summary: str) -> tuple[set, set]:
+    """a writes while b's listener runs late: b reads (a new key, so a local
+    miss) after a's invalidation replaced the Redis token and before b applied
+    its message, so only the token tells b about the write. Returns what b
+    read then and what a reads once its write is acknowledged (b's fill drained)."""
+    from services.reviews.app import CACHE_NAMESPACE
+
+    cache = b.app[CACHE]
+    key = f"{CACHE_NAMESPACE}:{cache._coherence.gen}:p:{product}"
+    client = aioredis.Redis.from_url(redis.url)
+    try:
+        before = await client.hget(key, "_v")
+        delay_listener(cache, 0.2)
+        write = asyncio.create_task(post_review(a, product, summary))
+        for _ in range(1000):  # until the invalidation script has run
+            if await client.hget(key, "_v") != before:
+                break
+            await asyncio.sleep(0.002)
+        during = await summaries(b, product, count=11)
+        await write
+        assert await cache.drain()
+        after = await summaries(a, product, count=11)
+    finally:
+        await client.aclose()
+    return during, after
+
+
+def delay_listener(cache, seconds: float) -> None:
+    """This process handles each pub/sub message `seconds` late (as
+    tests/common/test_cache.py does): a busy process."""
+    coherence = cache._coherence
+    handle = coherence.handle_message
+
+    async def delayed(message: dict) -> None:
+        await asyncio.sleep(seconds)
+        await handle(message)
+
+    coherence.handle_message = delayed
+
+
+async def test_the_lsn_in_the_redis_token_covers_a_message_not_yet_applied(
+    aiohttp_client, pair: Pair, redis_server: RedisServer
+) -> None:
+    await fresh(pair, redis_server)
+    a = await make_app(aiohttp_client, pair, redis_server)
+    b = await make_app(aiohttp_client, pair, redis_server)
+    await post_review(a, 8, "old")
+    await settle(pair, a, b)
+    assert await summaries(b, 8) == {"old"}
+    during, after = await token_race(a, b, redis_server, 8, "new")
+    assert during == {"old", "new"}
+    assert after == {"old", "new"}
+
+    # Control: b ignoring the token's LSN reads the lagging replica and fills
+    # Redis under the post-write token: a's acknowledged write is then missing
+    # from a's own read, for the entry's whole TTL.
+    c = await make_app(aiohttp_client, pair, redis_server)
+    await settle(pair, a, c)
+    cache = c.app[CACHE]
+    position = cache.read_position
+    cache.read_position = lambda scope, token: position(scope, None)
+    during, after = await token_race(a, c, redis_server, 8, "newer")
+    assert "newer" not in during and "newer" not in after, (during, after)
 
 
 async def read_loop(client, stop: asyncio.Event, failures: list, product: int) -> int:
