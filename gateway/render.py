@@ -15,6 +15,10 @@ instance counts, the one source of truth) and the environment:
     GATEWAY_WORKER_USER                   workers' user when started as root (nobody nogroup),
                                           "none" to omit it (an image that runs as non-root)
     GATEWAY_WORKERS                       nginx worker processes: a number or "auto" (1)
+    PHOTOS_STORE / PHOTOS_DIR             photos served from that directory ("local") or
+                                          through the photos service with proxy_cache ("s3")
+                                          (services/photos/settings.py)
+    PHOTOS_UPLOAD_RATE                    uploads per client per minute (20)
 
     python -m gateway.render --run-dir run [--check]
 """
@@ -33,11 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common import settings as cfg
+from services.photos import settings as photos_cfg
 
 GATEWAY_DIR = Path(__file__).resolve().parent
 TEMPLATE = GATEWAY_DIR / "nginx.conf.template"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TEMP_DIRS = ("body", "proxy", "fastcgi", "uwsgi", "scgi")
+# The upstreams, each a service's instances: the three API services and photos.
+UPSTREAMS = (*cfg.SERVICES, photos_cfg.SERVICE)
 
 # Every error nginx itself produces answers in the contract's shape. Upstream
 # errors (a service's own JSON 404 or 503) pass through untouched, because
@@ -48,7 +55,7 @@ ERROR_MESSAGES: dict[int, str] = {
     404: "not found: no public route for this path",
     405: "method not allowed",
     408: "request timed out",
-    413: "request body is larger than the 1 MiB limit",
+    413: "request body is larger than the limit (1 MiB; 10 MiB for POST /photos)",
     414: "request URI is too long",
     429: "too many requests: rate limit exceeded, retry later",
     494: "request header is too large",
@@ -79,6 +86,9 @@ class GatewayConfig:
     openapi_dir: Path
     worker_user: str
     workers: str
+    photos_store: str = "local"
+    photos_dir: Path = photos_cfg.DEFAULT_DIR
+    upload_rate_per_min: int = 20
 
     @classmethod
     def from_env(
@@ -91,7 +101,7 @@ class GatewayConfig:
             port=cfg.gateway_port(env),
             status_host=env.get("GATEWAY_STATUS_HOST", "127.0.0.1"),
             status_port=cfg.gateway_status_port(env),
-            upstreams={s: upstream_servers(s, env) for s in cfg.SERVICES},
+            upstreams={s: upstream_servers(s, env) for s in UPSTREAMS},
             rate_limit=env.get("GATEWAY_RATE_LIMIT", "on").lower() not in ("off", "0", "no"),
             rate_per_s=_positive(env, "GATEWAY_RATE", 50),
             burst=_positive(env, "GATEWAY_BURST", 100),
@@ -102,6 +112,9 @@ class GatewayConfig:
             openapi_dir=Path(env.get("GATEWAY_OPENAPI_DIR", str(GATEWAY_DIR))),
             worker_user=env.get("GATEWAY_WORKER_USER", "nobody nogroup"),
             workers=worker_processes(env),
+            photos_store=photos_cfg.store_kind(env),
+            photos_dir=photos_cfg.store_dir(env),
+            upload_rate_per_min=_positive(env, "PHOTOS_UPLOAD_RATE", 20),
         )
 
     @property
@@ -147,6 +160,8 @@ def upstream_servers(service: str, env: Mapping[str, str] = os.environ) -> list[
     override = env.get(f"{service.upper()}_UPSTREAM", "")
     if override.strip():
         return [s.strip() for s in override.split(",") if s.strip()]
+    if service == photos_cfg.SERVICE:
+        return [f"127.0.0.1:{port}" for port in photos_cfg.instance_ports(env)]
     return [f"127.0.0.1:{port}" for port in cfg.instance_ports(service, env)]
 
 
@@ -209,6 +224,10 @@ def _rate_limit_zones(c: GatewayConfig) -> str:
             "    limit_req_status 429;",
             "    limit_conn_status 429;",
             "    limit_req_log_level warn;",
+            # Uploads: at most PHOTOS_UPLOAD_RATE a minute per client (a burst of
+            # that many, then one per 60/rate seconds), beside the general limit.
+            f"    limit_req_zone $binary_remote_addr zone=photo_uploads:10m"
+            f" rate={c.upload_rate_per_min}r/m;",
         ]
     )
 
@@ -222,6 +241,65 @@ def _rate_limit(c: GatewayConfig) -> str:
             f"        limit_conn conn_per_client {c.conn_limit};",
         ]
     )
+
+
+def _upload_limit(c: GatewayConfig) -> str:
+    if not c.rate_limit:
+        return "            # rate limiting is off (GATEWAY_RATE_LIMIT=off)"
+    # A location with a limit_req of its own inherits none: the general one again.
+    return "\n".join(
+        [
+            f"            limit_req zone=photo_uploads burst={c.upload_rate_per_min - 1} nodelay;",
+            f"            limit_req zone=per_client burst={c.burst} nodelay;",
+        ]
+    )
+
+
+def _photos_cache_path(c: GatewayConfig) -> str:
+    if c.photos_store != "s3":
+        return "    # photos are files on this host (PHOTOS_STORE=local): no proxy cache"
+    return (
+        f"    proxy_cache_path {c.run_dir}/cache/photos levels=1:2 keys_zone=photos:10m"
+        " max_size=2g inactive=30d use_temp_path=off;"
+    )
+
+
+def _photos_serving(c: GatewayConfig) -> str:
+    """GET/HEAD /photos/<name>: the local store's files by nginx itself, or the
+    photos service's answers (from the bucket) through a cache."""
+    if c.photos_store == "s3":
+        lines = [
+            "            proxy_pass http://photos;",
+            # Content-addressed: a name's bytes never change, so cache long; a
+            # miss is fetched once however many ask at the same time.
+            "            proxy_cache photos;",
+            "            proxy_cache_valid 200 30d;",
+            "            proxy_cache_valid 404 10s;",
+            "            proxy_cache_lock on;",
+            "            proxy_cache_use_stale error timeout updating http_502 http_503 http_504;",
+            "            proxy_max_temp_file_size 32m;",
+        ]
+    else:
+        lines = [
+            f"            alias {c.photos_dir}/;",
+            "            try_files $uri @photo_missing;",
+            "            types {",
+            "                image/jpeg jpg;",
+            "                image/webp webp;",
+            "            }",
+            "            default_type application/octet-stream;",
+            "            sendfile on;",
+            "            tcp_nopush on;",
+            # Stored files never change (content-addressed): their descriptors can be kept.
+            "            open_file_cache max=10000 inactive=60s;",
+            "            open_file_cache_valid 300s;",
+            "            open_file_cache_errors off;",
+            # The store's work directory (.incoming) and any other dot name.
+            "            location ~ /\\. {",
+            "                return 404;",
+            "            }",
+        ]
+    return "\n".join(lines)
 
 
 def _user_directive(c: GatewayConfig) -> str:
@@ -243,7 +321,7 @@ def render(c: GatewayConfig) -> str:
         "retry_after": str(max(1, math.ceil(1 / c.rate_per_s))),
         "rate_limit_zones": _rate_limit_zones(c),
         "rate_limit": _rate_limit(c),
-        "upstreams": "\n\n".join(_upstream_block(s, c.upstreams[s]) for s in cfg.SERVICES),
+        "upstreams": "\n\n".join(_upstream_block(s, c.upstreams[s]) for s in UPSTREAMS),
         "listen_host": c.listen_host,
         "gateway_port": str(c.port),
         "status_host": c.status_host,
@@ -251,6 +329,9 @@ def render(c: GatewayConfig) -> str:
         "next_upstream_tries": str(max(2, *(len(v) for v in c.upstreams.values()))),
         "error_pages": _error_pages(),
         "openapi_dir": str(c.openapi_dir),
+        "upload_limit": _upload_limit(c),
+        "photos_cache_path": _photos_cache_path(c),
+        "photos_serving": _photos_serving(c),
     }
     text = TEMPLATE.read_text()
     missing = set(re.findall(r"\{\{(\w+)\}\}", text)) - values.keys()
@@ -263,6 +344,8 @@ def write(c: GatewayConfig) -> Path:
     """Write nginx.conf and the directories it names under the run directory."""
     for name in TEMP_DIRS:
         (c.run_dir / "tmp" / name).mkdir(parents=True, exist_ok=True)
+    if c.photos_store == "s3":
+        (c.run_dir / "cache" / "photos").mkdir(parents=True, exist_ok=True)
     for log in (c.access_log, c.error_log):
         if log.startswith("/") and not log.startswith("/dev/"):
             Path(log).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,3 @@
+from services.photos.app import main
+
+main()
