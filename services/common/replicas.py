@@ -34,16 +34,25 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import asyncpg
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from .metrics import LoopCounter, Metrics
+from .replica_probe import (
+    HISTORY,
+    MONITOR_INTERVAL_S,
+    PRIMARY_LSN_SQL,
+    PROBE_TIMEOUT_S,
+    REPLAY_LSN_SQL,
+    Probe,
+    ReplicaCollector,
+    ReplicaState,
+    label,
+    no_reset,
+)
 
 if TYPE_CHECKING:
     from .cache.local import LocalTier
@@ -56,13 +65,6 @@ log = logging.getLogger("runway.replicas")
 READ_AT: ContextVar[int | str | None] = ContextVar("runway_read_at", default=None)
 # The largest commit LSN of this task's writes (-1: one of them unknown).
 WROTE_AT: ContextVar[int | None] = ContextVar("runway_wrote_at", default=None)
-
-PRIMARY_LSN_SQL = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8"
-REPLAY_LSN_SQL = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8"
-
-MONITOR_INTERVAL_S = 0.1
-PROBE_TIMEOUT_S = 0.5
-_HISTORY = 100  # primary readings kept for the lag: 10 s at MONITOR_INTERVAL_S
 
 # What a failing replica raises: the read then runs on the primary.
 REPLICA_FAILURES: tuple[type[BaseException], ...] = (
@@ -88,30 +90,13 @@ PRIMARY_REASONS = (
 )
 
 
-@dataclass(slots=True, eq=False)
-class ReplicaState:
-    url: str
-    label: str  # host:port/database, for logs and metrics
-    pool: asyncpg.Pool | None = None
-    probe: asyncpg.Connection | None = None
-    up: bool = False
-    fresh: bool = False  # within the lag bound
-    replay: int = -1  # the known replay LSN (a lower bound)
-    lag_s: float = math.inf
-    lag_bytes: int = 0
-
-
-def _label(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
-
-
 class ReplicaRouter:
     """Routes a process's reads over its replicas and the primary (see module)."""
 
     def __init__(
         self,
         primary: Database,
+        primary_url: str,
         urls: Sequence[str],
         metrics: Metrics,
         *,
@@ -122,7 +107,11 @@ class ReplicaRouter:
         pool_max: int,
     ) -> None:
         self._primary = primary
-        self.replicas = [ReplicaState(url, _label(url)) for url in urls]
+        probe_name = f"runway-{service}-probe"
+        self._primary_probe = Probe(primary_url, probe_name)
+        self.replicas = [
+            ReplicaState(url, label(url), probe=Probe(url, probe_name)) for url in urls
+        ]
         self.max_lag_s = max_lag_s
         self.local: LocalTier | None = None  # set by ResponseCache.attach_replicas
         self.causal = True  # tests only: False reads any replica up (the naive router)
@@ -131,7 +120,7 @@ class ReplicaRouter:
         self._connect_timeout_s = connect_timeout_s
         self._pool_max = pool_max
         self._next = 0
-        self._history: deque[tuple[float, int]] = deque(maxlen=_HISTORY)
+        self._history: deque[tuple[float, int]] = deque(maxlen=HISTORY)
         self.primary_lsn: int | None = None
         self._task: asyncio.Task | None = None
         reads = LoopCounter(
@@ -142,7 +131,7 @@ class ReplicaRouter:
         )
         self._on_primary = {reason: reads.labels("primary", reason) for reason in PRIMARY_REASONS}
         self._on_replica = reads.labels("replica", "caught_up")
-        metrics.registry.register(_ReplicaCollector(self))
+        metrics.registry.register(ReplicaCollector(self))
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -154,7 +143,7 @@ class ReplicaRouter:
                 replica.url,
                 min_size=0,
                 max_size=self._pool_max,
-                reset=_no_reset,
+                reset=no_reset,
                 timeout=self._connect_timeout_s,
                 command_timeout=self._statement_timeout_ms / 1000 + 1,
                 server_settings={
@@ -170,10 +159,10 @@ class ReplicaRouter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._primary_probe.close()
         for replica in self.replicas:
             if replica.probe is not None:
-                replica.probe.terminate()
-                replica.probe = None
+                replica.probe.close()
             if replica.pool is not None:
                 try:
                     await asyncio.wait_for(replica.pool.close(), 5)
@@ -263,6 +252,9 @@ class ReplicaRouter:
             log.warning("replica %s down: %r", replica.label, exc)
         replica.up = False
         replica.fresh = False
+        # Unknown until read again: a replica that restarted after a crash may
+        # accept reads at a replay position below the one last read.
+        replica.replay = -1
 
     # --- writes -------------------------------------------------------------
 
@@ -295,7 +287,8 @@ class ReplicaRouter:
             if lsn >= 0:
                 return lsn
         try:
-            return await self._read_primary()
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                return await self._primary._one_statement("fetchval", PRIMARY_LSN_SQL, ())
         except Exception as exc:
             log.warning("no LSN for an invalidation: %r", exc)
             return None
@@ -303,8 +296,7 @@ class ReplicaRouter:
     # --- the monitor --------------------------------------------------------
 
     async def _read_primary(self) -> int:
-        async with asyncio.timeout(PROBE_TIMEOUT_S):
-            return await self._primary._one_statement("fetchval", PRIMARY_LSN_SQL, ())
+        return (await self._primary_probe.fetchval(PRIMARY_LSN_SQL))[0]
 
     async def _monitor(self) -> None:
         while True:
@@ -333,14 +325,17 @@ class ReplicaRouter:
             if local is not None:
                 local.note_primary_lsn(primary, drops)
         now = time.monotonic()
-        for replica, replay in zip(self.replicas, results[1:], strict=True):
-            if isinstance(replay, BaseException):
-                self._mark_down(replica, replay)
+        for replica, reading in zip(self.replicas, results[1:], strict=True):
+            if isinstance(reading, BaseException):
+                self._mark_down(replica, reading)
                 continue
+            replay, connected = reading
             if not replica.up:
                 log.info("replica %s up, replayed %x", replica.label, replay)
             replica.up = True
-            replica.replay = max(replica.replay, replay)
+            # Within one session the replay position only grows; a new session
+            # may be a restarted server: its reading replaces the old one.
+            replica.replay = replay if connected else max(replica.replay, replay)
             replica.lag_s = self._lag(replica.replay, now)
             newest = self._history[-1][1] if self._history else replay
             replica.lag_bytes = max(0, newest - replica.replay)
@@ -355,61 +350,9 @@ class ReplicaRouter:
                 return now - sent
         return now - history[0][0] if history else math.inf
 
-    async def _probe(self, replica: ReplicaState) -> int:
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                if replica.probe is None or replica.probe.is_closed():
-                    replica.probe = await asyncpg.connect(
-                        replica.url,
-                        timeout=PROBE_TIMEOUT_S,
-                        server_settings={"application_name": f"runway-{self._service}-probe"},
-                    )
-                replay = await replica.probe.fetchval(REPLAY_LSN_SQL)
-        except BaseException:
-            if replica.probe is not None:
-                replica.probe.terminate()
-                replica.probe = None
-            raise
+    async def _probe(self, replica: ReplicaState) -> tuple[int, bool]:
+        assert replica.probe is not None
+        replay, connected = await replica.probe.fetchval(REPLAY_LSN_SQL)
         if replay is None:
             raise RuntimeError("not a standby (pg_last_wal_replay_lsn() is NULL)")
-        return replay
-
-
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """As db.py's pool: handlers leave no session state behind."""
-
-
-class _ReplicaCollector:
-    """Each replica's state at scrape time: up, lag in seconds and bytes."""
-
-    def __init__(self, router: ReplicaRouter) -> None:
-        self._router = router
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(self._families())
-
-    def collect(self) -> Iterator[Metric]:
-        up, lag_s, lag_bytes = self._families()
-        for r in self._router.replicas:
-            up.add_metric([r.label], 1.0 if r.up else 0.0)
-            lag_s.add_metric([r.label], r.lag_s if r.up else math.inf)
-            lag_bytes.add_metric([r.label], float(r.lag_bytes))
-        return iter((up, lag_s, lag_bytes))
-
-    @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        return (
-            GaugeMetricFamily(
-                "runway_db_replica_up", "Whether the replica answers", labels=["replica"]
-            ),
-            GaugeMetricFamily(
-                "runway_db_replica_lag_seconds",
-                "How long ago the primary was where the replica has replayed to",
-                labels=["replica"],
-            ),
-            GaugeMetricFamily(
-                "runway_db_replica_lag_bytes",
-                "WAL between the primary's last reading and the replica's replay position",
-                labels=["replica"],
-            ),
-        )
+        return replay, connected

@@ -132,6 +132,7 @@ async def replicas_ctx(app: web.Application) -> AsyncIterator[None]:
     database = app[DB]
     router = ReplicaRouter(
         database,
+        settings.database_url,
         settings.replica_urls,
         app[METRICS],
         service=settings.service,
