@@ -4,7 +4,7 @@ instances sharing one local store directory, a reviews and a qa instance
 
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +102,8 @@ def photo_stack(
         gateway.stop()
         for instance in everything:
             instance.stop()
-        for path in sorted(store.rglob("*"), reverse=True):
-            path.rmdir() if path.is_dir() else path.unlink()
-        os.rmdir(store)
+        remove_tree(store)
+
+
+def remove_tree(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
