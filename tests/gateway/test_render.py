@@ -10,6 +10,7 @@ import pytest
 
 from gateway import render
 from services.common import settings as cfg
+from services.photos import settings as photos_cfg
 
 MODES: dict[str, dict[str, str]] = {
     "defaults": {},
@@ -50,6 +51,8 @@ def test_upstreams_come_from_the_settings(mode: str, tmp_path: Path) -> None:
     for service in cfg.SERVICES:
         expected = [f"127.0.0.1:{p}" for p in cfg.instance_ports(service, env)]
         assert upstream_servers(text, service) == expected
+    expected = [f"127.0.0.1:{p}" for p in photos_cfg.instance_ports(env)]
+    assert upstream_servers(text, "photos") == expected
     assert f"listen 127.0.0.1:{cfg.gateway_port(env)} " in text
     assert f"listen 127.0.0.1:{cfg.gateway_status_port(env)};" in text
 
@@ -85,7 +88,7 @@ def test_bad_worker_processes_is_refused(value: str, tmp_path: Path) -> None:
 
 def test_keepalive_and_retry_directives(tmp_path: Path) -> None:
     text = render.render(render.GatewayConfig.from_env(tmp_path, {}))
-    assert text.count("keepalive 128;") == len(cfg.SERVICES)
+    assert text.count("keepalive 128;") == len(render.UPSTREAMS)  # the services and photos
     assert "proxy_http_version 1.1;" in text and 'proxy_set_header Connection "";' in text
     assert "proxy_next_upstream error timeout;" in text
     assert not re.search(r"proxy_next_upstream [^;]*non_idempotent", text)
@@ -103,3 +106,20 @@ def test_every_gateway_error_page_is_json(tmp_path: Path) -> None:
     for status in (404, 413, 429, 502, 503, 504):
         assert f"error_page {status} ={status} /_error/{status};" in text
         assert re.search(rf"return {status} '\{{\"error\": \"[^\"]+\"\}}';", text)
+
+
+def test_photos_local_store_is_served_by_nginx_and_s3_through_a_cache(tmp_path: Path) -> None:
+    env = {"PHOTOS_DIR": str(tmp_path / "store"), "PHOTOS_UPLOAD_RATE": "20"}
+    local = render.render(render.GatewayConfig.from_env(tmp_path, env))
+    photos = re.search(r"location /photos/ \{(.*?)\n        \}", local, re.S).group(1)
+    assert f"alias {tmp_path / 'store'}/;" in photos and "try_files $uri @photo_missing;" in photos
+    assert "proxy_pass" not in photos and "proxy_cache_path" not in local
+    upload = re.search(r"location = /photos \{(.*?)\}", local, re.S).group(1)
+    assert "client_max_body_size 10m;" in upload and "proxy_pass http://photos;" in upload
+    assert "limit_req zone=photo_uploads burst=19 nodelay;" in upload
+    assert "limit_req zone=per_client" in upload  # a location's own limit_req drops the server's
+    assert "zone=photo_uploads:10m rate=20r/m;" in local
+    s3 = render.render(render.GatewayConfig.from_env(tmp_path, {**env, "PHOTOS_STORE": "s3"}))
+    photos = re.search(r"location /photos/ \{(.*?)\n        \}", s3, re.S).group(1)
+    assert "proxy_pass http://photos;" in photos and "proxy_cache photos;" in photos
+    assert "alias" not in photos and "keys_zone=photos:10m" in s3

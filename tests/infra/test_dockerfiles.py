@@ -76,7 +76,7 @@ def test_runtime_dependencies_are_pinned() -> None:
 
 
 # Import name -> distribution where they differ.
-DISTRIBUTION_OF = {"prometheus_client": "prometheus-client"}
+DISTRIBUTION_OF = {"prometheus_client": "prometheus-client", "PIL": "pillow"}
 # Installed for another package's sake, never imported: redis-py's C parser.
 NOT_IMPORTED = {"hiredis"}
 
