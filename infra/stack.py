@@ -20,13 +20,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from infra import gateway_and_prometheus, pg_replica, pgbouncer
 from infra.probe import http_status
 from services.common import settings as cfg
-from services.common.migrate import migrate_service, migrate_summary
+from services.common.migrate import app_role, migrate_service, migrate_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("RUNWAY_RUN_DIR", ROOT / "run"))
@@ -115,6 +116,13 @@ def service_programs(services: list[str]) -> list[str]:
             # PG_REPLICAS=1: <SERVICE>_REPLICA_URLS; PG_POOLER=1: the URL through
             # PgBouncer, the direct one as <SERVICE>_MIGRATE_DATABASE_URL, DB_POOLER.
             env |= pg_replica.service_env(service, url) | pgbouncer.service_env(service, url)
+            if pgbouncer.enabled():
+                # As the app role: behind the pooler its timeouts are that role's
+                # settings (services/common/migrate.py), not startup parameters.
+                role = app_role(service).name
+                pooled = urlsplit(pgbouncer.pooled_url(url))
+                netloc = f"{role}@{pooled.netloc.rsplit('@', 1)[-1]}"
+                env[f"{service.upper()}_DATABASE_URL"] = urlunsplit(pooled._replace(netloc=netloc))
             programs.append(
                 _program(
                     f"{service}-{i}",
