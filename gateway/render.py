@@ -260,7 +260,7 @@ def _photos_cache_path(c: GatewayConfig) -> str:
         return "    # photos are files on this host (PHOTOS_STORE=local): no proxy cache"
     return (
         f"    proxy_cache_path {c.run_dir}/cache/photos levels=1:2 keys_zone=photos:10m"
-        " max_size=2g inactive=30d use_temp_path=off;"
+        " max_size=1g inactive=30d use_temp_path=off;"
     )
 
 

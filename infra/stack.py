@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from infra import gateway_and_prometheus, pg_replica, pgbouncer
+from infra import gateway_and_prometheus, pg_replica, pgbouncer, photos_program
 from infra.probe import http_status
 from services.common import settings as cfg
 from services.common.migrate import app_role, migrate_service, migrate_summary
@@ -156,7 +156,8 @@ serverurl=unix://{sock}
     edge = gateway_and_prometheus.programs(RUN_DIR, _program)
     urls = {s: service_database_url(s) for s in services}
     pooler = pgbouncer.programs(RUN_DIR, _program, local_postgres_url("postgres"), urls)
-    conf.write_text(header + "".join(pooler + service_programs(services) + edge))
+    photos = photos_program.programs(RUN_DIR, _program)  # uploads (services/photos)
+    conf.write_text(header + "".join(pooler + service_programs(services) + photos + edge))
     return conf
 
 
@@ -238,11 +239,13 @@ def up(services: list[str]) -> None:
     subprocess.run([_bin("supervisord"), "-c", str(conf)], check=True)
     pgbouncer.wait_ready()  # PG_POOLER=1
     wait_ready(services)
+    photos_program.wait_ready()
     gateway_and_prometheus.wait_ready()
     print("[stack] up:")
     for s in services:
         for port in cfg.instance_ports(s):
             print(f"  {s:9} http://127.0.0.1:{port}")
+    photos_program.print_urls()
     gateway_and_prometheus.print_urls()
 
 

@@ -5,7 +5,7 @@ directory nginx serves is the one the service writes.
     PHOTOS_PORT            first instance's port (8004); instance i on port + 100*i
     PHOTOS_INSTANCES       processes (else INSTANCES, else 1)
     PHOTOS_STORE           "local" (default) or "s3"
-    PHOTOS_DIR             the local store's directory (run/photos in a checkout)
+    PHOTOS_DIR             the local store's directory (data/photos in a checkout)
     PUBLIC_BASE_URL        what the returned URLs start with (http://127.0.0.1:8080)
     PHOTOS_WORKERS         threads decoding and encoding images (2)
     S3_BUCKET, S3_ENDPOINT_URL (or AWS_ENDPOINT_URL), S3_REGION (or AWS_REGION,
@@ -26,7 +26,10 @@ SERVICE = "photos"
 BASE_PORT = 8004
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 STORES = ("local", "s3")
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "run" / "photos"
+CHECKOUT = Path(__file__).resolve().parents[2]
+# In a checkout: beside the demo data (never under run/, which `make clean`
+# removes), RUNWAY_DATA_DIR as the local stack reads it.
+DEFAULT_DIR = CHECKOUT / "data" / "photos"
 
 
 def base_port(env: Mapping[str, str] = os.environ) -> int:
@@ -47,7 +50,9 @@ def store_kind(env: Mapping[str, str] = os.environ) -> str:
 
 
 def store_dir(env: Mapping[str, str] = os.environ) -> Path:
-    return Path(env.get("PHOTOS_DIR") or DEFAULT_DIR).resolve()
+    data_dir = env.get("RUNWAY_DATA_DIR")
+    default = Path(data_dir) / "photos" if data_dir else DEFAULT_DIR
+    return Path(env.get("PHOTOS_DIR") or default).resolve()
 
 
 @dataclass(frozen=True, slots=True)
