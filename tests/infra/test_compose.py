@@ -125,7 +125,7 @@ def test_gateway_publishes_the_gateway_port_and_waits_for_all_services() -> None
     gateway = load()["services"]["gateway"]
     [port] = gateway["ports"]
     assert re.fullmatch(rf"127\.0\.0\.1:\$\{{GATEWAY_PORT:-{cfg.GATEWAY_PORT}\}}:8080", port)
-    assert set(gateway["depends_on"]) == set(cfg.SERVICES)
+    assert set(gateway["depends_on"]) == {*cfg.SERVICES, "photos"}
     assert all(d["condition"] == "service_healthy" for d in gateway["depends_on"].values())
     assert gateway["build"]["dockerfile"] == "gateway/Dockerfile"
 

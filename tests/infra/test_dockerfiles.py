@@ -176,6 +176,8 @@ def test_gateway_dockerfile_config_passes_nginx_t(tmp_path: Path) -> None:
     for service in cfg.SERVICES:
         assert env[f"{service.upper()}_UPSTREAM"] == f"{service}:{cfg.BASE_PORTS[service]}"
         env[f"{service.upper()}_UPSTREAM"] = f"127.0.0.1:{cfg.BASE_PORTS[service]}"
+    assert env["PHOTOS_UPSTREAM"] == "photos:8004" and env["PHOTOS_DIR"] == "/var/lib/runway/photos"
+    env["PHOTOS_UPSTREAM"] = "127.0.0.1:8004"
     env["GATEWAY_PORT"] = "18080"  # nginx -t binds nothing, but keep off the real port
     config = render.GatewayConfig.from_env(tmp_path, env)
     render.write(config)
