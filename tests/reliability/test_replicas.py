@@ -210,6 +210,12 @@ async def test_a_write_on_one_instance_is_read_on_the_other_from_a_lagging_repli
         await post_review(a, 3, f"w{i}")
         seen.append(await summaries(b, 3, count=50))
     assert all(f"w{i}" in s for i, s in enumerate(seen)), seen
+    # b not reading Redis (its adaptive skip): the message's LSN alone tells it.
+    b.app[CACHE]._redis_tier.pays_off = lambda: False
+    for i in range(3):
+        await post_review(a, 3, f"s{i}")
+        assert f"s{i}" in await summaries(b, 3, count=40 + i)
+    del b.app[CACHE]._redis_tier.pays_off
     # The write's LSN also rides in the Redis token: a reader that found the
     # new token before its listener applied the message still waits for it.
     b_cache = b.app[CACHE]
@@ -288,6 +294,31 @@ async def test_the_lsn_in_the_redis_token_covers_a_message_not_yet_applied(
     cache.read_position = lambda scope, token: position(scope, None)
     during, after = await token_race(a, c, redis_server, 8, "newer")
     assert "newer" not in during and "newer" not in after, (during, after)
+
+
+async def test_without_a_lease_reads_go_to_the_primary(
+    aiohttp_client, pair: Pair, private_redis: RedisServer
+) -> None:
+    """Redis dies: a's invalidation fails (a waits out every lease, then
+    acknowledges), b never hears of the write and has no lease: its reads go
+    to the primary. Control: b taking its positions without the lease reads the
+    lagging replica and misses the acknowledged write."""
+    await fresh(pair, private_redis)
+    a = await make_app(aiohttp_client, pair, private_redis)
+    b = await make_app(aiohttp_client, pair, private_redis)
+    await post_review(a, 9, "old")
+    await settle(pair, a, b)
+    assert await summaries(b, 9) == {"old"}
+    private_redis.stop()
+    await post_review(a, 9, "new")
+    counts = router_of(b).counts()
+    assert await summaries(b, 9, count=12) == {"old", "new"}
+    assert router_of(b).counts()["primary:no_lease"] == counts["primary:no_lease"] + 1
+
+    await post_review(a, 9, "newer")
+    cache = b.app[CACHE]  # the control: positions read without the lease check
+    cache.read_position = lambda scope, token: cache._local_tier.required_lsn(scope)
+    assert "newer" not in await summaries(b, 9, count=13)
 
 
 async def read_loop(client, stop: asyncio.Event, failures: list, product: int) -> int:
