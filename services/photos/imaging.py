@@ -25,6 +25,9 @@ FORMATS = ("JPEG", "PNG", "WEBP")
 # A backstop behind the explicit check in `_check_size`: Pillow refuses to
 # open anything past twice this and warns past it (made an error below).
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Past it Pillow only warns; here that is a refusal. A process-wide filter, not
+# warnings.catch_warnings per call, which is not thread-safe.
+warnings.simplefilter("error", Image.DecompressionBombWarning)
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is refused, never padded grey
 
 # Markup or script that a browser or interpreter would act on if it ever met
@@ -61,32 +64,32 @@ def process(data: bytes) -> Encoded:
     """The stored image and thumbnail for an upload, or Rejected."""
     if _ACTIVE_CONTENT.search(data):
         raise Rejected(415, f"{NOT_AN_IMAGE} (it carries markup or script)")
-    with warnings.catch_warnings():
-        # Past MAX_IMAGE_PIXELS Pillow only warns; here that is a refusal.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise Rejected(422, TOO_MANY_PIXELS) from None
-        except Exception:  # any failure to recognise it: not one of ours
-            raise Rejected(415, NOT_AN_IMAGE) from None
-        with image:
-            _check_container(image.format, data)
-            _check_size(*image.size)
-            if image.format == "JPEG":
-                # Decode a large JPEG at 1/2, 1/4 or 1/8 scale straight away (still
-                # at least FULL_PX on the bounding box): a fraction of the time and memory.
-                image.draft(None, (FULL_PX, FULL_PX))
-            try:
-                image.seek(0)  # an animated PNG or WebP: its first frame
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise Rejected(422, TOO_MANY_PIXELS) from None
-            except Exception:  # truncated or corrupt pixel data
-                raise Rejected(415, f"{NOT_AN_IMAGE} (it does not decode)") from None
-            pixels = _to_srgb(upright, image.info.get("icc_profile"))
-    return _encode(pixels)
+    try:
+        image = Image.open(io.BytesIO(data), formats=FORMATS)  # the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise Rejected(422, TOO_MANY_PIXELS) from None
+    except Exception:  # any failure to recognise it: not one of ours
+        raise Rejected(415, NOT_AN_IMAGE) from None
+    with image:
+        _check_container(image.format, data)
+        _check_size(*image.size)
+        return _encode(_to_srgb(_decode(image), image.info.get("icc_profile")))
+
+
+def _decode(image: ImageFile.ImageFile) -> Image.Image:
+    """The pixels, upright (EXIF orientation applied)."""
+    if image.format == "JPEG":
+        # A JPEG over twice FULL_PX decodes at 1/2, 1/4 or 1/8 scale straight
+        # away (still at least FULL_PX): a fraction of the time and memory.
+        image.draft(None, (FULL_PX, FULL_PX))
+    try:
+        image.seek(0)  # an animated PNG or WebP: its first frame
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise Rejected(422, TOO_MANY_PIXELS) from None
+    except Exception:  # truncated or corrupt pixel data
+        raise Rejected(415, f"{NOT_AN_IMAGE} (it does not decode)") from None
 
 
 def _check_container(fmt: str | None, data: bytes) -> None:
