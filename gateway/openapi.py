@@ -72,8 +72,16 @@ EMAIL: Schema = {"type": "string", "maxLength": 60, "format": "email"}
 NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 60}
 PHOTO_URLS: Schema = {"type": "array", "items": URL, "maxItems": 5}
 
+PHOTO_NAME = r"[0-9a-f]{32}(-thumb)?\.(jpg|webp)"  # content-addressed (services/photos)
+PHOTO_URL: Schema = {
+    "type": "string",
+    "pattern": rf"^https?://[^/?#]+/photos/{PHOTO_NAME}$",
+    "description": "Under the gateway's public base URL (PUBLIC_BASE_URL); accepted in `photos`.",
+}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": obj({"error": {"type": "string", "minLength": 1}}),
+    "UploadedPhoto": obj({"url": PHOTO_URL, "thumbnail_url": PHOTO_URL}),
     "Product": obj(
         {
             "id": INT_ID,
@@ -310,8 +318,11 @@ ERROR_DESCRIPTIONS: dict[str, str] = {
     "400": "A malformed query, path or session value, or a body that is not JSON "
     "(the message names the field).",
     "404": "Unknown id, or no public route for the path.",
-    "413": "Request body over 1 MiB.",
-    "422": "The body fails validation (the message names the field).",
+    "413": "Request body over 1 MiB (10 MiB for POST /photos).",
+    "415": "Not a JPEG, PNG or WebP image by its bytes (whatever Content-Type or file name "
+    "it came with), or a Content-Type the route does not take.",
+    "422": "The body fails validation (the message names the field); for a photo: over "
+    "40 megapixels or an aspect ratio over 20:1.",
     "429": "Rate limit exceeded; retry after Retry-After seconds.",
     "502": "No instance of the service answered.",
     "503": "A dependency (the database) is down.",
@@ -389,11 +400,61 @@ def tag_service(tag: str) -> str:
         "interactions": "overview",
         "reviews": "reviews",
         "qa": "qa",
+        "photos": "photos",
     }[tag]
 
 
-def paths() -> dict[str, Any]:
+IMAGE: Schema = {"type": "string", "contentMediaType": "image/*"}
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+
+
+def photo_paths() -> dict[str, Any]:
+    """The project's addition to the contract (docs/photos.md)."""
+    immutable = {"schema": {"type": "string", "enum": ["public, max-age=31536000, immutable"]}}
+    stored = {
+        "description": "The stored image (re-encoded, no metadata). HEAD answers the same headers.",
+        "headers": {
+            "Cache-Control": immutable,
+            "ETag": {"schema": {"type": "string"}},
+            "X-Content-Type-Options": {"schema": {"type": "string", "enum": ["nosniff"]}},
+        },
+        "content": {t: {"schema": IMAGE} for t in ("image/jpeg", "image/webp")},
+    }
+    upload = {t: {"schema": IMAGE} for t in IMAGE_TYPES}
+    upload["multipart/form-data"] = {"schema": body_obj({"photo": IMAGE})}
     return {
+        "/photos": {
+            "x-runway-service": "photos",
+            "post": op(
+                "uploadPhoto",
+                "Store a picture for a review or an answer (at most 20 a minute per client)",
+                "photos",
+                responses({"201": ok(ref("UploadedPhoto"), "Stored")}, "400", "415", "422"),
+                requestBody={"required": True, "content": upload},
+            ),
+        },
+        "/photos/{name}": {
+            "x-runway-service": "photos",
+            "get": op(
+                "getPhoto",
+                "A stored picture or its thumbnail",
+                "photos",
+                responses({"200": stored, "304": {"description": "Not modified (ETag)."}}, "404"),
+                parameters=[
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": f"^{PHOTO_NAME}$"},
+                    }
+                ],
+            ),
+        },
+    }
+
+
+def paths() -> dict[str, Any]:
+    return photo_paths() | {
         "/products": {
             "x-runway-service": "overview",
             "get": op(
@@ -604,7 +665,9 @@ def document() -> dict[str, Any]:
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "servers": [{"url": "http://127.0.0.1:8080", "description": "local stack gateway"}],
-        "tags": [{"name": t} for t in ("products", "reviews", "qa", "cart", "interactions")],
+        "tags": [
+            {"name": t} for t in ("products", "reviews", "qa", "cart", "interactions", "photos")
+        ],
         "paths": paths(),
         "components": {
             "schemas": SCHEMAS,

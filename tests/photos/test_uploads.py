@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.conftest import free_port
 from tests.gateway.harness import Gateway, Response, request
+from tests.gateway.openapi_check import document, validate
 from tests.photos import images
 from tests.photos.conftest import Stack, stored
 
@@ -276,3 +277,24 @@ def test_review_and_answer_accept_the_returned_urls(photo_stack: tuple[Stack, Ga
     assert resp.status == 201, resp.body
     answers = request(gw.port, "GET", f"/qa/questions/{question_id}/answers").json()
     assert [p["url"] for p in answers["results"][0]["photos"]] == urls
+
+
+def test_answers_match_the_openapi_document(photo_stack: tuple[Stack, Gateway]) -> None:
+    _, gw = photo_stack
+    cases = [
+        upload(gw.port, images.webp(), "image/webp"),
+        upload(gw.port, b"", "image/png"),
+        upload(gw.port, images.SVG, "image/svg+xml"),
+        upload(gw.port, images.bomb_png(), "image/png"),
+        upload(gw.port, b"\0" * (10 * 1024 * 1024 + 1)),
+    ]
+    assert [r.status for r in cases] == [201, 400, 415, 422, 413]
+    for resp in cases:
+        validate("POST", "/photos", resp.status, resp.header("Content-Type"), resp.body)
+    photo = path_of(cases[0].json()["url"])
+    got = request(gw.port, "GET", photo)
+    documented = document()["paths"]["/photos/{name}"]["get"]["responses"]["200"]["content"]
+    assert got.header("Content-Type") in documented
+    missing = request(gw.port, "GET", "/photos/" + "f" * 32 + "-thumb.webp")
+    path = "/photos/" + "f" * 32 + "-thumb.webp"
+    validate("GET", path, missing.status, missing.header("Content-Type"), missing.body)
