@@ -147,6 +147,8 @@ async def test_concurrent_adds_of_the_last_units(
                 for _ in range(adds)
             ]
             for _ in range(500):
+                # pg_stat_activity is read once per transaction unless cleared.
+                await overview_conn.execute("SELECT pg_stat_clear_snapshot()")
                 waiting = await overview_conn.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                     " AND application_name = 'runway-overview'"
