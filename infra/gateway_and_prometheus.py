@@ -21,6 +21,7 @@ import yaml
 from gateway import render
 from infra.probe import http_status
 from services.common import settings as cfg
+from services.photos import settings as photos_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "infra" / "prometheus"
@@ -52,6 +53,9 @@ def prometheus_config(port: int, env: Mapping[str, str] = os.environ) -> dict[st
     for job in config["scrape_configs"]:
         if job["job_name"] in cfg.SERVICES:
             targets = [f"127.0.0.1:{p}" for p in cfg.instance_ports(job["job_name"], env)]
+            job["static_configs"] = [{"targets": targets}]
+        elif job["job_name"] == photos_cfg.SERVICE:
+            targets = [f"127.0.0.1:{p}" for p in photos_cfg.instance_ports(env)]
             job["static_configs"] = [{"targets": targets}]
         elif job["job_name"] == "prometheus":
             job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]

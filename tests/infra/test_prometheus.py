@@ -12,6 +12,7 @@ import yaml
 
 from infra import gateway_and_prometheus
 from services.common import settings as cfg
+from services.photos import settings as photos_cfg
 from tests.conftest import ROOT
 from tests.infra.metric_names import PROMETHEUS_BUILTINS, exported_names, metric_names
 
@@ -70,6 +71,7 @@ def test_container_targets_match_the_settings() -> None:
     for service in cfg.SERVICES:
         targets = jobs[service]["static_configs"][0]["targets"]
         assert targets == [f"{service}:{cfg.BASE_PORTS[service]}"]
+    assert jobs["photos"]["static_configs"][0]["targets"] == [f"photos:{photos_cfg.BASE_PORT}"]
 
 
 @pytest.mark.parametrize("env", [{}, {"INSTANCES": "3", "QA_PORT": "9103"}])
@@ -86,5 +88,7 @@ def test_local_config_scrapes_every_instance(
     for service in cfg.SERVICES:
         targets = jobs[service]["static_configs"][0]["targets"]
         assert targets == [f"127.0.0.1:{p}" for p in cfg.instance_ports(service, env)]
+    photos = jobs["photos"]["static_configs"][0]["targets"]
+    assert photos == [f"127.0.0.1:{p}" for p in photos_cfg.instance_ports(env)]
     result = promtool("check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
