@@ -14,10 +14,12 @@ import time
 import urllib.request
 
 import aiohttp
+import asyncpg
 import pytest
 
 from services.common import settings as cfg
-from tests.e2e.conftest import INSTANCES, Stack
+from tests.conftest import PG_ADMIN_URL, POOLER_ENABLED
+from tests.e2e.conftest import INSTANCES, Stack, e2e_database_url
 from tests.gateway.harness import request
 from tests.gateway.openapi_check import Recorder
 
@@ -161,6 +163,32 @@ def test_a_write_is_read_back_through_every_instance(stack: Stack, service: str)
     for port in ports:  # straight to each instance: the other one did not take the write
         results = request(port, "GET", path).json()["results"]
         assert marker in [r[key] for r in results], port
+
+
+@pytest.mark.skipif(not POOLER_ENABLED, reason="RUNWAY_TEST_POOLER=1 only")
+def test_behind_the_pooler_the_services_connect_as_their_app_role(stack: Stack) -> None:
+    """PG_POOLER=1: every instance reaches Postgres through PgBouncer as
+    runway_<service> with DB_POOLER=transaction (and the routes above passed)."""
+    conf = (stack.run_dir / "supervisord.conf").read_text()
+    assert (
+        "[program:pgbouncer]" in conf
+        and conf.count('DB_POOLER="transaction"') == len(cfg.SERVICES) * INSTANCES
+    )
+
+    async def users() -> set[tuple[str, str]]:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            rows = await conn.fetch(
+                "SELECT DISTINCT datname, usename FROM pg_stat_activity"
+                " WHERE application_name LIKE 'runway-%'"
+            )
+            return {(r[0], r[1]) for r in rows}
+        finally:
+            await conn.close()
+
+    seen = asyncio.run(users())
+    for service in cfg.SERVICES:
+        assert (e2e_database_url(service).rsplit("/", 1)[1], f"runway_{service}") in seen
 
 
 def test_gateway_errors(stack: Stack) -> None:
