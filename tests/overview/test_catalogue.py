@@ -280,8 +280,9 @@ async def test_styles_cost_a_fixed_number_of_statements(
 
         return counting
 
-    db.fetch, db.fetchval = spy(db.fetch), spy(db.fetchval)
-    db.fetchrow = None  # any other query path would fail loudly
+    # The catalogue's reads are db.read_* (read replicas may take them).
+    db.read_fetch, db.read_fetchval = spy(db.read_fetch), spy(db.read_fetchval)
+    db.read_fetchrow = db.fetch = db.fetchval = db.fetchrow = None  # any other path fails loudly
     live = await get_json(overview_client, "/products/4/styles")
     assert len(live["results"]) == 8
     assert calls == [queries.DOCUMENT_STYLES, queries.PRODUCT_STYLES]

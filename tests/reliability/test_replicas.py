@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import asyncpg
@@ -23,7 +23,8 @@ from redis import asyncio as aioredis
 from infra.pg_replica import Replica, hot_standby_settings
 from services.common.replicas import ReplicaRouter
 from services.common.resources import CACHE, DB
-from tests.conftest import RedisServer, settings_for, truncate_all
+from services.common.settings import Settings
+from tests.conftest import RedisServer, truncate_all
 from tests.reliability.harness import fresh_database, record_figures
 from tests.reliability.pgcluster import PgCluster, postgres_bin
 
@@ -92,8 +93,16 @@ def pair() -> Iterator[Pair]:
 
 async def make_app(aiohttp_client, pair: Pair, redis: RedisServer, service="reviews", **over):
     create_app = importlib.import_module(f"services.{service}.app").create_app
-    settings = settings_for(
-        service, pair.dsns[service], redis.url, replica_urls=(pair.replica_dsn(service),), **over
+    # Not tests.conftest.settings_for: under RUNWAY_TEST_POOLER=1 that points the
+    # app at the shared Postgres through PgBouncer; this primary is private.
+    settings = replace(
+        Settings.from_env(service, env={}),
+        database_url=pair.dsns[service],
+        redis_url=redis.url,
+        pool_min=1,
+        pool_max=5,
+        replica_urls=(pair.replica_dsn(service),),
+        **over,
     )
     client = await aiohttp_client(create_app(settings))
     assert await client.app[CACHE].wait_ready()
