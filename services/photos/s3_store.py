@@ -13,9 +13,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from .settings import S3Settings
-from .store import StoredPhoto
-
-IMMUTABLE = "public, max-age=31536000, immutable"
+from .store import IMMUTABLE, StoredPhoto
 
 
 class S3Store:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "webp": "image/webp"}
+# A name's bytes never change (content-addressed): cached anywhere for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
 # Written here, then renamed into place: never served (the gateway refuses
 # dot paths), on the same filesystem as the store so the rename is atomic.
 INCOMING = ".incoming"

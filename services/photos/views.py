@@ -16,9 +16,8 @@ from services.common.responses import json_response
 
 from . import imaging
 from .resources import IMAGING, PHOTO_SETTINGS, STORE
-from .s3_store import IMMUTABLE
 from .settings import MAX_UPLOAD_BYTES
-from .store import CONTENT_TYPES
+from .store import CONTENT_TYPES, IMMUTABLE
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 NAME = re.compile(r"^[0-9a-f]{32}(-thumb)?\.(jpg|webp)$")

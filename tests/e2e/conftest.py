@@ -75,6 +75,7 @@ def stack_env(run_dir: Path, redis_url: str) -> dict[str, str]:
     for service in cfg.SERVICES:
         env[f"{service.upper()}_PORT"] = str(free_instance_base(INSTANCES))
         env[f"{service.upper()}_DATABASE_URL"] = e2e_database_url(service)
+    env["PHOTOS_PORT"] = str(free_instance_base(INSTANCES))  # the photos service: no database
     if POOLER_ENABLED:  # RUNWAY_TEST_POOLER=1: the services behind the stack's PgBouncer
         env |= {"PG_POOLER": "1", "PG_POOLER_PORT": str(free_port())}
     return env
