@@ -17,7 +17,14 @@ from services.common.resources import METRICS
 from services.common.responses import json_response
 
 from . import views
-from .resources import PHOTO_SETTINGS, STORE, imaging_ctx, store_ctx
+from .resources import (
+    PHOTO_SETTINGS,
+    STORE,
+    UPLOAD_SLOTS,
+    UploadSlots,
+    imaging_ctx,
+    store_ctx,
+)
 from .settings import MAX_UPLOAD_BYTES, PhotoSettings
 
 log = logging.getLogger("runway.photos")
@@ -29,6 +36,7 @@ def create_app(settings: PhotoSettings) -> web.Application:
     app = web.Application(client_max_size=MAX_UPLOAD_BYTES + 64 * 1024)
     app[PHOTO_SETTINGS] = settings
     app[METRICS] = Metrics(settings.service)
+    app[UPLOAD_SLOTS] = UploadSlots(settings.workers * 4)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(imaging_ctx)
     r = Routes(app)

@@ -5,8 +5,9 @@ Nothing here does I/O until the app starts."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from aiohttp import web
 
@@ -17,6 +18,31 @@ from .store import LocalStore, PhotoStore
 PHOTO_SETTINGS: web.AppKey[PhotoSettings] = web.AppKey("photo_settings", PhotoSettings)
 STORE: web.AppKey[PhotoStore] = web.AppKey("photo_store")
 IMAGING: web.AppKey[ThreadPoolExecutor] = web.AppKey("imaging", ThreadPoolExecutor)
+
+
+class UploadSlots:
+    """Uploads in progress, bounded: each holds up to 10 MiB of body and, once
+    decoding, up to ~160 MB of pixels. Past the bound an upload is refused at
+    once (503) instead of queueing for the imaging threads without limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @contextmanager
+    def take(self) -> Iterator[bool]:
+        """Yields whether a slot was had (the caller refuses when not)."""
+        if self.used >= self.limit:
+            yield False
+            return
+        self.used += 1
+        try:
+            yield True
+        finally:
+            self.used -= 1
+
+
+UPLOAD_SLOTS: web.AppKey[UploadSlots] = web.AppKey("upload_slots", UploadSlots)
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:

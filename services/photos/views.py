@@ -15,7 +15,7 @@ from services.common.errors import ApiError
 from services.common.responses import json_response
 
 from . import imaging
-from .resources import IMAGING, PHOTO_SETTINGS, STORE
+from .resources import IMAGING, PHOTO_SETTINGS, STORE, UPLOAD_SLOTS
 from .settings import MAX_UPLOAD_BYTES
 from .store import CONTENT_TYPES, IMMUTABLE
 
@@ -26,6 +26,13 @@ TOO_LARGE = f"photo is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB l
 
 
 async def upload(request: web.Request) -> web.Response:
+    with request.app[UPLOAD_SLOTS].take() as admitted:
+        if not admitted:
+            raise ApiError(503, "too many uploads in progress, try again shortly")
+        return await _upload(request)
+
+
+async def _upload(request: web.Request) -> web.Response:
     data = await _read_upload(request)
     pool = request.app[IMAGING]
     loop = asyncio.get_running_loop()
