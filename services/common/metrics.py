@@ -10,7 +10,9 @@ a service updates its metrics on the event loop's one thread. The locks cost
 
 Each is updated where its work happens: observe.py (requests), cache.py
 (lookups, invalidations), db.py and resources.py (pool), resources.py and
-app.py (garbage collector)."""
+app.py (garbage collector). With read replicas, replicas.py registers its own
+families on the same registry (runway_db_reads_total, plain numbers like the
+cache's; replica_probe.py the runway_db_replica_* gauges)."""
 
 from __future__ import annotations
 
