@@ -28,8 +28,10 @@ RESET and apply to every pooled server connection:
 direct URL keep no timeout). Also behind the pooler: asyncpg needs
 statement_cache_size=0 (a named prepared statement lives on one server
 connection; the next transaction may get another), no session state (SET,
-advisory locks, LISTEN, temporary tables) outlives a transaction, and
-migrations (a session advisory lock) take the direct URL.
+advisory locks, LISTEN, temporary tables) outlives a transaction. Migrations
+(python -m services.common.migrate) take the direct URL: they create the
+database and the app role, which the pooler cannot do; their lock is a
+transaction-level advisory lock, so it would hold through the pooler too.
 
 The local stack with PG_POOLER=1: program "pgbouncer" under supervisord, config
 in run/pgbouncer/; each service's <SERVICE>_DATABASE_URL becomes
