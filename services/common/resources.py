@@ -124,9 +124,15 @@ def cache_ctx(namespace: str) -> CleanupCtx:
 async def replicas_ctx(app: web.Application) -> AsyncIterator[None]:
     """With <SERVICE>_REPLICA_URLS: a ReplicaRouter attached to DB and CACHE
     and its monitor (services/common/replicas.py); after cache_ctx, so stopped
-    before the cache. Without replicas: nothing at all."""
+    before the cache. Without replicas: nothing at all. Nor with the cache
+    disabled: replicas serve reads only under the cache's lease, which a
+    process without Redis never holds, so every read would go to the primary."""
     settings = app[SETTINGS]
     if not settings.replica_urls:
+        yield
+        return
+    if not settings.cache_enabled:
+        log.warning("replicas configured but CACHE_ENABLED=0: every read goes to the primary")
         yield
         return
     database = app[DB]

@@ -105,7 +105,8 @@ async def make_app(aiohttp_client, pair: Pair, redis: RedisServer, service="revi
         **over,
     )
     client = await aiohttp_client(create_app(settings))
-    assert await client.app[CACHE].wait_ready()
+    if settings.cache_enabled:
+        assert await client.app[CACHE].wait_ready()
     return client
 
 
@@ -328,6 +329,16 @@ async def test_without_a_lease_reads_go_to_the_primary(
     cache = b.app[CACHE]  # the control: positions read without the lease check
     cache.read_position = lambda scope, token: cache._local_tier.required_lsn(scope)
     assert "newer" not in await summaries(b, 9, count=13)
+
+
+async def test_with_the_cache_disabled_no_replica_is_used(
+    aiohttp_client, pair: Pair, redis_server: RedisServer
+) -> None:
+    await fresh(pair, redis_server)
+    client = await make_app(aiohttp_client, pair, redis_server, cache_enabled=False)
+    assert client.app[DB]._router is None  # no lease ever: replicas would serve nothing
+    await post_review(client, 10, "x")
+    assert await summaries(client, 10) == {"x"}
 
 
 async def read_loop(client, stop: asyncio.Event, failures: list, product: int) -> int:
