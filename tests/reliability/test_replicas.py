@@ -25,7 +25,8 @@ from services.common.replicas import ReplicaRouter
 from services.common.resources import CACHE, DB
 from services.common.settings import Settings
 from tests.conftest import RedisServer, truncate_all
-from tests.reliability.harness import fresh_database, record_figures
+from tests.gateway.harness import ServiceInstance, free_instance_base
+from tests.reliability.harness import fresh_database, metric_samples, record_figures
 from tests.reliability.pgcluster import PgCluster, postgres_bin
 
 REPLICA_DELAY_MS = 300
@@ -466,6 +467,59 @@ async def test_coherence_with_reads_on_the_lagging_replica(
                 assert history.violations, "naive replica reads: the checker saw nothing stale"
             first_product += 1000
     record_figures("replicas[coherence]", figures)
+
+
+async def test_coherence_across_processes_reading_the_replica(
+    pair: Pair, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The same checker against two real reviews processes (python -m, their
+    settings from the environment), the replica 30 ms then 300 ms behind."""
+    from tests.reliability.test_coherence import MODELS, History, run_clients
+
+    await fresh(pair, redis_server)
+    env = {
+        "REVIEWS_DATABASE_URL": pair.dsns["reviews"],
+        "REVIEWS_REPLICA_URLS": pair.replica_dsn("reviews"),
+        "REDIS_URL": redis_server.url,
+        "DB_POOL_MAX": "4",
+    }
+    instances = [
+        ServiceInstance("reviews", free_instance_base(1), env, tmp_path / f"reviews-{i}.log")
+        for i in range(2)
+    ]
+    figures = {}
+    try:
+        for instance in instances:
+            await asyncio.to_thread(instance.start)
+        bases = [f"http://127.0.0.1:{i.port}" for i in instances]
+        model_class, first_product = MODELS["reviews"]
+        for delay_ms, products in ((30, 256), (REPLICA_DELAY_MS, 8)):
+            await asyncio.to_thread(pair.set_delay, delay_ms)
+            before = sum(replica_reads_of(i.port) for i in instances)
+            model = model_class(first_product)
+            model.products = list(range(first_product, first_product + products))
+            history = History()
+            run = await run_clients(bases, model, 1500, history)
+            reads = sum(replica_reads_of(i.port) for i in instances) - before
+            figures[f"{delay_ms}ms"] = {
+                "checks": history.checks,
+                "violations": len(history.violations),
+                "replica_reads": reads,
+                **run,
+            }
+            assert history.violations == [], history.violations[:5]
+            assert reads > 0, "no read reached the replica"
+            first_product += 1000
+    finally:
+        await asyncio.to_thread(pair.set_delay, REPLICA_DELAY_MS)
+        for instance in instances:
+            await asyncio.to_thread(instance.stop)
+    record_figures("replicas[coherence-processes]", figures)
+
+
+def replica_reads_of(port: int) -> float:
+    key = ("runway_db_reads_total", (("reason", "caught_up"), ("server", "replica")))
+    return metric_samples(port).get(key, 0.0)
 
 
 async def test_primary_down_gives_503s_as_before(
