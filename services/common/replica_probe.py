@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -36,6 +36,9 @@ class ReplicaState:
     replay: int = -1  # the known replay LSN (a lower bound)
     lag_s: float = math.inf
     lag_bytes: int = 0
+    # The bounds of the reads running on it (replicas.py expires them when it
+    # is marked down).
+    in_flight: set[asyncio.Timeout] = field(default_factory=set)
 
 
 class Probe:

@@ -76,6 +76,12 @@ REPLICA_FAILURES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,  # conflict with recovery on a hot standby
     asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a reset
 )
+# Of those, the ones that say nothing about the replica's health: the read
+# falls back to the primary, the replica stays in use.
+_QUERY_FAILURES = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.QueryCanceledError,  # its statement_timeout
+)
 
 # Why a read ran on the primary (runway_db_reads_total{server="primary",reason}).
 PRIMARY_REASONS = (
@@ -224,9 +230,10 @@ class ReplicaRouter:
         try:
             result = await self._on(replica, method, sql, args)
         except REPLICA_FAILURES as exc:
-            self._mark_down(replica, exc)
-            if replica.pool is not None:
-                await replica.pool.expire_connections()  # the others are likely broken too
+            if not isinstance(exc, _QUERY_FAILURES):
+                self._mark_down(replica, exc)
+                if replica.pool is not None:
+                    await replica.pool.expire_connections()  # the others are likely broken
             self._on_primary["replica_failed"].value += 1
             return await self._primary._one_statement(method, sql, args)
         self._on_replica.value += 1
@@ -240,7 +247,15 @@ class ReplicaRouter:
         async with asyncio.timeout(self._connect_timeout_s):
             conn = await replica.pool.acquire()
         try:
-            return await getattr(conn, method)(sql, *args)
+            # A bound with no deadline, until the replica is marked down:
+            # _mark_down expires it, so a read stuck on a replica that hangs
+            # falls back to the primary then, not at its statement timeout.
+            async with asyncio.timeout(None) as bound:
+                replica.in_flight.add(bound)
+                try:
+                    return await getattr(conn, method)(sql, *args)
+                finally:
+                    replica.in_flight.discard(bound)
         except BaseException:
             conn.terminate()  # never handed out again in whatever state it is
             raise
@@ -252,6 +267,10 @@ class ReplicaRouter:
             log.warning("replica %s down: %r", replica.label, exc)
         replica.up = False
         replica.fresh = False
+        if replica.in_flight:
+            now = asyncio.get_running_loop().time()
+            for bound in replica.in_flight:
+                bound.reschedule(now)
         # Unknown until read again: a replica that restarted after a crash may
         # accept reads at a replay position below the one last read.
         replica.replay = -1

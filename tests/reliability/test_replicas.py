@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -387,6 +390,67 @@ async def test_a_stopped_replica_is_skipped_with_no_failed_request(
         "replicas[stopped]",
         {"reads": reads, "skipped_after_s": round(skipped_after, 3), **router.counts()},
     )
+
+
+def replica_processes(replica: Replica) -> list[int]:
+    """The replica's postmaster and every process it started."""
+    main = int((replica.data / "postmaster.pid").read_text().splitlines()[0])
+    found = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True)
+    return [main, *(int(pid) for pid in found.stdout.split())]
+
+
+async def timed_read_loop(client, stop: asyncio.Event, failures: list, product: int) -> list:
+    latencies = []
+    n = 0
+    while not stop.is_set():
+        n += 1
+        started = time.monotonic()
+        resp = await client.get(f"/reviews?product_id={product}&count={1 + n % 97}&page={n}")
+        latencies.append(time.monotonic() - started)
+        if resp.status != 200:
+            failures.append((resp.status, await resp.text()))
+        await asyncio.sleep(0.005)
+    return latencies
+
+
+async def test_a_hung_replica_is_skipped_and_reads_on_it_fall_back_at_once(
+    aiohttp_client, pair: Pair, redis_server: RedisServer
+) -> None:
+    """Every replica process stopped (SIGSTOP): the monitor's probe times out
+    and marks it down, which also ends the reads stuck on it: they run on the
+    primary then, not at their statement timeout (5 s)."""
+    await fresh(pair, redis_server)
+    client = await make_app(aiohttp_client, pair, redis_server)
+    router = router_of(client)
+    await post_review(client, 11, "x")
+    await settle(pair, client)
+    stop, failures = asyncio.Event(), []
+    loop = asyncio.create_task(timed_read_loop(client, stop, failures, 11))
+    await asyncio.sleep(0.3)
+    pids = replica_processes(pair.replica)
+    hung_at = time.monotonic()
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        while router.replicas[0].up:
+            assert time.monotonic() - hung_at < 1.0, "a hung replica still counted as up"
+            await asyncio.sleep(0.01)
+        skipped_after = time.monotonic() - hung_at
+        await asyncio.sleep(2.0)  # longer than the bound below: a stuck read would show
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    await settle(pair, client, timeout_s=15)
+    stop.set()
+    latencies = await loop
+    assert failures == []
+    slowest = max(latencies)
+    record_figures(
+        "replicas[hung]",
+        {"reads": len(latencies), "skipped_after_s": round(skipped_after, 3),
+         "slowest_read_s": round(slowest, 3), **router.counts()},
+    )  # fmt: skip
+    assert slowest < 1.5, f"a read waited {slowest:.2f} s on the hung replica"
 
 
 async def test_a_replica_past_the_lag_bound_is_skipped(
