@@ -5,8 +5,9 @@ bench's ceiling NGINX (bench/nginx-ceiling.conf.template, `/fixed`).
 
     python -m bench.photos [--seconds 10] [--upload-seconds 15] [--concurrency 4]
 
-1. GET of a stored photo (full image and thumbnail) through the gateway, and
-   the ceiling's fixed body, each `wrk -t2 -c64 -d<seconds>s --latency`.
+1. GET of a stored photo (full image and thumbnail) through the gateway, the
+   gateway's own static /openapi.json, and the ceiling's fixed body, each
+   `wrk -t2 -c64 -d<seconds>s --latency`.
 2. Uploads of a 2 MB, 12-megapixel phone JPEG (EXIF GPS and orientation),
    each a different file (a JPEG comment with a counter, so none is found
    already stored), from `concurrency` clients: uploads/s and latency.
@@ -164,6 +165,10 @@ def main() -> None:
         base = f"http://127.0.0.1:{gateway_port}/photos/"
         results["get_thumbnail"] = wrk(base + thumb, args.seconds)
         results["get_full"] = wrk(base + name, args.seconds)
+        # The same gateway's own static file (its headers, maps, one worker).
+        results["gateway_openapi_json"] = wrk(
+            f"http://127.0.0.1:{gateway_port}/openapi.json", args.seconds
+        )
         results["ceiling_nginx"] = wrk(f"http://127.0.0.1:{ceiling_port}/fixed", args.seconds)
         results["upload"] = asyncio.run(
             uploads(gateway_port, jpeg, args.upload_seconds, args.concurrency)
