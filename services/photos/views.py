@@ -91,11 +91,16 @@ async def _read_upload(request: web.Request) -> bytes:
 
 
 async def _multipart_photo(request: web.Request) -> bytes:
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if isinstance(part, BodyPartReader) and part.name == "photo":
-            return await _read_limited(_part_chunks(part))
-        await part.release()
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "photo":
+                return await _read_limited(_part_chunks(part))
+            await part.release()
+    except ApiError:
+        raise
+    except Exception as exc:  # no boundary, a broken part: aiohttp's parser refuses
+        raise ApiError(400, "body: malformed multipart/form-data") from exc
     raise ApiError(400, "photo: multipart field 'photo' is missing")
 
 

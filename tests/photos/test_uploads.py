@@ -178,6 +178,8 @@ def test_fake_extension_in_multipart_is_refused(photo_stack: tuple[Stack, Gatewa
     before = stored(stack.store)
     assert_json_error(multipart(gw.port, images.HTML, filename="cute-cat.jpg"), 415)
     assert_json_error(multipart(gw.port, images.phone_jpeg(), field="picture"), 400)
+    no_boundary = {"Content-Type": "multipart/form-data"}
+    assert_json_error(request(gw.port, "POST", "/photos", b"x", no_boundary), 400)
     assert stored(stack.store) == before
 
 

@@ -6,16 +6,19 @@ one address; the rate-limit tests start gateways of their own."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from services.common import settings as cfg
 from services.common.db import drop_database
-from tests.conftest import RedisServer
-from tests.gateway.harness import Gateway
+from tests.conftest import RedisServer, free_port
+from tests.gateway.harness import Gateway, ServiceInstance
+from tests.photos.conftest import store_directory
 from tests.reliability.harness import Cluster, fresh_database
 from tests.reliability.workloads import Overview
 
@@ -55,19 +58,32 @@ async def _seed(databases: dict[str, str]) -> None:
             await conn.close()
 
 
+def photos_instance(logs: Path) -> ServiceInstance:
+    env = {"PHOTOS_DIR": str(store_directory())}
+    return ServiceInstance("photos", free_port(), env, logs / "photos.log")
+
+
 @pytest.fixture(scope="session")
 def surface(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Surface]:
     databases = {s: fresh_database(s, "sec") for s in cfg.SERVICES}
     cluster = Cluster(tmp_path_factory.mktemp("surface"), databases, redis_server.url, instances=1)
+    photos: ServiceInstance | None = None
     try:
         asyncio.run(_seed(databases))
         cluster.start()
         not_ready = cluster.wait_ready()
-        gateway = cluster.start_gateway(GATEWAY_RATE_LIMIT="off")
+        # The photos service (no database): one instance on a store of its own.
+        photos = photos_instance(tmp_path_factory.mktemp("photos-logs"))
+        photos.start()
+        photos_env = {"PHOTOS_PORT": str(photos.port), "PHOTOS_DIR": photos.env["PHOTOS_DIR"]}
+        gateway = cluster.start_gateway(GATEWAY_RATE_LIMIT="off", **photos_env)
         yield Surface(cluster, gateway, not_ready)
     finally:
+        if photos is not None:
+            photos.stop()
+            shutil.rmtree(photos.env["PHOTOS_DIR"], ignore_errors=True)
         cluster.stop()
         for url in databases.values():
             asyncio.run(drop_database(url))

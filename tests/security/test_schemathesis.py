@@ -79,6 +79,8 @@ def _service_of(case: schemathesis.Case) -> str:
     path = case.operation.path
     if path.startswith("/reviews"):
         return "reviews"
+    if path.startswith("/photos"):
+        return "photos"
     return "qa" if path.startswith("/qa") else "overview"
 
 
