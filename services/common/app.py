@@ -104,7 +104,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database answers; the cache's state is reported, not required."""
+    """Ready when the database answers; the cache's state (and the read
+    replicas', when there are any) is reported, not required."""
     app = request.app
     cache_state = app[CACHE].state()
     try:
@@ -120,6 +121,9 @@ async def readyz(request: web.Request) -> web.Response:
         "database": database,
         "cache": cache_state,
     }
+    replicas = app[DB].replicas
+    if replicas is not None:
+        body["replicas"] = replicas.state()
     return json_response(orjson.dumps(body), status=status)
 
 

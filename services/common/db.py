@@ -96,6 +96,10 @@ class Database:
     def attach_replicas(self, router: ReplicaRouter | None) -> None:
         self._router = router
 
+    @property
+    def replicas(self) -> ReplicaRouter | None:
+        return self._router
+
     async def read_fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         router = self._router
         if router is None:

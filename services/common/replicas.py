@@ -175,6 +175,18 @@ class ReplicaRouter:
                 except TimeoutError:
                     replica.pool.terminate()
 
+    def state(self) -> list[dict[str, object]]:
+        """Each replica's state, for /readyz."""
+        return [
+            {
+                "replica": r.label,
+                "up": r.up,
+                "within_lag_bound": r.fresh,
+                "lag_ms": round(r.lag_s * 1000) if r.up and r.lag_s != math.inf else None,
+            }
+            for r in self.replicas
+        ]
+
     def counts(self) -> dict[str, int]:
         """Reads so far: "replica", and "primary:<reason>" for each reason."""
         found = {f"primary:{r}": c.value for r, c in self._on_primary.items()}
