@@ -13,6 +13,7 @@ from services.common.cache import ResponseCache, local
 from services.common.cache.local import LocalTier
 from services.common.cache.scripts import scope_key
 from services.common.metrics import Metrics
+from services.common.replicas import ReplicaRouter
 
 
 def tracking_tier() -> LocalTier:
@@ -103,3 +104,32 @@ async def test_the_position_rides_to_other_processes_and_into_the_redis_token(
         for cache in (a, b):
             await cache.stop()
             await cache._redis.aclose()
+
+
+def test_pick_checks_the_very_replica_it_chooses() -> None:
+    """Stricter than "one replica caught up, so any will do" (GitLab's
+    gitlab-org/gitlab#413203): a replica behind the position is never chosen,
+    however far another has got; among those that qualify, round robin."""
+    router = ReplicaRouter(
+        None,  # type: ignore[arg-type]  # pick() never touches the primary
+        "postgresql://primary/x",
+        ["postgresql://a:5001/x", "postgresql://b:5002/x"],
+        Metrics("test"),
+        service="test",
+        max_lag_s=1.0,
+        statement_timeout_ms=1000,
+        connect_timeout_s=1.0,
+        pool_max=1,
+    )
+    a, b = router.replicas
+    for replica, replay in ((a, 100), (b, 500)):
+        replica.up = replica.fresh = True
+        replica.replay = replay
+    assert [router.pick(300) for _ in range(4)] == [b, b, b, b]
+    assert [router.pick(50) for _ in range(4)] in ([a, b, a, b], [b, a, b, a])
+    b.fresh = False
+    assert router.pick(300) == "not_caught_up"
+    a.up = False
+    assert router.pick(50) == "replica_lagging"
+    b.up = False
+    assert router.pick(50) == "replica_down"
