@@ -3,7 +3,11 @@ never while another benchmark runs): one photos instance on a local store and
 the gateway rendered as the stack renders it (rate limit off), next to the
 bench's ceiling NGINX (bench/nginx-ceiling.conf.template, `/fixed`).
 
-    python -m bench.photos [--seconds 10] [--upload-seconds 15] [--concurrency 4]
+    python -m bench.photos [--seconds 10] [--upload-seconds 15] [--concurrency 4] [--store s3]
+
+--store s3: the photos instance on a bucket of a moto_server process (a real
+S3 endpoint, from moto[server]) and the gateway in S3 mode, serving through
+its proxy_cache (the first GET fills it; wrk then measures cache hits).
 
 1. GET of a stored photo (full image and thumbnail) through the gateway, the
    gateway's own static /openapi.json, and the ceiling's fixed body, each
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -115,6 +120,38 @@ async def uploads(port: int, jpeg: bytes, seconds: float, concurrency: int) -> d
     }
 
 
+async def upload_once(port: int, jpeg: bytes) -> dict[str, str]:
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{port}/photos"
+        async with session.post(url, data=jpeg, headers={"Content-Type": "image/jpeg"}) as r:
+            assert r.status == 201, await r.text()
+            return await r.json()
+
+
+def moto_server(port: int, log: Path) -> subprocess.Popen[bytes]:
+    binary = Path(sys.executable).parent / "moto_server"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=out)
+    wait_http(f"http://127.0.0.1:{port}/moto-api/")
+    return process
+
+
+def s3_bucket(endpoint: str) -> dict[str, str]:
+    """A fresh bucket on `endpoint`; the photos instance's S3 settings for it."""
+    import boto3  # dev dependency (moto's)
+
+    keys = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys)
+    client.create_bucket(Bucket="runway-photos-bench")
+    return {
+        "S3_BUCKET": "runway-photos-bench",
+        "S3_ENDPOINT_URL": endpoint,
+        "S3_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -123,6 +160,7 @@ def main() -> None:
     parser.add_argument("--upload-seconds", type=float, default=15)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--workers", default="2", help="PHOTOS_WORKERS")
+    parser.add_argument("--store", choices=("local", "s3"), default="local")
     args = parser.parse_args()
     if subprocess.run(["pgrep", "-f", "bench.run|wrk "], capture_output=True).returncode == 0:
         sys.exit("another benchmark is running: not measuring beside it")
@@ -131,7 +169,7 @@ def main() -> None:
     work.chmod(0o755)  # nginx's workers (nobody under root) read the store
     store = work / "store"
     gateway_port, photos_port, ceiling_port = free_port(), free_port(), free_port()
-    env = {"PHOTOS_DIR": str(store), "PHOTOS_WORKERS": args.workers}
+    env = {"PHOTOS_DIR": str(store), "PHOTOS_WORKERS": args.workers, "PHOTOS_STORE": args.store}
     env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{gateway_port}"
     photos = ServiceInstance("photos", photos_port, env, work / "photos.log")
     gw_env = {
@@ -141,10 +179,15 @@ def main() -> None:
         "PHOTOS_PORT": str(photos_port),
         "PHOTOS_DIR": str(store),
         "GATEWAY_ACCESS_LOG": "off",  # as the benchmark's gateway: no per-request disk write
+        "PHOTOS_STORE": args.store,
     }
     gateway = render.GatewayConfig.from_env(work / "gateway", gw_env)
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        if args.store == "s3":
+            moto_port = free_port()
+            processes.append(moto_server(moto_port, work / "moto.log"))
+            env |= s3_bucket(f"http://127.0.0.1:{moto_port}")
         photos.start()
         render.write(gateway)
         processes.append(subprocess.Popen(render.nginx_command(gateway, "-g", "daemon off;")))
@@ -154,15 +197,11 @@ def main() -> None:
 
         jpeg = images.phone_jpeg(4032, 3024, orientation=6, quality=82, noise=0.1)
         results: dict[str, object] = {"upload_bytes": len(jpeg)}
-        made = asyncio.run(uploads(gateway_port, jpeg, 0.1, 1))
-        assert made["statuses"] == {201: made["statuses"].get(201, 0)}, made
-        name = next(
-            p.name for p in store.iterdir() if p.suffix == ".jpg" and "-thumb" not in p.name
-        )
-        thumb = name.replace(".jpg", "-thumb.jpg")
-        results["full_bytes"] = (store / name).stat().st_size
-        results["thumbnail_bytes"] = (store / thumb).stat().st_size
+        urls = asyncio.run(upload_once(gateway_port, jpeg))
+        name, thumb = (urls[k].rsplit("/", 1)[1] for k in ("url", "thumbnail_url"))
         base = f"http://127.0.0.1:{gateway_port}/photos/"
+        results["full_bytes"] = len(urllib.request.urlopen(base + name).read())
+        results["thumbnail_bytes"] = len(urllib.request.urlopen(base + thumb).read())
         results["get_thumbnail"] = wrk(base + thumb, args.seconds)
         results["get_full"] = wrk(base + name, args.seconds)
         # The same gateway's own static file (its headers, maps, one worker).
