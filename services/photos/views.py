@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator
 
@@ -24,6 +25,8 @@ NAME = re.compile(r"^[0-9a-f]{32}(-thumb)?\.(jpg|webp)$")
 CHUNK = 256 * 1024
 TOO_LARGE = f"photo is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB limit"
 
+log = logging.getLogger("runway.photos")
+
 
 async def upload(request: web.Request) -> web.Response:
     with request.app[UPLOAD_SLOTS].take() as admitted:
@@ -40,9 +43,12 @@ async def _upload(request: web.Request) -> web.Response:
     # found without decoding them a second time.
     digest = await loop.run_in_executor(pool, _digest, data)
     store = request.app[STORE]
-    for ext in CONTENT_TYPES:
-        if await store.exists(f"{digest}-thumb.{ext}"):  # written last: the pair is whole
-            return _created(request, digest, ext)
+    try:
+        for ext in CONTENT_TYPES:
+            if await store.exists(f"{digest}-thumb.{ext}"):  # written last: the pair is whole
+                return _created(request, digest, ext)
+    except Exception as exc:
+        raise _store_unavailable(exc) from exc
     try:
         encoded = await loop.run_in_executor(pool, imaging.process, data)
     except imaging.Rejected as exc:
@@ -53,8 +59,13 @@ async def _upload(request: web.Request) -> web.Response:
             f"{digest}-thumb.{encoded.extension}", encoded.thumbnail, encoded.content_type
         )
     except Exception as exc:
-        raise ApiError(503, "photo store unavailable, try again shortly") from exc
+        raise _store_unavailable(exc) from exc
     return _created(request, digest, encoded.extension)
+
+
+def _store_unavailable(exc: Exception) -> ApiError:
+    log.warning("photo store failed: %r", exc)
+    return ApiError(503, "photo store unavailable, try again shortly")
 
 
 def _digest(data: bytes) -> str:
@@ -127,7 +138,7 @@ async def serve(request: web.Request) -> web.StreamResponse:
     try:
         photo = await request.app[STORE].get(name)
     except Exception as exc:
-        raise ApiError(503, "photo store unavailable, try again shortly") from exc
+        raise _store_unavailable(exc) from exc
     if photo is None:
         raise ApiError(404, "photo not found")
     headers = {

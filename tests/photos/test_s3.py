@@ -138,3 +138,21 @@ def test_refusal_stores_nothing_in_the_bucket(
     assert_json_error(upload(gw.port, images.bomb_png(), "image/png"), 422)
     assert_json_error(upload(gw.port, images.SVG, "image/png"), 415)
     assert bucket_keys(s3_endpoint) == before
+
+
+def test_an_unreachable_store_is_a_json_503(tmp_path: Path) -> None:
+    env = {
+        **S3_ENV,
+        "PHOTOS_STORE": "s3",
+        "S3_BUCKET": BUCKET,
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens
+    }
+    instance = ServiceInstance("photos", free_port(), env, tmp_path / "photos.log")
+    instance.start(wait=False)
+    try:
+        wait_http(f"http://127.0.0.1:{instance.port}/healthz")
+        assert request(instance.port, "GET", "/readyz").status == 503
+        assert_json_error(upload(instance.port, images.phone_jpeg(64, 64)), 503)
+        assert_json_error(request(instance.port, "GET", "/photos/" + "2" * 32 + ".jpg"), 503)
+    finally:
+        instance.stop()
