@@ -81,6 +81,7 @@ def test_each_format_is_accepted_and_served_by_the_gateway(
     assert resp.status == 201, resp.body
     body = resp.json()
     assert list(body) == ["url", "thumbnail_url"]
+    assert resp.header("Cache-Control") == "no-store"
     base = stack.env["PUBLIC_BASE_URL"] + "/photos/"
     for key in ("url", "thumbnail_url"):
         assert body[key].startswith(base)
@@ -197,7 +198,9 @@ def test_eleven_mib_is_413_at_the_gateway_and_at_the_service(
 def test_unknown_photo_is_a_json_404(photo_stack: tuple[Stack, Gateway]) -> None:
     stack, gw = photo_stack
     for path in ("/photos/" + "0" * 32 + ".jpg", "/photos/nope.png", "/photos/.incoming/x"):
-        assert_json_error(request(gw.port, "GET", path), 404)
+        missing = request(gw.port, "GET", path)
+        assert_json_error(missing, 404)
+        assert missing.header("Cache-Control") == "no-store"
         assert_json_error(request(stack.photos[0].port, "GET", path), 404)
 
 
