@@ -14,6 +14,7 @@ from pathlib import Path
 
 from infra.stack import local_postgres_url
 from services.common import settings as svc_settings
+from services.photos import settings as photos_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -148,6 +149,8 @@ class BenchConfig:
             "GATEWAY_RATE_LIMIT": "off",
             # The harness scrapes the services itself; Prometheus would only add load.
             "PROMETHEUS_PORT": "off",
+            # The stack runs the photos service too (idle here): off the usual port.
+            "PHOTOS_PORT": str(self.port(photos_settings.BASE_PORT)),
         }
         for service in svc_settings.SERVICES:
             env[f"{service.upper()}_PORT"] = str(self.port(svc_settings.BASE_PORTS[service]))
