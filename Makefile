@@ -52,6 +52,7 @@ status: venv
 # mode (RUNWAY_TEST_POOLER=1: tests/conftest.py, tests/e2e/conftest.py).
 test: venv deps
 	$(VENV)/bin/ruff check services infra tests bench gateway
+	$(VENV)/bin/ruff format --check services infra tests bench gateway
 	$(VENV)/bin/pytest -q
 	RUNWAY_TEST_POOLER=1 $(VENV)/bin/pytest -q tests/overview tests/reviews tests/qa tests/e2e
 
