@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 SLOTS = 16384
 HOST = "127.0.0.1"
@@ -101,12 +103,15 @@ def seed_url(port: int) -> str:
 
 
 def client(port: int, timeout_s: float = 1.0) -> redis.Redis:
+    """A plain client of one node, without redis-py's default retries (10,
+    backing off up to 1 s each: seconds before a dead node is reported)."""
     return redis.Redis(
         host=HOST,
         port=port,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -662,7 +667,9 @@ def stack_status(run_dir: Path) -> None:
     REDIS_CLUSTER says now: the ports come from the last `up`)."""
     state = stack_dir(run_dir) / STATE_FILE
     conf = run_dir / "supervisord.conf"
-    if not (state.exists() and conf.exists() and "[program:redis-cluster-" in conf.read_text()):
+    if not (state.exists() and conf.exists() and (run_dir / "supervisor.sock").exists()):
+        return
+    if "[program:redis-cluster-" not in conf.read_text():
         return
     ports = json.loads(state.read_text())["ports"]
     live = [p for p in ports if answers(p)]
