@@ -81,6 +81,20 @@ class S3Store:
     async def check(self) -> None:
         await self._client.head_bucket(Bucket=self.settings.bucket)
 
+    async def listing(self) -> list[tuple[str, float]]:
+        prefix = self.settings.prefix
+        found = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(prefix) :]
+                if "/" not in name:
+                    found.append((name, item["LastModified"].timestamp()))
+        return found
+
+    async def delete(self, name: str) -> None:
+        await self._client.delete_object(Bucket=self.settings.bucket, Key=self._key(name))
+
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))

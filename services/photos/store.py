@@ -42,6 +42,12 @@ class PhotoStore(Protocol):
         """Raises when the store cannot be written (readiness)."""
         ...
 
+    async def listing(self) -> list[tuple[str, float]]:
+        """Every stored name with its creation time (Unix seconds): for gc.py."""
+        ...
+
+    async def delete(self, name: str) -> None: ...
+
 
 def content_type(name: str) -> str:
     return CONTENT_TYPES[name.rsplit(".", 1)[1]]
@@ -100,3 +106,17 @@ class LocalStore:
                 raise OSError(f"{self.directory} is not writable")
 
         await asyncio.to_thread(writable)
+
+    async def listing(self) -> list[tuple[str, float]]:
+        def scan() -> list[tuple[str, float]]:
+            with os.scandir(self.directory) as entries:
+                return [
+                    (e.name, e.stat().st_mtime)
+                    for e in entries
+                    if e.is_file() and not e.name.startswith(".")
+                ]
+
+        return await asyncio.to_thread(scan)
+
+    async def delete(self, name: str) -> None:
+        await asyncio.to_thread(self.path(name).unlink, True)

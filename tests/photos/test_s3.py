@@ -156,3 +156,25 @@ def test_an_unreachable_store_is_a_json_503(tmp_path: Path) -> None:
         assert_json_error(request(instance.port, "GET", "/photos/" + "2" * 32 + ".jpg"), 503)
     finally:
         instance.stop()
+
+
+async def test_s3_store_lists_and_deletes_for_gc(s3_endpoint: str) -> None:
+    from services.photos import gc
+    from services.photos.s3_store import S3Store
+    from services.photos.settings import S3Settings
+
+    # A prefix of its own: the bucket's photos/ belong to the tests above.
+    settings = S3Settings(BUCKET, s3_endpoint, "us-east-1", "gc-test/", "test", "test")
+    store = S3Store(settings)
+    await store.open()
+    try:
+        names = [f"{'ab' * 16}.jpg", f"{'ab' * 16}-thumb.jpg", f"{'cd' * 16}.jpg"]
+        for name in names:
+            await store.put(name, b"x", "image/jpeg")
+        assert sorted(n for n, _ in await store.listing()) == sorted(names)
+        deleted = await gc.collect(store, {"cd" * 16}, older_than_s=-60)
+        assert deleted == names[:2]
+        assert [n for n, _ in await store.listing()] == names[2:]
+        assert not await store.exists(names[0])
+    finally:
+        await store.close()
