@@ -11,7 +11,7 @@ SERVICES ?= overview reviews qa
 .PHONY: help venv deps bench-deps up down status migrate test test-full lint data load bench bench-quick clean
 
 help:
-	@echo "make up [PG_REPLICAS=1] [PG_POOLER=1] | down | status | test | lint | data SCALE=0.01 | load DATA=dir | bench"
+	@echo "make up [PG_REPLICAS=1] [PG_POOLER=1] [REDIS_CLUSTER=1] | down | status | test | lint | data SCALE=0.01 | load DATA=dir | bench"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,9 @@ bench-deps:
 
 # Make passes command-line variables to the stack in its environment:
 # PG_REPLICAS=1 (PG_REPLICA_PORT=5433, PG_REPLICA_DELAY_MS=0) adds a streaming
-# replica, PG_POOLER=1 (PG_POOLER_PORT=6432) PgBouncer in transaction mode.
+# replica, PG_POOLER=1 (PG_POOLER_PORT=6432) PgBouncer in transaction mode,
+# REDIS_CLUSTER=1 (REDIS_CLUSTER_PORT=7000) a Redis Cluster of 3 primaries + 3
+# replicas on 7000-7005 (run/redis-cluster/) as the services' REDIS_URL seed.
 up: venv deps
 	$(PY) -m infra.stack up
 
@@ -45,6 +47,8 @@ migrate: venv
 down: venv
 	$(PY) -m infra.stack down
 
+# When the stack runs a Redis Cluster (`make up REDIS_CLUSTER=1`), its state too:
+# cluster_state, slots ok, each primary with its slots and replica.
 status: venv
 	$(PY) -m infra.stack status
 
