@@ -159,7 +159,7 @@ def test_an_unreachable_store_is_a_json_503(tmp_path: Path) -> None:
 
 
 async def test_s3_store_lists_and_deletes_for_gc(s3_endpoint: str) -> None:
-    from services.photos import gc
+    from services.photos import sweep
     from services.photos.s3_store import S3Store
     from services.photos.settings import S3Settings
 
@@ -172,7 +172,7 @@ async def test_s3_store_lists_and_deletes_for_gc(s3_endpoint: str) -> None:
         for name in names:
             await store.put(name, b"x", "image/jpeg")
         assert sorted(n for n, _ in await store.listing()) == sorted(names)
-        deleted = await gc.collect(store, {"cd" * 16}, older_than_s=-60)
+        deleted = await sweep.collect(store, {"cd" * 16}, older_than_s=-60)
         assert deleted == names[:2]
         assert [n for n, _ in await store.listing()] == names[2:]
         assert not await store.exists(names[0])

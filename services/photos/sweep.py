@@ -1,7 +1,7 @@
 """Garbage collection of uploads no review or answer took up: a job run once
 a day (cron, a Kubernetes CronJob), never by a serving process.
 
-    python -m services.photos.gc [--older-than-hours 24] [--dry-run]
+    python -m services.photos.sweep [--older-than-hours 24] [--dry-run]
 
 A stored photo (an image and its thumbnail, one SHA-256 prefix) is deleted
 when it is older than the cut-off and no row of `reviews_photos.url` (the
@@ -90,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     deleted = asyncio.run(run(args.older_than_hours, args.dry_run))
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"[photos gc] {verb} {len(deleted)} objects")
+    print(f"[photos sweep] {verb} {len(deleted)} objects")
     for name in deleted:
         print(name)
 

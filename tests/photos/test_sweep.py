@@ -1,4 +1,4 @@
-"""services/photos/gc.py: an old photo nothing names is deleted (image and
+"""services/photos/sweep.py: an old photo nothing names is deleted (image and
 thumbnail), one a review or an answer names is kept, whatever the host in its
 URL, and so is a recent one; a dry run deletes nothing."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from services.photos import gc
+from services.photos import sweep
 from services.photos.store import LocalStore
 
 DAY = 24 * 3600
@@ -71,12 +71,12 @@ async def check_collection(
     store: LocalStore, ages: dict[str, float], reviews_db: str, qa_db: str, digests: tuple
 ) -> None:
     by_review, by_answer, orphan = digests
-    keep = await gc.referenced({"reviews": reviews_db, "qa": qa_db})
+    keep = await sweep.referenced({"reviews": reviews_db, "qa": qa_db})
     assert {by_review, by_answer} <= keep and orphan not in keep
 
-    planned = await gc.collect(store, keep, DAY, dry_run=True)
+    planned = await sweep.collect(store, keep, DAY, dry_run=True)
     assert planned == [f"{orphan}.jpg", f"{orphan}-thumb.jpg"]  # the thumbnail last
     assert len(await store.listing()) == 8
-    assert await gc.collect(store, keep, DAY) == planned
+    assert await sweep.collect(store, keep, DAY) == planned
     left = {name for name, _ in await store.listing()}
     assert left == set(ages) - set(planned)
