@@ -1,8 +1,10 @@
 """compose.yaml's optional profiles: `replica` (a streaming replica of each
-service's database, made with pg_basebackup from it) and `pooler` (PgBouncer in
-transaction mode in front of the databases). A plain `docker compose up` starts
-neither; the services read <SERVICE>_REPLICA_URLS, empty by default. The schema
-check itself is tests/infra/test_compose.py's."""
+service's database, made with pg_basebackup from it), `pooler` (PgBouncer in
+transaction mode in front of the databases) and `redis-cluster` (a Redis
+Cluster of 3 primaries + 3 replicas and its one-shot create; the script itself
+runs on real nodes in tests/infra/test_redis_cluster.py). A plain `docker
+compose up` starts none; the services read <SERVICE>_REPLICA_URLS, empty by
+default. The schema check itself is tests/infra/test_compose.py's."""
 
 from __future__ import annotations
 
@@ -17,16 +19,18 @@ from services.common import settings as cfg
 from tests.conftest import ROOT
 
 COMPOSE = ROOT / "compose.yaml"
+CLUSTER_NODES = [f"redis-cluster-{i}" for i in range(6)]
 
 
 def load() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-def test_the_default_profile_starts_neither_replicas_nor_the_pooler() -> None:
+def test_the_default_profile_starts_neither_replicas_nor_the_pooler_nor_the_cluster() -> None:
     services = load()["services"]
     optional = {name: svc["profiles"] for name, svc in services.items() if "profiles" in svc}
     expected = {f"{s}-db-replica": ["replica"] for s in cfg.SERVICES} | {"pgbouncer": ["pooler"]}
+    expected |= {name: ["redis-cluster"] for name in [*CLUSTER_NODES, "redis-cluster-init"]}
     assert optional == expected
 
 
@@ -88,3 +92,43 @@ def test_the_pooler_is_pgbouncer_in_transaction_mode_for_every_database() -> Non
     }
     assert "pgbouncer" in bouncer["build"]["dockerfile_inline"]
     assert "USER postgres" in bouncer["build"]["dockerfile_inline"]  # it refuses root
+
+
+def _flags(command: list[str]) -> dict[str, str]:
+    return {command[i]: command[i + 1] for i in range(1, len(command) - 1, 2)}
+
+
+def test_the_redis_cluster_profile_runs_six_bounded_cluster_nodes() -> None:
+    services = load()["services"]
+    for name in CLUSTER_NODES:
+        node = services[name]
+        assert node["image"] == services["redis"]["image"]
+        assert node["command"][0] == "redis-server"
+        flags = _flags(node["command"])
+        assert flags["--cluster-enabled"] == "yes"
+        assert int(flags["--cluster-node-timeout"]) <= 15000
+        # A cache: nothing persisted, bounded, evicting rather than refusing writes.
+        assert flags["--save"] == "" and flags["--appendonly"] == "no"
+        assert flags["--maxmemory"] and flags["--maxmemory-policy"] == "allkeys-lru"
+        assert "redis-cli" in node["healthcheck"]["test"]
+
+
+def test_the_cluster_is_created_once_every_node_answers() -> None:
+    init = load()["services"]["redis-cluster-init"]
+    assert init["restart"] == "no" and "healthcheck" not in init
+    assert init["depends_on"] == {n: {"condition": "service_healthy"} for n in CLUSTER_NODES}
+    assert init["environment"]["NODES"].split() == [f"{n}:6379" for n in CLUSTER_NODES]
+    script = init["command"][-1].replace("$$", "$")
+    assert "redis-cli --cluster create $addresses --cluster-replicas 1 --cluster-yes" in script
+    assert "cluster_known_nodes:1" in script  # nothing to do once the cluster exists
+
+
+def test_the_services_are_told_how_to_use_the_cluster() -> None:
+    """The services keep the plain Redis by default; the comment on their
+    environment says what the redis-cluster profile needs (a seed node)."""
+    text = COMPOSE.read_text()
+    hint = "REDIS_CLUSTER=1, REDIS_URL=redis://redis-cluster-0:6379/0"
+    assert text.count(hint) == len(cfg.SERVICES)
+    for service in cfg.SERVICES:
+        env = load()["services"][service]["environment"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0" and "REDIS_CLUSTER" not in env

@@ -7,11 +7,13 @@ channel), and a primary killed with SIGKILL: its replica is promoted and the
 cluster ok again within FAILOVER_BOUND_S (cluster-node-timeout 1000 ms; measured
 about 2-3 s, recorded in run/test-figures.jsonl). Then the local stack's part:
 the supervisord programs REDIS_CLUSTER=1 adds, created once, re-formed on the
-next `up`, created again when node files are gone."""
+next `up`, created again when node files are gone; and compose.yaml's
+redis-cluster-init script, run on real nodes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -19,11 +21,13 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from redis.asyncio.cluster import RedisCluster
 
 from infra import redis_cluster as rc
 from infra import stack
-from tests.redis_cluster_fixture import free_port_block, redis_cluster  # noqa: F401
+from tests.conftest import ROOT
+from tests.redis_cluster_fixture import free_port_block, free_ports, redis_cluster  # noqa: F401
 from tests.reliability.harness import record_figures
 
 # Node timeout 1 s, then 0.5-1 s election delay, gossip: 2-3 s measured. The
@@ -300,3 +304,31 @@ def test_the_stack_creates_the_cluster_once_and_again_when_node_files_are_gone(
         while stack.process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
     assert not any(rc.answers(p) for p in ports)
+
+
+def test_the_compose_init_script_creates_the_cluster_once(tmp_path: Path) -> None:
+    """compose.yaml's redis-cluster-init, as compose hands it to sh, over six
+    fresh nodes named like its NODES (a name, resolved, and a port)."""
+    init = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["redis-cluster-init"]
+    script = init["command"][-1].replace("$$", "$")
+    picked = free_ports(12)
+    ports, buses = picked[:6], picked[6:]
+    cluster = rc.Cluster(tmp_path, tuple(ports), bus_ports=dict(zip(ports, buses, strict=True)))
+    env = {**os.environ, "NODES": " ".join(f"localhost:{p}" for p in cluster.ports)}
+    try:
+        for port in cluster.ports:
+            cluster.spawn(port)
+        rc.wait_answering(cluster.ports)
+        first = subprocess.run(
+            ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        rc.wait_ok(cluster.ports, 30, expect_nodes=6, whole=True)
+        topology = cluster.topology()
+        assert len(topology.primaries) == 3 and len(topology.replicas) == 3
+        again = subprocess.run(
+            ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert again.returncode == 0 and "already created" in again.stdout, again.stdout
+    finally:
+        cluster.stop()
