@@ -19,6 +19,8 @@ instance counts, the one source of truth) and the environment:
                                           through the photos service with proxy_cache ("s3")
                                           (services/photos/settings.py)
     PHOTOS_UPLOAD_RATE                    uploads per client per minute (20)
+    GATEWAY_TRUSTED_PROXIES               CIDRs (comma-separated) of load balancers allowed
+                                          to name the client in X-Forwarded-For (none)
 
     python -m gateway.render --run-dir run [--check]
 """
@@ -26,6 +28,7 @@ instance counts, the one source of truth) and the environment:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import re
@@ -89,6 +92,7 @@ class GatewayConfig:
     photos_store: str = "local"
     photos_dir: Path = photos_cfg.DEFAULT_DIR
     upload_rate_per_min: int = 20
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_env(
@@ -115,6 +119,7 @@ class GatewayConfig:
             photos_store=photos_cfg.store_kind(env),
             photos_dir=photos_cfg.store_dir(env),
             upload_rate_per_min=_positive(env, "PHOTOS_UPLOAD_RATE", 20),
+            trusted_proxies=trusted_proxies(env.get("GATEWAY_TRUSTED_PROXIES", "")),
         )
 
     @property
@@ -302,6 +307,31 @@ def _photos_serving(c: GatewayConfig) -> str:
     return "\n".join(lines)
 
 
+def trusted_proxies(raw: str) -> tuple[str, ...]:
+    """GATEWAY_TRUSTED_PROXIES as normalised CIDRs; a bad one stops the render."""
+    result = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            result.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError as exc:
+            raise SystemExit(f"GATEWAY_TRUSTED_PROXIES: {item!r} is not a CIDR ({exc})") from exc
+    return tuple(result)
+
+
+def _real_ip(c: GatewayConfig) -> str:
+    """The realip module, only behind trusted load balancers: $remote_addr (and so
+    the rate-limit keys and the access log) becomes the last address in
+    X-Forwarded-For that is not a trusted proxy. Any other peer's
+    X-Forwarded-For is ignored, so a client cannot pick its own bucket."""
+    if not c.trusted_proxies:
+        return "    # no trusted proxies (GATEWAY_TRUSTED_PROXIES): the peer is the client"
+    lines = [f"    set_real_ip_from {cidr};" for cidr in c.trusted_proxies]
+    lines += ["    real_ip_header X-Forwarded-For;", "    real_ip_recursive on;"]
+    return "\n".join(lines)
+
+
 def _user_directive(c: GatewayConfig) -> str:
     # Started as root (the dev box, CI), nginx drops its workers to an
     # unprivileged user; they only read files and never write temp files.
@@ -332,6 +362,7 @@ def render(c: GatewayConfig) -> str:
         "upload_limit": _upload_limit(c),
         "photos_cache_path": _photos_cache_path(c),
         "photos_serving": _photos_serving(c),
+        "real_ip": _real_ip(c),
     }
     text = TEMPLATE.read_text()
     missing = set(re.findall(r"\{\{(\w+)\}\}", text)) - values.keys()

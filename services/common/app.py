@@ -14,9 +14,10 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from . import tracing
 from .db import SchemaNotReady
 from .logs import configure_logging
-from .metrics import EXPOSITION_CONTENT_TYPE, Metrics
+from .metrics import EXPOSITION_CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, Metrics
 from .observe import Handler, observed
 from .resources import (
     CACHE,
@@ -67,6 +68,9 @@ def base_app(
     """An application with the shared resources, the operational routes and the
     JSON 404/405 for every path no route takes. The service adds its own routes
     through the returned `Routes`."""
+    # Before any route is wrapped: observe.observed picks the traced wrapper
+    # when OTEL_EXPORTER_OTLP_ENDPOINT is set (tracing.py).
+    tracing.configure(settings.service)
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(settings.service)
@@ -128,7 +132,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition()
+    metrics = request.app[METRICS]
+    if tracing.TRACER is not None and "openmetrics" in request.headers.get("Accept", ""):
+        # The latency histograms' exemplars (trace ids) exist only in OpenMetrics.
+        body = metrics.openmetrics_exposition()
+        return web.Response(body=body, headers={"Content-Type": OPENMETRICS_CONTENT_TYPE})
+    body = metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": EXPOSITION_CONTENT_TYPE})
 
 

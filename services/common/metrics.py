@@ -29,10 +29,13 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 # The Content-Type of `Metrics.exposition()`'s bytes.
 EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
+OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -52,6 +55,9 @@ class LoopHistogram:
     ) -> None:
         self.name, self.doc, self.labelnames, self.bounds = name, doc, labelnames, bounds
         self._series: dict[tuple[str, ...], list[float]] = {}
+        # With tracing on (otel.py): per series (by id of its list), the last
+        # traced observation in each bucket as (trace id, seconds, unix time).
+        self._exemplars: dict[int, list[tuple[str, float, float] | None]] = {}
         registry.register(self)
 
     def series(self, *labels: str) -> list[float]:
@@ -65,6 +71,16 @@ class LoopHistogram:
         acc[bisect_left(self.bounds, seconds)] += 1
         acc[-1] += seconds
 
+    def add_traced(self, acc: list[float], seconds: float, trace_id: str, now: float) -> None:
+        """`add`, keeping the observation as its bucket's exemplar (tracing on only)."""
+        index = bisect_left(self.bounds, seconds)
+        acc[index] += 1
+        acc[-1] += seconds
+        exemplars = self._exemplars.get(id(acc))
+        if exemplars is None:
+            exemplars = self._exemplars[id(acc)] = [None] * (len(self.bounds) + 1)
+        exemplars[index] = (trace_id, seconds, now)
+
     def observe(self, seconds: float, *labels: str) -> None:
         self.add(self.series(*labels), seconds)
 
@@ -76,7 +92,16 @@ class LoopHistogram:
         for labels, acc in list(self._series.items()):
             cumulative = list(accumulate(acc[:-1]))
             les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
-            family.add_metric(list(labels), list(zip(les, cumulative, strict=True)), acc[-1])
+            buckets: list = list(zip(les, cumulative, strict=True))
+            exemplars = self._exemplars.get(id(acc))
+            if exemplars is not None:  # only shown in the OpenMetrics exposition
+                buckets = [
+                    (le, n, Exemplar({"trace_id": ex[0]}, ex[1], ex[2]))
+                    if ex is not None
+                    else (le, n)
+                    for (le, n), ex in zip(buckets, exemplars, strict=True)
+                ]
+            family.add_metric(list(labels), buckets, acc[-1])
         yield family
 
 
@@ -182,3 +207,8 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def openmetrics_exposition(self) -> bytes:
+        """The OpenMetrics text (with the latency histograms' exemplars), served
+        to a scraper that asks for it while tracing is on."""
+        return openmetrics.generate_latest(self.registry)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from . import tracing
 from .errors import error_response
 from .metrics import Metrics
 
@@ -26,7 +27,14 @@ def observed(handler: Handler, metrics: Metrics, route: str, method: str | None)
     Wrapped once per route at registration instead of a middleware: with any
     middleware at all, aiohttp builds a handler chain and adds one of its own
     on every request, which cost 8 of 40 us in a cached read
-    (docs/decisions/0006-handlers-wrapped-at-registration.md)."""
+    (docs/decisions/0006-handlers-wrapped-at-registration.md).
+
+    With tracing on (tracing.py), otel.py's variant instead, chosen here once:
+    the untraced path below stays exactly what it was."""
+    if tracing.TRACER is not None:
+        from .otel import traced
+
+        return traced(handler, metrics, route, method, tracing.TRACER)
     latency = metrics.requests
     series: dict[tuple[str, int], list[float]] = {}
 
@@ -51,12 +59,13 @@ def observed(handler: Handler, metrics: Metrics, route: str, method: str | None)
             # Writes and server errors are logged with the gateway's request id (reads
             # are not: at thousands per second the log would cost more than the answer).
             write_log.info(
-                "%s %s %d %.1fms request_id=%s",
+                "%s %s %d %.1fms request_id=%s trace_id=%s",
                 request_method,
                 request.path_qs,
                 status,
                 elapsed * 1000,
                 request.headers.get("X-Request-Id", "-"),
+                tracing.trace_id(request.headers),
             )
         return response
 

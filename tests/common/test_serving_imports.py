@@ -90,3 +90,21 @@ def test_no_serving_module_names_the_tooling() -> None:
         if found:
             offenders[str(path.relative_to(ROOT))] = found
     assert offenders == {}
+
+
+@pytest.mark.parametrize("service", cfg.SERVICES)
+def test_tracing_off_imports_no_opentelemetry(service: str) -> None:
+    """Without OTEL_EXPORTER_OTLP_ENDPOINT none of the tracing machinery loads:
+    no tracer provider, exporter, propagator or instrumentation, no otel.py.
+    (redis-py 8 itself imports the OpenTelemetry API and metrics SDK when they
+    are installed, for its own opt-in metrics; it records nothing unless
+    configured, with or without them: docs/decisions/0033-tracing.md.)"""
+    tracing = (
+        "services.common.otel",
+        "opentelemetry.sdk.trace",
+        "opentelemetry.exporter",
+        "opentelemetry.instrumentation",
+        "opentelemetry.trace.propagation.tracecontext",
+    )
+    modules = modules_after_building(service)
+    assert [m for m in modules if m.startswith(tracing)] == []

@@ -1,0 +1,144 @@
+"""OpenTelemetry for a serving process, imported only when tracing is on
+(tracing.py decides): the SDK's tracer provider exporting over OTLP/HTTP in
+batches (a thread of the SDK's posts them; the event loop only queues), the
+asyncpg and redis instrumentations (a span per SQL statement and per Redis
+call), and the traced variants of the request wrapper and the cache lookup.
+
+A request's span is the child of the gateway's `traceparent`; its trace id
+goes into the write log next to the request id and, when sampled, onto the
+latency histogram's bucket as an exemplar."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .errors import error_response
+from .metrics import Metrics
+
+log = logging.getLogger("runway.tracing")
+write_log = logging.getLogger("runway.requests")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_propagator = TraceContextTextMapPropagator()
+_provider: TracerProvider | None = None
+
+
+def setup(service: str) -> trace.Tracer:
+    """The process's tracer provider (service.name runway-<service> unless
+    OTEL_SERVICE_NAME says otherwise; sampler, exporter endpoint, headers and
+    batch sizes from the standard OTEL_* variables) and the instrumentations."""
+    global _provider
+    name = os.environ.get("OTEL_SERVICE_NAME") or f"runway-{service}"
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    AsyncPGInstrumentor().instrument(tracer_provider=provider)
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    _provider = provider
+    atexit.register(shutdown)  # flush what is queued when the process ends
+    log.warning(
+        "tracing on: OTLP/HTTP to %s, sampler %s %s",
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+        os.environ.get("OTEL_TRACES_SAMPLER_ARG", ""),
+    )
+    return provider.get_tracer("runway")
+
+
+def shutdown() -> None:
+    if _provider is not None:
+        _provider.shutdown()
+
+
+def traced(
+    handler: Handler, metrics: Metrics, route: str, method: str | None, tracer: trace.Tracer
+) -> Handler:
+    """observe.observed's wrapper with a SERVER span around the handler."""
+    latency = metrics.requests
+    series: dict[tuple[str, int], list[float]] = {}
+
+    async def traced_handler(request: web.Request) -> web.StreamResponse:
+        start = time.perf_counter()
+        request_method = method or request.method
+        parent = _propagator.extract(request.headers)
+        with tracer.start_as_current_span(
+            f"{request_method} {route}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": request_method,
+                "http.route": route,
+                "url.path": request.path,
+                "runway.request_id": request.headers.get("X-Request-Id", "-"),
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            metrics.in_flight_count += 1
+            try:
+                response = await handler(request)
+            except Exception as exc:  # every failure leaves as JSON, never a traceback
+                response = error_response(request, exc)
+                span.record_exception(exc)
+            finally:
+                metrics.in_flight_count -= 1
+            status = response.status
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(StatusCode.ERROR)
+        elapsed = time.perf_counter() - start
+        context = span.get_span_context()
+        trace_id = format(context.trace_id, "032x")
+        key = (request_method, status)
+        acc = series.get(key)
+        if acc is None:
+            acc = series[key] = latency.series(route, request_method, str(status))
+        if context.trace_flags.sampled:
+            latency.add_traced(acc, elapsed, trace_id, time.time())
+        else:
+            latency.add(acc, elapsed)
+        if request_method != "GET" or status >= 500:
+            write_log.info(
+                "%s %s %d %.1fms request_id=%s trace_id=%s",
+                request_method,
+                request.path_qs,
+                status,
+                elapsed * 1000,
+                request.headers.get("X-Request-Id", "-"),
+                trace_id,
+            )
+        return response
+
+    return traced_handler
+
+
+async def traced_lookup(
+    tracer: trace.Tracer, cache: Any, scope: str, key: str, load: Callable[[], Awaitable[bytes]]
+) -> tuple[bytes, str]:
+    """The cache lookup in a span naming the tier that answered (local, redis,
+    shared: another request's load, db). The load's SQL statements and the
+    Redis calls are its children."""
+    with tracer.start_as_current_span(
+        "cache.lookup", attributes={"runway.cache.scope": scope, "runway.cache.key": key}
+    ) as span:
+        body, source = await cache.lookup(scope, key, load)
+        span.set_attribute("runway.cache.source", source)
+        return body, source
