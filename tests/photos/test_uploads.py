@@ -211,13 +211,19 @@ def test_upload_rate_limit_is_a_json_429(photo_stack: tuple[Stack, Gateway], tmp
     limited.start()
     data = images.phone_jpeg(100, 100, orientation=1)
     try:
-        statuses = [upload(limited.port, data) for _ in range(22)]
+        statuses = [upload(limited.port, data) for _ in range(20)]
+        before = stored(stack.store)
+        # Images never stored before: refused at the gateway, so still not stored.
+        statuses += [upload(limited.port, images.phone_jpeg(90 + i, 90)) for i in range(2)]
+        after = stored(stack.store)
     finally:
         limited.stop()
     codes = [r.status for r in statuses]
     assert codes[:20] == [201] * 20, codes
     assert_json_error(statuses[20], 429)
     assert codes[21] == 429
+    assert int(statuses[20].header("Retry-After")) >= 1
+    assert after == before
 
 
 # --- shared and durable ---------------------------------------------------------------
