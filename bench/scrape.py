@@ -1,4 +1,5 @@
-"""The services' own cache counters (runway_cache_requests_total{tier,result})
+"""The services' own cache counters (runway_cache_requests_total{tier,result}),
+reads by server with read replicas (runway_db_reads_total{server,reason})
 and garbage-collector pauses (runway_gc_pause_seconds{generation}) scraped
 from every instance's /metrics, and what they amount to over a window."""
 
@@ -26,6 +27,11 @@ def scrape_cache(ports: list[int]) -> CacheCounts:
                     if sample.name.endswith("_total"):
                         key = (sample.labels["tier"], sample.labels["result"])
                         total[key] += int(sample.value)
+            elif family.name == "runway_db_reads":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        where = f"{sample.labels['server']}:{sample.labels['reason']}"
+                        total[("db", where)] += int(sample.value)
             elif family.name == "runway_gc_pause_seconds":
                 for sample in family.samples:
                     if sample.labels.get("generation") != "2":
@@ -52,6 +58,16 @@ def gc_pauses(before: CacheCounts, after: CacheCounts) -> dict[str, float | int 
         "full_collections": count,
         "mean_ms": round(us / count / 1000, 2) if count else None,
         f"over_{int(LONG_PAUSE_S * 1000)}ms": count - short,
+    }
+
+
+def db_reads(before: CacheCounts, after: CacheCounts) -> dict[str, int]:
+    """Cache-miss reads by where they ran (with read replicas): `replica:`, or
+    `primary:<why>`; empty without replicas."""
+    return {
+        where: after[("db", where)] - before.get(("db", where), 0)
+        for (kind, where) in after
+        if kind == "db" and after[("db", where)] - before.get(("db", where), 0)
     }
 
 

@@ -291,5 +291,8 @@ def measure(cfg: BenchConfig, env: Processes, w: Workload) -> Result:
     )
     if ports:
         result.extra["gc"] = scrape.gc_pauses(before, after)
+        reads = scrape.db_reads(before, after)
+        if reads:
+            result.extra["db_reads"] = reads
     result.failures = check(result)
     return result
