@@ -90,11 +90,11 @@ async def test_racing_migrators_apply_each_file_once(fresh_db: str) -> None:
 
 
 def test_app_role_choice() -> None:
-    direct = "postgresql://admin:pw@db:5432/atelier_qa"
-    serving = "postgresql://qa_app:s3cret@db:5432/atelier_qa"
+    direct = "postgresql://admin:password@db:5432/atelier_qa"
+    serving = "postgresql://qa_app:secret@db:5432/atelier_qa"
     # Serving as another user than the migrator: that user is the app role.
     env = {"QA_MIGRATE_DATABASE_URL": direct, "QA_DATABASE_URL": serving}
-    assert app_role("qa", env) == AppRole("qa_app", "s3cret", 5000)
+    assert app_role("qa", env) == AppRole("qa_app", "secret", 5000)
     # One URL for both: a role of its own, its password left alone.
     assert app_role("qa", {"QA_DATABASE_URL": direct}).name == "runway_qa"
     assert app_role("qa", {"QA_DATABASE_URL": direct}).password is None
