@@ -65,3 +65,17 @@ def test_kubernetes_photos_use_s3_not_a_volume() -> None:
     gateway = test_k8s.find("Deployment", "gateway")["spec"]["template"]["spec"]
     mounts = {m["mountPath"] for c in gateway["containers"] for m in c["volumeMounts"]}
     assert "/tmp/nginx/cache" in mounts  # the proxy_cache the S3-mode gateway keeps
+
+
+def test_kubernetes_sweeps_unreferenced_photos_daily_with_the_photos_image() -> None:
+    job = test_k8s.find("CronJob", "photos-sweep")["spec"]
+    assert job["concurrencyPolicy"] == "Forbid"  # two sweeps never race
+    pod = job["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"].split(":")[0] == "runway/photos"
+    assert container["command"][:3] == ["python", "-m", "services.photos.sweep"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    # It reads both databases that may name a photo, and the bucket.
+    assert env["REVIEWS_DATABASE_URL"]["key"] == "reviews-database-url"
+    assert env["QA_DATABASE_URL"]["key"] == "qa-database-url"
+    assert env["AWS_ACCESS_KEY_ID"]["name"] == "runway-photos-s3"
