@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 deps:
-	bash infra/ensure-deps.sh postgres redis nginx prometheus pgbouncer
+	bash infra/ensure-deps.sh postgres redis nginx prometheus pgbouncer exporters
 
 # wrk drives the benchmark (a fresh machine has none).
 bench-deps:

@@ -96,6 +96,23 @@ ensure_prometheus() {
 
 ensure_wrk() { have wrk || apt_install wrk; }
 
+# The exporters the stack runs beside nginx, Redis and Postgres (infra/exporters.py).
+# Debian's packages start system-wide instances on 9113/9121/9187, the stack's
+# own ports: stop and disable them.
+EXPORTERS="prometheus-nginx-exporter prometheus-redis-exporter prometheus-postgres-exporter"
+ensure_exporters() {
+    missing=""
+    for exporter in $EXPORTERS; do
+        have "$exporter" || [ -x "/usr/bin/$exporter" ] || missing="$missing $exporter"
+    done
+    [ -z "$missing" ] && return 0
+    # shellcheck disable=SC2086
+    apt_install $missing
+    for exporter in $missing; do
+        if have systemctl; then systemctl disable --now "$exporter" >/dev/null 2>&1 || true; fi
+    done
+}
+
 # PgBouncer (transaction pooling in front of Postgres): the stack and the tests
 # start their own from a rendered config (infra/pgbouncer.py); Debian puts the
 # binary in /usr/sbin. A system-wide instance the package may start on :6432
@@ -116,6 +133,7 @@ for dep in $WANT; do
         nginx) ensure_nginx ;;
         prometheus) ensure_prometheus ;;
         wrk) ensure_wrk ;;
+        exporters) ensure_exporters ;;
         pgbouncer) ensure_pgbouncer ;;
         *) say "unknown dependency $dep"; exit 2 ;;
     esac

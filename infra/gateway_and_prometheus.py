@@ -4,7 +4,9 @@
 Both configs are rendered into the run directory from services/common/settings.py
 and the environment, so ports and instance counts come from one place:
 GATEWAY_PORT, GATEWAY_STATUS_PORT, <SERVICE>_PORT, <SERVICE>_INSTANCES or
-INSTANCES, PROMETHEUS_PORT (9090; "off" skips Prometheus)."""
+INSTANCES, PROMETHEUS_PORT (9090; "off" skips Prometheus). The exporters of
+infra/exporters.py run beside them (ports NGINX_EXPORTER_PORT, REDIS_EXPORTER_PORT,
+POSTGRES_EXPORTER_PORT) as Prometheus's jobs nginx, redis and postgres."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any
 import yaml
 
 from gateway import render
+from infra import exporters
 from infra.probe import http_status
 from services.common import settings as cfg
 from services.photos import settings as photos_cfg
@@ -59,6 +62,8 @@ def prometheus_config(port: int, env: Mapping[str, str] = os.environ) -> dict[st
             job["static_configs"] = [{"targets": targets}]
         elif job["job_name"] == "prometheus":
             job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
+        elif job["job_name"] in exporters.JOBS:
+            job["static_configs"] = [{"targets": exporters.targets(env)[job["job_name"]]}]
         jobs.append(job)
     config["scrape_configs"] = jobs
     return config
@@ -79,6 +84,8 @@ def prometheus_command(binary: str, config: Path, run_dir: Path, port: int) -> s
             f"--storage.tsdb.path={run_dir / 'prometheus' / 'data'}",
             "--storage.tsdb.retention.time=2d",
             f"--web.listen-address=127.0.0.1:{port}",
+            # The latency histograms' exemplars (trace ids, when the services trace).
+            "--enable-feature=exemplar-storage",
         ]
     )
 
@@ -109,6 +116,8 @@ def programs(run_dir: Path, program_fn: ProgramFn) -> list[str]:
     if result.returncode != 0:
         raise SystemExit(f"[stack] nginx -t failed on {gateway.conf_path}:\n{result.stderr}")
     sections = [program_fn("gateway", nginx_program_command(gateway), {}, logs / "gateway.log")]
+    # The nginx, redis and postgres exporters (infra/exporters.py), scraped below.
+    sections += exporters.programs(run_dir, program_fn)
     port = prometheus_port()
     binary = prometheus_binary()
     if port is None:

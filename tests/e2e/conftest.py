@@ -67,6 +67,11 @@ def stack_env(run_dir: Path, redis_url: str) -> dict[str, str]:
         "GATEWAY_PORT": str(free_port()),
         "GATEWAY_STATUS_PORT": str(free_port()),
         "PROMETHEUS_PORT": str(free_port()),
+        # The exporters (infra/exporters.py) on free ports, reading the tests' Redis.
+        "NGINX_EXPORTER_PORT": str(free_port()),
+        "REDIS_EXPORTER_PORT": str(free_port()),
+        "POSTGRES_EXPORTER_PORT": str(free_port()),
+        "POSTGRES_EXPORTER_DSN": PG_ADMIN_URL + "?sslmode=disable",
         # Limits on, high enough for the route tests; test_rate_limit exceeds them.
         "GATEWAY_RATE": "100",
         "GATEWAY_BURST": "200",

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+import urllib.parse
 import urllib.request
 
 import aiohttp
@@ -237,6 +238,31 @@ def test_prometheus_scrapes_every_instance(stack: Stack) -> None:
             return
         time.sleep(1)
     pytest.fail(f"not scraped: {sorted(want - up)}")
+
+
+def test_prometheus_scrapes_the_exporters(stack: Stack) -> None:
+    """Jobs nginx, redis and postgres up, each exporter reading its target
+    (nginx_up, redis_up, pg_up are 1, not only the exporter answering)."""
+    base = f"http://127.0.0.1:{stack.env['PROMETHEUS_PORT']}/api/v1"
+    deadline = time.monotonic() + 40
+    health: dict[str, str] = {}
+    values: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{base}/targets", timeout=2) as resp:
+            targets = json.load(resp)["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        query = urllib.parse.quote("nginx_up or redis_up or pg_up")
+        with urllib.request.urlopen(f"{base}/query?query={query}", timeout=2) as resp:
+            result = json.load(resp)["data"]["result"]
+        values = {r["metric"]["__name__"]: r["value"][1] for r in result}
+        if all(health.get(j) == "up" for j in ("nginx", "redis", "postgres")) and values == {
+            "nginx_up": "1",
+            "redis_up": "1",
+            "pg_up": "1",
+        }:
+            return
+        time.sleep(1)
+    pytest.fail(f"exporter targets {health}, up series {values}")
 
 
 def test_service_processes_freeze_their_start_up_objects(stack: Stack) -> None:

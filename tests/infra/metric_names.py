@@ -32,3 +32,14 @@ def metric_names(expr: str) -> set[str]:
     # contain "runway_" too, but are not series a service exports.
     idents = set(re.findall(r"(?<![\w:])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])", without_ranges))
     return {n for n in idents if n.startswith("runway_") or n in PROMETHEUS_BUILTINS}
+
+
+# The exporters' families (infra/exporters.py): checked against the running
+# exporters by tests/infra/test_exporters.py.
+EXPORTER_PREFIXES = ("nginx_", "redis_", "pg_")
+
+
+def exporter_names(expr: str) -> set[str]:
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    idents = set(re.findall(r"(?<![\w:])([a-zA-Z_][a-zA-Z0-9_]*)(?![\w:])", without_strings))
+    return {n for n in idents if n.startswith(EXPORTER_PREFIXES)}

@@ -20,8 +20,14 @@ def test_programs_render_configs_under_the_run_dir(tmp_path: Path, monkeypatch) 
     monkeypatch.setenv("PROMETHEUS_PORT", "19999")
     monkeypatch.setenv("GATEWAY_PORT", "18888")
     sections = gateway_and_prometheus.programs(tmp_path, fake_program)
-    assert [s.splitlines()[0] for s in sections] == ["[program:gateway]", "[program:prometheus]"]
-    gateway, prometheus = sections
+    assert [s.splitlines()[0] for s in sections] == [
+        "[program:gateway]",
+        "[program:nginx-exporter]",
+        "[program:redis-exporter]",
+        "[program:postgres-exporter]",
+        "[program:prometheus]",
+    ]
+    gateway, prometheus = sections[0], sections[-1]
     conf = tmp_path / "gateway" / "nginx.conf"
     assert "listen 127.0.0.1:18888 " in conf.read_text()
     assert f"-c {conf} -e {tmp_path / 'logs' / 'gateway-error.log'} -t -q &&" in gateway
@@ -33,7 +39,8 @@ def test_programs_render_configs_under_the_run_dir(tmp_path: Path, monkeypatch) 
 
 def test_prometheus_can_be_left_out(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PROMETHEUS_PORT", "off")
-    assert len(gateway_and_prometheus.programs(tmp_path, fake_program)) == 1
+    names = [s.splitlines()[0] for s in gateway_and_prometheus.programs(tmp_path, fake_program)]
+    assert "[program:prometheus]" not in names and names[0] == "[program:gateway]"
 
 
 def test_a_broken_gateway_config_stops_the_stack(tmp_path: Path, monkeypatch) -> None:

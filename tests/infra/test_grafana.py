@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import ROOT
-from tests.infra.metric_names import exported_names, metric_names
+from tests.infra.metric_names import exported_names, exporter_names, metric_names
 
 DASHBOARD = ROOT / "infra" / "grafana" / "runway-dashboard.json"
 
@@ -37,12 +37,47 @@ def test_dashboard_is_well_formed() -> None:
         assert {"h", "w", "x", "y"} <= panel["gridPos"].keys()
 
 
+def recorded_names() -> set[str]:
+    names = set()
+    for path in (ROOT / "infra" / "prometheus" / "rules").glob("*.yml"):
+        if path.name.endswith("_test.yml"):
+            continue
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names |= {r["record"] for r in group["rules"] if "record" in r}
+    return names
+
+
 def test_every_query_names_exported_metrics() -> None:
-    exported = exported_names()
+    """The services' names against a live registry (and the replica gauges);
+    the exporters' (nginx_, redis_, pg_) are checked against the running
+    exporters in tests/infra/test_exporters.py; recording rules by name."""
+    exported = exported_names() | {"runway_db_replica_lag_seconds"}
+    recorded = recorded_names()
     for title, expr in queries(load()):
         names = metric_names(expr)
-        assert names, f"{title}: names no metric"
+        uses = names | exporter_names(expr) | {r for r in recorded if r in expr}
+        assert uses, f"{title}: names no metric"
         assert names <= exported, f"{title}: {names - exported} not exported"
+
+
+def test_dashboard_covers_the_platform() -> None:
+    exprs = "\n".join(expr for _, expr in queries(load()))
+    for needle in (
+        "nginx_http_requests_total",
+        "nginx_connections_active",
+        "redis_memory_used_bytes",
+        "redis_evicted_keys_total",
+        "redis_keyspace_hits_total",
+        "redis_connected_clients",
+        "pg_stat_database_numbackends",
+        "pg_stat_database_deadlocks",
+        "pg_stat_database_blks_hit",
+        "runway_db_replica_lag_seconds",
+        "pg_replication_lag",
+        "job:runway_error_ratio:rate1h",
+        "job:runway_slow_ratio:rate1h",
+    ):
+        assert needle in exprs, needle
 
 
 def test_dashboard_covers_red_cache_and_pool() -> None:

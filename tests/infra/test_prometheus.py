@@ -92,3 +92,56 @@ def test_local_config_scrapes_every_instance(
     assert photos == [f"127.0.0.1:{p}" for p in photos_cfg.instance_ports(env)]
     result = promtool("check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the platform rules (exporters, SLO burn rates, invalidations) -------------------
+
+
+def test_platform_rules_are_valid_and_each_alert_is_unit_tested() -> None:
+    result = promtool("check", "rules", str(PROM / "rules" / "platform.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = promtool("test", "rules", str(PROM / "rules" / "platform_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rules = yaml.safe_load((PROM / "rules" / "platform.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert {
+        "RunwayErrorBudgetFastBurn",
+        "RunwayLatencyBudgetFastBurn",
+        "RunwayCacheInvalidationsDegraded",
+        "RunwayCacheInvalidationsFailed",
+        "RunwayGatewayDown",
+        "RunwayRedisEvicting",
+        "RunwayPostgresDeadlocks",
+        "RunwayReplicaLagging",
+    } <= alerts
+    tested = (PROM / "rules" / "platform_test.yml").read_text()
+    for alert in alerts:
+        assert f"alertname: {alert}" in tested, f"{alert} has no promtool unit test"
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    assert "rules/platform.yml" in config["rule_files"]
+
+
+def test_platform_rules_name_only_exported_service_metrics() -> None:
+    exported = exported_names() | PROMETHEUS_BUILTINS | {"runway_db_replica_lag_seconds"}
+    rules = yaml.safe_load((PROM / "rules" / "platform.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            unknown = metric_names(rule["expr"]) - exported
+            assert not unknown, (rule.get("alert") or rule.get("record"), unknown)
+
+
+def test_exporter_jobs_in_both_configs(tmp_path: Path, monkeypatch) -> None:
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
+    assert jobs["nginx"] == ["gateway:9113"]  # the gateway's sidecar (compose.yaml)
+    assert jobs["redis"] == ["redis-exporter:9121"]
+    assert jobs["postgres"] == ["postgres-exporter:9187"]
+    monkeypatch.setenv("REDIS_EXPORTER_PORT", "19121")
+    monkeypatch.delenv("NGINX_EXPORTER_PORT", raising=False)
+    monkeypatch.delenv("POSTGRES_EXPORTER_PORT", raising=False)
+    path = gateway_and_prometheus.write_prometheus_config(tmp_path, 19090)
+    local = yaml.safe_load(path.read_text())
+    jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in local["scrape_configs"]}
+    assert jobs["nginx"] == ["127.0.0.1:9113"]
+    assert jobs["redis"] == ["127.0.0.1:19121"]
+    assert jobs["postgres"] == ["127.0.0.1:9187"]
