@@ -19,6 +19,9 @@ instance counts, the one source of truth) and the environment:
                                           through the photos service with proxy_cache ("s3")
                                           (services/photos/settings.py)
     PHOTOS_UPLOAD_RATE                    uploads per client per minute (20)
+    GATEWAY_RESOLVER                      DNS server(s) nginx re-resolves the upstream names with
+                                          (every 5 s; `server ... resolve`, nginx >= 1.27.3):
+                                          Kubernetes' headless Services (gateway/README.md)
     GATEWAY_TRUSTED_PROXIES               CIDRs (comma-separated) of load balancers allowed
                                           to name the client in X-Forwarded-For (none)
 
@@ -93,6 +96,7 @@ class GatewayConfig:
     photos_dir: Path = photos_cfg.DEFAULT_DIR
     upload_rate_per_min: int = 20
     trusted_proxies: tuple[str, ...] = ()
+    resolver: str = ""
 
     @classmethod
     def from_env(
@@ -120,6 +124,7 @@ class GatewayConfig:
             photos_dir=photos_cfg.store_dir(env),
             upload_rate_per_min=_positive(env, "PHOTOS_UPLOAD_RATE", 20),
             trusted_proxies=trusted_proxies(env.get("GATEWAY_TRUSTED_PROXIES", "")),
+            resolver=env.get("GATEWAY_RESOLVER", "").strip(),
         )
 
     @property
@@ -180,11 +185,14 @@ def _log_target(value: str, kind: str) -> str:
     return f"{value} runway_json buffer=32k flush=1s" if kind == "access" else value
 
 
-def _upstream_block(service: str, servers: list[str]) -> str:
+def _upstream_block(service: str, servers: list[str], resolve: bool = False) -> str:
     # Passive health: after 2 failures an instance rests 5 s (ignored by nginx
     # when it is the only one, which is what a single instance should do).
+    # `resolve`: the name's addresses (a headless Service's pods) are looked up
+    # again as the resolver's TTL (valid=5s) expires, kept in the shared zone.
     lines = [f"    upstream {service} {{", f"        zone upstream_{service} 64k;"]
-    lines += [f"        server {s} max_fails=2 fail_timeout=5s;" for s in servers]
+    flag = " resolve" if resolve else ""
+    lines += [f"        server {s} max_fails=2 fail_timeout=5s{flag};" for s in servers]
     lines += [
         # Idle connections kept per worker: above the most requests a worker has
         # in flight to one service. With 32, bursts past it opened a connection
@@ -332,6 +340,19 @@ def _real_ip(c: GatewayConfig) -> str:
     return "\n".join(lines)
 
 
+def _resolver(c: GatewayConfig) -> str:
+    if not c.resolver:
+        return "    # upstream names resolved once, at start (no GATEWAY_RESOLVER)"
+    return "\n".join(
+        [
+            # Re-resolved every 5 s whatever the record's TTL: a scale-out is
+            # balanced over within seconds, a removed pod leaves as fast.
+            f"    resolver {c.resolver} valid=5s ipv6=off;",
+            "    resolver_timeout 2s;",
+        ]
+    )
+
+
 def _user_directive(c: GatewayConfig) -> str:
     # Started as root (the dev box, CI), nginx drops its workers to an
     # unprivileged user; they only read files and never write temp files.
@@ -351,7 +372,10 @@ def render(c: GatewayConfig) -> str:
         "retry_after": str(max(1, math.ceil(1 / c.rate_per_s))),
         "rate_limit_zones": _rate_limit_zones(c),
         "rate_limit": _rate_limit(c),
-        "upstreams": "\n\n".join(_upstream_block(s, c.upstreams[s]) for s in UPSTREAMS),
+        "upstreams": "\n\n".join(
+            _upstream_block(s, c.upstreams[s], bool(c.resolver)) for s in UPSTREAMS
+        ),
+        "resolver": _resolver(c),
         "listen_host": c.listen_host,
         "gateway_port": str(c.port),
         "status_host": c.status_host,

@@ -49,12 +49,17 @@ def service_steps(service: str) -> list[tuple[str, str]]:
 
 
 def env_of(steps: list[tuple[str, str]]) -> dict[str, str]:
+    """ENV as the image has it, a `${NAME}` taking the ARG's default."""
     env: dict[str, str] = {}
+    args: dict[str, str] = {}
     for word, rest in steps:
+        if word == "ARG" and "=" in rest:
+            key, _, value = rest.partition("=")
+            args[key.strip()] = value.strip()
         if word == "ENV":
             for item in shlex.split(rest):
                 key, _, value = item.partition("=")
-                env[key] = value
+                env[key] = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), value)
     return env
 
 
@@ -79,6 +84,21 @@ def test_runtime_dependencies_are_pinned() -> None:
 DISTRIBUTION_OF = {"prometheus_client": "prometheus-client", "PIL": "pillow"}
 # Installed for another package's sake, never imported: redis-py's C parser.
 NOT_IMPORTED = {"hiredis"}
+# OpenTelemetry's namespace package: the distribution by module prefix
+# (services/common/otel.py, imported only when tracing is on).
+OTEL_DISTRIBUTIONS = {
+    "opentelemetry.instrumentation.asyncpg": "opentelemetry-instrumentation-asyncpg",
+    "opentelemetry.instrumentation.redis": "opentelemetry-instrumentation-redis",
+    "opentelemetry.exporter.otlp.proto.http": "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry.sdk": "opentelemetry-sdk",
+    "opentelemetry": "opentelemetry-api",
+}
+
+
+def _top_level(module: str) -> str:
+    if module.split(".")[0] == "opentelemetry":
+        return next(d for prefix, d in OTEL_DISTRIBUTIONS.items() if module.startswith(prefix))
+    return module.split(".")[0]
 
 
 def serving_modules() -> list[Path]:
@@ -92,9 +112,9 @@ def third_party_imports(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(_top_level(alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names.add(_top_level(node.module))
     return {n for n in names if n not in sys.stdlib_module_names and n != "services"}
 
 

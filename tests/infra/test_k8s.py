@@ -86,7 +86,8 @@ def test_pods_are_non_root_read_only_and_bounded(app: str) -> None:
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
-        assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+        # Memory bounded; no CPU limit, whose throttling stalls the event loop.
+        assert container["resources"]["limits"].keys() == {"memory"}
         assert "livenessProbe" in container and "readinessProbe" in container
 
 
