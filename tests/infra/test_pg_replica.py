@@ -200,7 +200,8 @@ def test_the_stack_sets_replica_and_pooler_urls_only_when_asked(monkeypatch) -> 
     monkeypatch.setenv("PG_POOLER", "1")
     (program,) = stack.service_programs(["reviews"])
     # Through the pooler as the app role (DML only; its timeouts are role settings).
-    assert 'REVIEWS_DATABASE_URL="postgresql://runway_reviews@127.0.0.1:6432/atelier_reviews"' in program
+    pooled = "postgresql://runway_reviews@127.0.0.1:6432/atelier_reviews"
+    assert f'REVIEWS_DATABASE_URL="{pooled}"' in program
     assert f'REVIEWS_MIGRATE_DATABASE_URL="{direct}"' in program
     assert 'DB_POOLER="transaction"' in program
     assert 'REVIEWS_REPLICA_URLS="postgresql://postgres@127.0.0.1:5433/atelier_reviews"' in program
