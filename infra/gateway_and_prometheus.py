@@ -4,7 +4,7 @@
 Both configs are rendered into the run directory from services/common/settings.py
 and the environment, so ports and instance counts come from one place:
 GATEWAY_PORT, GATEWAY_STATUS_PORT, <SERVICE>_PORT, <SERVICE>_INSTANCES or
-INSTANCES, PROMETHEUS_PORT (9090; "off" skips Prometheus). The exporters of
+INSTANCES, PROMETHEUS_PORT (9090; "off" skips Prometheus and the exporters). The exporters of
 infra/exporters.py run beside them (ports NGINX_EXPORTER_PORT, REDIS_EXPORTER_PORT,
 POSTGRES_EXPORTER_PORT) as Prometheus's jobs nginx, redis and postgres."""
 
@@ -116,12 +116,12 @@ def programs(run_dir: Path, program_fn: ProgramFn) -> list[str]:
     if result.returncode != 0:
         raise SystemExit(f"[stack] nginx -t failed on {gateway.conf_path}:\n{result.stderr}")
     sections = [program_fn("gateway", nginx_program_command(gateway), {}, logs / "gateway.log")]
-    # The nginx, redis and postgres exporters (infra/exporters.py), scraped below.
-    sections += exporters.programs(run_dir, program_fn)
     port = prometheus_port()
     binary = prometheus_binary()
-    if port is None:
+    if port is None:  # PROMETHEUS_PORT=off (the benchmark): nothing to scrape the exporters
         return sections
+    # The nginx, redis and postgres exporters (infra/exporters.py), scraped below.
+    sections += exporters.programs(run_dir, program_fn)
     if binary is None:
         print("[stack] prometheus not installed (make deps installs it): not monitoring")
         return sections
