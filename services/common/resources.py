@@ -68,17 +68,38 @@ def database_ctx(migrations_dir: Path | None) -> CleanupCtx:
 
 
 def redis_client(settings: Settings) -> Redis:
+    """The cache's client: `cache_redis_client` for the settings' URL and mode."""
+    return cache_redis_client(
+        settings.redis_url, settings.redis_timeout_ms, cluster=settings.redis_cluster
+    )
+
+
+def cache_redis_client(url: str, timeout_ms: int, *, cluster: bool = False) -> Redis:
     """A client for the cache. Its calls are bounded in milliseconds by the
     cache's own lag-tolerant deadlines, so the client has no socket timeout of
     its own: with one, redis-py wraps every send in asyncio.wait_for (a new
     Task per command) and every read in a second timer, and a wall-clock
     timeout would also fire whenever this process's loop stalls (redis-py
     then drops the connection). The pub/sub reader, which blocks by design,
-    gets a client of its own."""
+    gets a client of its own. `cluster`: `url` is a seed node of a Redis
+    Cluster (redis-py's cluster client; the cache splits its commands per slot,
+    services/common/cache/cluster.py)."""
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(  # type: ignore[return-value]
+            url,
+            socket_timeout=None,
+            socket_connect_timeout=max(timeout_ms / 1000, 0.05),
+            health_check_interval=0,
+            max_connections=64,
+            # Bounded by the cache's deadlines: no retries past them.
+            cluster_error_retry_attempts=1,
+        )
     return Redis.from_url(
-        settings.redis_url,
+        url,
         socket_timeout=None,
-        socket_connect_timeout=max(settings.redis_timeout_ms / 1000, 0.05),
+        socket_connect_timeout=max(timeout_ms / 1000, 0.05),
         health_check_interval=0,
         max_connections=64,
         # One immediate retry on a broken connection (a pooled socket to a Redis
@@ -111,7 +132,8 @@ def cache_ctx(namespace: str) -> CleanupCtx:
             ttl_s=settings.cache_ttl_s,
             local_max_bytes=settings.cache_local_max_bytes,
             timeout_s=settings.redis_timeout_ms / 1000,
-            pubsub_factory=lambda: redis_client(settings),
+            pubsub_factory=None if settings.redis_cluster else lambda: redis_client(settings),
+            cluster=settings.redis_cluster,
         )
         app[CACHE] = response_cache
         await response_cache.start()

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
-from . import tracing
+from . import tracing, write_marker
 from .errors import JSON_HEADERS
 from .ready_response import ReadyResponse, ready_bytes, ready_head
 from .resources import CACHE
@@ -33,6 +33,11 @@ async def cached_json(
 ) -> web.StreamResponse:
     """A 200 JSON response read through the service's cache. An exception
     `load` raises comes out of here, and nothing is cached for it."""
+    if hdrs.COOKIE in request.headers:  # maybe the session's own write (write_marker.py)
+        position = write_marker.fresh_position(request)
+        if position is not None:
+            body, source = await request.app[CACHE].lookup_after_write(scope, key, load, position)
+            return web.Response(body=body, headers=_CACHED_HEADERS[source])
     if tracing.TRACER is None:
         body, source = await request.app[CACHE].lookup(scope, key, load)
     else:  # a span naming the tier that answered (otel.py)

@@ -112,6 +112,9 @@ class Settings:
     # skipped while it shows the primary as of more than replica_max_lag_ms ago.
     replica_urls: tuple[str, ...] = ()
     replica_max_lag_ms: int = 1000
+    # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster
+    # (services/common/cache/cluster.py).
+    redis_cluster: bool = False
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] = os.environ) -> Settings:
@@ -137,4 +140,5 @@ class Settings:
             db_pooler=db_pooler(env),
             replica_urls=replica_urls(service, env),
             replica_max_lag_ms=_int(env, "DB_REPLICA_MAX_LAG_MS", 1000),
+            redis_cluster=env.get("REDIS_CLUSTER", "0") in ("1", "true", "yes"),
         )

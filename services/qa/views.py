@@ -17,6 +17,7 @@ from services.common.errors import ApiError
 from services.common.resources import CACHE, DB
 from services.common.responses import cached_json
 from services.common.validation import parse_id, parse_paging, read_body
+from services.common.write_marker import mark
 
 from . import queries
 from .schemas import NewAnswer, NewQuestion
@@ -68,8 +69,8 @@ async def list_answers(request: web.Request) -> web.Response:
 async def add_question(request: web.Request) -> web.Response:
     question = await read_body(request, NewQuestion)
     await queries.add_question(request.app[DB], question)
-    await request.app[CACHE].invalidate(product_scope(question.product_id))
-    return web.Response(status=201, text="Created")
+    marker = await request.app[CACHE].invalidate(product_scope(question.product_id))
+    return mark(web.Response(status=201, text="Created"), marker)
 
 
 async def add_answer(request: web.Request) -> web.Response:
@@ -79,8 +80,10 @@ async def add_answer(request: web.Request) -> web.Response:
     product_id = await queries.add_answer(request.app[DB], question_id, answer)
     if product_id is None:
         raise ApiError(404, f"question_id {question_id} does not exist")
-    await request.app[CACHE].invalidate(question_scope(question_id), product_scope(product_id))
-    return web.Response(status=201, text="Created")
+    marker = await request.app[CACHE].invalidate(
+        question_scope(question_id), product_scope(product_id)
+    )
+    return mark(web.Response(status=201, text="Created"), marker)
 
 
 async def _update_question(
@@ -90,8 +93,8 @@ async def _update_question(
     product_id = await update(request.app[DB], question_id)
     if product_id is None:
         raise ApiError(404, f"question_id {question_id} does not exist")
-    await request.app[CACHE].invalidate(product_scope(product_id))
-    return web.Response(status=204)
+    marker = await request.app[CACHE].invalidate(product_scope(product_id))
+    return mark(web.Response(status=204), marker)
 
 
 async def _update_answer(
@@ -105,8 +108,8 @@ async def _update_answer(
     scopes = [question_scope(question_id)]
     if product_id is not None:
         scopes.append(product_scope(product_id))
-    await request.app[CACHE].invalidate(*scopes)
-    return web.Response(status=204)
+    marker = await request.app[CACHE].invalidate(*scopes)
+    return mark(web.Response(status=204), marker)
 
 
 async def mark_question_helpful(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from services.common.errors import ApiError
 from services.common.resources import CACHE, DB
 from services.common.responses import cached_json
 from services.common.validation import MAX_ID, parse_id, parse_paging, read_body
+from services.common.write_marker import mark
 
 from . import queries
 from .schemas import NewReview
@@ -62,8 +63,8 @@ async def add_review(request: web.Request) -> web.Response:
             422,
             f"characteristics: {foreign_id} is not a characteristic of product {review.product_id}",
         )
-    await request.app[CACHE].invalidate(product_scope(review.product_id))
-    return web.Response(status=201, text="Created")
+    marker = await request.app[CACHE].invalidate(product_scope(review.product_id))
+    return mark(web.Response(status=201, text="Created"), marker)
 
 
 async def _update_review(
@@ -73,8 +74,8 @@ async def _update_review(
     product_id = await update(request.app[DB], review_id)
     if product_id is None:
         raise ApiError(404, f"review_id {review_id} does not exist")
-    await request.app[CACHE].invalidate(product_scope(product_id))
-    return web.Response(status=204)
+    marker = await request.app[CACHE].invalidate(product_scope(product_id))
+    return mark(web.Response(status=204), marker)
 
 
 async def mark_helpful(request: web.Request) -> web.Response:

@@ -92,6 +92,7 @@ async def test_the_position_rides_to_other_processes_and_into_the_redis_token(
         cache._local_tier.note_primary_lsn(100, cache._local_tier.drops)
     try:
         await a.invalidate("p:1", lsn=0x1234)
+        assert await b.drain()  # b has applied the message (within the lease's bound)
         assert b._local_tier.required_lsn("p:1") == 0x1234
         assert a._local_tier.required_lsn("p:1") == 0x1234
         token = await a._redis.hget(scope_key("t", a._coherence.gen, "p:1"), "_v")
@@ -99,6 +100,7 @@ async def test_the_position_rides_to_other_processes_and_into_the_redis_token(
         assert b.read_position("p:1", token.decode()) == 0x1234
         assert b.read_position("p:2", f"x@{0x99999:x}") == 0x99999
         await a.invalidate("p:2")  # no position: every process must ask the primary
+        assert await b.drain()
         assert b.read_position("p:1", None) == "lsn_unknown"
     finally:
         for cache in (a, b):

@@ -1,7 +1,11 @@
 """Cache coherence under concurrency: many clients send a random mix of reads
 and writes to both instances of a service at once (each request to a random
-instance), and every read is checked against every write acknowledged before
-the read started: a review, question or answer posted must be listed, and a
+instance). Each client is a session with its own cookie jar (the write
+marker, services/common/write_marker.py). Every read is checked against
+every write of its own session acknowledged before the read started
+(strictly: read-your-writes whichever instance answers), and against every
+other session's write acknowledged more than the staleness bound (LEASE_S)
+before it: a review, question or answer posted must be listed, and a
 helpfulness must be at least the number of acknowledged votes. Times are
 taken conservatively (a read's start before it is sent, a write's
 acknowledgement after its answer is read), so a violation is a real one.
@@ -22,6 +26,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from services.common.cache import LEASE_S
 from tests.conftest import RedisServer
 from tests.gateway.harness import ServiceInstance, free_instance_base
 from tests.reliability.conftest import FaultStack
@@ -34,32 +39,53 @@ CLIENTS = 16
 PRODUCTS = 8
 
 
+BOUND_S = LEASE_S  # other sessions' writes show within this (DESIGN.md, invariant 1)
+
+
 @dataclass
 class History:
-    """Acknowledgement times of writes, so a read can ask what it must show."""
+    """Acknowledgement times (and sessions) of writes, so a read can ask what
+    it must show: its own session's writes acknowledged before it began, the
+    others' acknowledged BOUND_S before. `session` is set by the client
+    whose outcome is being observed; `within_bound` counts the reads that
+    lacked another session's write acknowledged less than BOUND_S before
+    (allowed: the figure shows the bound is used)."""
 
-    posted: dict[object, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
-    votes: dict[tuple[str, int], list[float]] = field(default_factory=lambda: defaultdict(list))
+    posted: dict[object, list[tuple[float, str, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    votes: dict[tuple[str, int], list[tuple[float, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     violations: list[str] = field(default_factory=list)
     checks: int = 0
+    within_bound: int = 0
+    session: int = 0
+
+    def _required(self, t: float, who: int, start: float) -> bool:
+        return t < start and (who == self.session or t < start - BOUND_S)
 
     def markers_before(self, parent: object, start: float) -> set[str]:
-        return {m for t, m in self.posted[parent] if t < start}
+        return {m for t, m, who in self.posted[parent] if self._required(t, who, start)}
 
     def votes_before(self, target: tuple[str, int], start: float) -> int:
-        return sum(1 for t in self.votes[target] if t < start)
+        return sum(1 for t, who in self.votes[target] if self._required(t, who, start))
 
     def expect_markers(self, what: str, parent: object, shown: set[str], start: float) -> None:
         self.checks += 1
         lost = self.markers_before(parent, start) - shown
         if lost:
             self.violations.append(f"{what}: read at {start:.3f} lacks {sorted(lost)[:3]}")
+        elif {m for t, m, _ in self.posted[parent] if t < start} - shown:
+            self.within_bound += 1
 
     def expect_votes(self, target: tuple[str, int], shown: int, start: float) -> None:
         self.checks += 1
         needed = self.votes_before(target, start)
         if shown < needed:
             self.violations.append(f"{target}: helpfulness {shown} < {needed} acknowledged votes")
+        elif shown < sum(1 for t, _ in self.votes[target] if t < start):
+            self.within_bound += 1
 
 
 class ReviewsModel:
@@ -98,9 +124,9 @@ class ReviewsModel:
         if not o.ok:
             history.violations.append(f"failed: {o.describe()}")
         elif r.method == "POST":
-            history.posted[r.target].append((o.end, r.marker))
+            history.posted[r.target].append((o.end, r.marker, history.session))
         elif r.method == "PUT":
-            history.votes[r.target].append(o.end)
+            history.votes[r.target].append((o.end, history.session))
         elif r.path.startswith("/reviews/meta"):
             self._check_meta(o, history)
         else:
@@ -180,9 +206,9 @@ class QaModel:
             history.violations.append(f"failed: {o.describe()}")
         elif r.method == "POST":
             # An answer must show in its question's list and embedded in the product's.
-            history.posted[r.target].append((o.end, r.marker))
+            history.posted[r.target].append((o.end, r.marker, history.session))
         elif r.method == "PUT":
-            history.votes[r.target].append(o.end)
+            history.votes[r.target].append((o.end, history.session))
         elif "/answers" in r.path:
             self._check_answers(o, history)
         else:
@@ -228,19 +254,22 @@ async def run_clients(bases: list[str], model, ops: int, history: History) -> di
     remaining = [ops]
     per_instance: dict[str, int] = defaultdict(int)
 
-    async def client(session: aiohttp.ClientSession, index: int) -> None:
+    async def client(index: int) -> None:
         rng = random.Random(index)
-        while remaining[0] > 0:
-            remaining[0] -= 1
-            base = rng.choice(bases)
-            per_instance[base] += 1
-            outcome = await send(session, base, model.next(rng), timeout_s=10)
-            model.observe(outcome, history)
+        # A session of its own: its cookie jar carries its writes' markers
+        # (unsafe=True: cookies for an IP address host).
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                base = rng.choice(bases)
+                per_instance[base] += 1
+                outcome = await send(session, base, model.next(rng), timeout_s=10)
+                history.session = index  # no await between: observe() sees this session
+                model.observe(outcome, history)
 
     start = time.monotonic()
-    connector = aiohttp.TCPConnector(limit=CLIENTS * 2)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(client(session, i) for i in range(CLIENTS)))
+    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
     return {"seconds": round(time.monotonic() - start, 1), "per_instance": dict(per_instance)}
 
 
@@ -264,6 +293,8 @@ async def test_no_read_misses_an_acknowledged_write(fault_stack: FaultStack, ser
             "reads": OPS - writes,
             "checks": history.checks,
             "violations": len(history.violations),
+            "stale_within_bound": history.within_bound,
+            "bound_s": BOUND_S,
             **run,
         },
     )

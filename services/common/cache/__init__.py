@@ -7,7 +7,10 @@ module that upholds it and the test that fails when it breaks:
 * ``local.py``: the local tier (LRU by scope, cost model, invalidation sequences);
 * ``flights.py``: single-flight;
 * ``redis_tier.py``: batched Redis reads and fills, the adaptive Redis skip;
-* ``coherence.py``: invalidations, acknowledgements, heartbeats and the lease;
+* ``coherence.py``: invalidations, their replay, the generation;
+* ``lease.py``: the lease and the namespace's beacon;
+* ``bus.py``: the invalidation channel's listener;
+* ``cluster.py``: the commands on a Redis Cluster (per slot, WAIT);
 * ``resilience.py``: deadlines, the breaker, bounded closes;
 * ``scripts.py``: the Lua scripts and the key scheme.
 
@@ -16,8 +19,8 @@ constant must patch it in the module that uses it (e.g. ``redis_tier.FILL_RIDE_S
 patching the re-export here changes nothing.
 """
 
-from .coherence import ACK_TIMEOUT_S, LEASE_S, PING_INTERVAL_S, RECOVERY_GRACE_S
 from .facade import STOP_TIMEOUT_S, Loader, ResponseCache, flush_namespace
+from .lease import BEACON_LOCK_MS, LEASE_S, PING_INTERVAL_S, RECOVERY_GRACE_S
 from .local import _SCOPE_SEQ_MAX, ENTRY_OVERHEAD, SCOPE_OVERHEAD
 from .redis_tier import (
     _FILL_QUEUE_MAX,
@@ -38,7 +41,7 @@ from .resilience import (
 from .scripts import LuaScript
 
 __all__ = [
-    "ACK_TIMEOUT_S",
+    "BEACON_LOCK_MS",
     "BREAKER_S",
     "CLOSE_TIMEOUT_S",
     "ENTRY_OVERHEAD",

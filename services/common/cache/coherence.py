@@ -1,21 +1,23 @@
-"""Coherence across processes: invalidations, acknowledgements and the lease.
+"""Coherence across processes: invalidations, their replay, the generation.
 
 Invariants:
 
-* Read-your-writes: `invalidate()` and `flush_all()` return only once every
-  subscribed process has dropped what they invalidate and acknowledged; or,
-  when one did not acknowledge within ACK_TIMEOUT_S, once LEASE_S has passed
-  since the publish; or, when Redis failed, once LEASE_S has passed since it
-  failed (every lease has then lapsed).
+* After `invalidate()` returns, Redis never serves the scopes' old answers:
+  their tokens were replaced (synchronously; on a cluster, acknowledged by a
+  replica with WAIT, else the invalidation counts as failed) and every fill
+  is a compare-and-set on the token. The writer does not wait for the other
+  processes: they apply the message within the lease's bound (lease.py), and
+  the writer's own session skips their local tiers meanwhile (its write
+  marker, facade.py `lookup_after_write`).
 * The writer drops its local scopes twice: before publishing and again after
   the delete reached Redis (or failed), since a read in between could put the
   old answer from Redis back into its local tier.
-* A lease implies every earlier invalidation applied: it is renewed only once
-  this process's own listener has handled a heartbeat published on the
-  invalidation channel after the ping (Redis delivers a channel in order).
 * An invalidation that failed is kept and replayed by its writer on the first
-  ping that gets through; until then reads keep off Redis (the breaker's
+  ping that gets through, and the writer waits out LEASE_S from the failure
+  before replying; until the replay, reads keep off Redis (the breaker's
   recovery grace, RECOVERY_GRACE_S).
+* The generation never moves backwards: this process keeps the largest it
+  has seen, and its ping raises Redis's to it (scripts.py BEACON_SCRIPT).
 * With read replicas, an invalidation carries its write's LSN: in the message
   (every process records it for the scopes, local.py) and in the scopes' new
   Redis token (`<nonce>@<lsn hex>`), so a reader that finds the new token
@@ -38,28 +40,27 @@ from redis.asyncio import Redis
 from redis.exceptions import MaxConnectionsError
 
 from ..metrics import Metrics
+from . import cluster as cluster_ops
+from .bus import Bus
+from .lease import LEASE_S, PING_INTERVAL_S, RECOVERY_GRACE_S, Lease, ping_loop
 from .resilience import (
     _REDIS_FAILURES,
     Breaker,
     LagTolerantTimeout,
-    close_bounded,
     when_a_connection_frees,
 )
-from .scripts import INVALIDATE_SCRIPT, LuaScript, ack_channel, gen_key, inval_channel, scope_key
+from .scripts import INVALIDATE_SCRIPT, LuaScript, gen_key, inval_channel, ns_prefix, scope_key
 
 log = logging.getLogger("runway.cache")
 
-LEASE_S = 0.3  # the local tier is trusted this long after a successful ping
-PING_INTERVAL_S = 0.1
-ACK_TIMEOUT_S = 0.25
-RECOVERY_GRACE_S = 2 * PING_INTERVAL_S  # reads wait this long after Redis is back
+__all__ = ["LEASE_S", "PING_INTERVAL_S", "RECOVERY_GRACE_S", "Coherence"]
 
 
 class Coherence:
     """One process's side of the namespace's invalidation protocol: it
-    publishes this process's invalidations and waits for the others' acks,
-    applies theirs (through `drop` and `drop_all`, which must forget the local
-    entries and the loads under way), and holds the local tier's lease."""
+    publishes this process's invalidations, applies the others' (through
+    `drop` and `drop_all`, which must forget the local entries and the loads
+    under way), and holds the local tier's lease (lease.py)."""
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class Coherence:
         pubsub_factory: Callable[[], Redis] | None,
         drop: Callable[[Sequence[str], int | None], None],
         drop_all: Callable[[], None],
+        cluster: bool = False,
     ) -> None:
         self._redis = redis
         self._ns = namespace
@@ -80,62 +82,68 @@ class Coherence:
         self._breaker = breaker
         self._ttl = ttl_s
         self._timeout = timeout_s
-        self._pubsub_factory = pubsub_factory
         self._drop = drop
         self._drop_all = drop_all
+        self.cluster = cluster
+        prefix = ns_prefix(namespace, cluster)
         self.gen = "0"  # the namespace's generation, part of every scope key
-        self._gen_key = gen_key(namespace)
-        self._inval_channel = inval_channel(namespace)
-        self._ack_channel = ack_channel(namespace)
-        self.lease_until = 0.0  # the local tier may be used until then
-        self._renewed: asyncio.Future[None] | None = None  # set at the next renewal
-        self.subscribed = False
+        self._gen_key = gen_key(prefix)
+        self._inval_channel = inval_channel(prefix)
+        self._publish_cmd = "SPUBLISH" if cluster else "PUBLISH"
+        self.lease = Lease(prefix, breaker, timeout_s, self._publish_cmd)
+        self.bus = Bus(
+            redis,
+            self._inval_channel,
+            cluster=cluster,
+            pubsub_factory=pubsub_factory,
+            handle=lambda message: self.handle_message(message),
+            on_subscribed=drop_all,
+            on_lost=self.lease.lapse,
+        )
         self.pending: set[str] = set()  # scopes whose invalidation failed: replayed
         self.pending_all = False
         self.pending_lsn: int | None = 0  # the largest LSN pending (None: one unknown)
-        self._acks: dict[str, list] = {}  # nonce -> [expected, acked, done]
-        self._heartbeats: dict[str, asyncio.Future[None]] = {}
         self._invalidate_script = LuaScript(INVALIDATE_SCRIPT)
         self.tasks: list[asyncio.Task] = []  # the listener, then the pinger
+        self._ping_lock = asyncio.Lock()
         self._process = f"{os.getpid()}-{secrets.token_hex(3)}"
+
+    @property
+    def subscribed(self) -> bool:
+        return self.bus.subscribed
+
+    @property
+    def lease_until(self) -> float:
+        return self.lease.until
 
     def start(self) -> None:
         """Start the listener and the pinger (which renews the lease)."""
         self.tasks = [
-            asyncio.create_task(self._listen(), name=f"cache-listen-{self._ns}"),
-            asyncio.create_task(self._ping_loop(), name=f"cache-ping-{self._ns}"),
+            asyncio.create_task(self.bus.run(), name=f"cache-listen-{self._ns}"),
+            asyncio.create_task(ping_loop(self.ping), name=f"cache-ping-{self._ns}"),
         ]
 
     def lease_renewed(self) -> asyncio.Future[None]:
         """A future set when the lease is next renewed (shared: do not cancel it)."""
-        if self._renewed is None:
-            self._renewed = asyncio.get_running_loop().create_future()
-        return self._renewed
-
-    def _renew(self, until: float) -> None:
-        self.lease_until = until
-        renewed, self._renewed = self._renewed, None
-        if renewed is not None and not renewed.done():
-            renewed.set_result(None)
+        return self.lease.renewed()
 
     # --- writes -------------------------------------------------------------
 
-    async def invalidate(self, scopes: Sequence[str], lsn: int | None = None) -> None:
-        """Drop the scopes here, then in every process and in Redis (see the
-        module docstring for when this returns). `lsn`: the write's commit
-        position, with read replicas only."""
+    async def invalidate(self, scopes: Sequence[str], lsn: int | None = None) -> bool:
+        """Drop the scopes here and in Redis, and tell every process (see the
+        module docstring). `lsn`: the write's commit position, with read
+        replicas only. Returns whether Redis took it."""
         self._drop(scopes, lsn)
         if self._redis is None:
-            return
+            return True
         message: dict = {"scopes": list(scopes)}
         if lsn is not None:
             message["lsn"] = lsn
         try:
-            await self._broadcast(message, scopes)
+            return await self._broadcast(message, scopes)
         finally:
             # Again: until the delete reached Redis, a read here could still
-            # find the old answer there and put it in this local tier (the
-            # other processes drop the scope only after the delete).
+            # find the old answer there and put it in this local tier.
             self._drop(scopes, lsn)
 
     async def flush_all(self) -> bool:
@@ -148,7 +156,9 @@ class Coherence:
         try:
             async with LagTolerantTimeout(self._timeout * 20):
                 gen = await when_a_connection_frees(lambda: redis.incr(self._gen_key))
-                self.gen = str(gen)
+                if self.cluster:  # a generation lost at a failover would move backwards
+                    await cluster_ops.replicated(redis, self._gen_key, self._timeout * 10)
+                self.gen = str(max(int(gen), int(self.gen) + 1))
         except _REDIS_FAILURES as exc:
             self._breaker.trip(exc)
             self.pending_all = True
@@ -159,15 +169,12 @@ class Coherence:
         return await self._broadcast({"all": True, "gen": self.gen}, ())
 
     async def _broadcast(self, message: dict, scopes: Sequence[str]) -> bool:
-        """Publish an invalidation and wait for every process to apply it.
-        Returns False when Redis failed (the scopes are then replayed later)."""
+        """Replace the scopes' tokens and publish the message. Returns False when
+        Redis failed (the scopes are then replayed later)."""
         assert self._redis is not None
         redis = self._redis
         nonce = secrets.token_hex(8)
-        message["id"] = nonce
         message["from"] = self._process
-        waiter = [None, 0, asyncio.get_running_loop().create_future()]  # expected, acked, done
-        self._acks[nonce] = waiter
         try:
             # Tried even while this process's breaker is open. The breaker
             # spares reads a dead Redis's timeouts, but it also opens on a
@@ -178,14 +185,24 @@ class Coherence:
                 keys = [scope_key(self._ns, self.gen, scope) for scope in scopes]
                 lsn = message.get("lsn")
                 token = nonce if lsn is None else f"{nonce}@{lsn:x}"
-                args = (token, self._ttl * 2, self._inval_channel, orjson.dumps(message))
-                subscribers = int(
+                body = orjson.dumps(message)
+                if self.cluster:
+                    await cluster_ops.invalidate(
+                        redis,
+                        self._invalidate_script,
+                        keys,
+                        token,
+                        self._ttl * 2,
+                        self._inval_channel,
+                        body,
+                        self._timeout * 4,
+                    )
+                else:
+                    args = (token, self._ttl * 2, self._inval_channel, body, "PUBLISH")
                     await when_a_connection_frees(
                         lambda: self._invalidate_script.run(redis, keys, args)
                     )
-                )
         except _REDIS_FAILURES as exc:
-            self._acks.pop(nonce, None)
             self._breaker.trip(exc)
             self._metrics.cache_invalidations.labels("failed").inc()
             if scopes:
@@ -198,28 +215,7 @@ class Coherence:
             self.pending.update(scopes)
             await self._wait_out_leases()
             return False
-        published = time.monotonic()
-        # This process dropped the scopes before publishing; wait for the others.
-        waiter[0] = subscribers - 1 if self.subscribed else subscribers
-        if waiter[1] >= waiter[0]:
-            waiter[2].set_result(None)
-        try:
-            async with asyncio.timeout(ACK_TIMEOUT_S):
-                await waiter[2]
-            self._metrics.cache_invalidations.labels("ok").inc()
-        except TimeoutError:
-            # A subscribed process did not answer in time: it is stalled or
-            # overloaded. Its lease keeps it serving; say so in the metrics.
-            log.warning("invalidation %s: %d of %d processes acked", nonce, waiter[1], waiter[0])
-            self._metrics.cache_invalidations.labels("degraded").inc()
-            # A process that has not applied it cannot renew its lease (leases
-            # follow its own heartbeats through this channel, which arrive
-            # after this message): none serves the old answer after this.
-            remaining = published + LEASE_S - time.monotonic()
-            if remaining > 0:
-                await asyncio.sleep(remaining)
-        finally:
-            self._acks.pop(nonce, None)
+        self._metrics.cache_invalidations.labels("ok").inc()
         return True
 
     async def _wait_out_leases(self) -> None:
@@ -230,14 +226,6 @@ class Coherence:
         remaining = since + LEASE_S - time.monotonic()
         if remaining > 0:
             await asyncio.sleep(remaining)
-
-    def _on_ack(self, nonce: str) -> None:
-        waiter = self._acks.get(nonce)
-        if waiter is None:
-            return
-        waiter[1] += 1
-        if waiter[0] is not None and waiter[1] >= waiter[0] and not waiter[2].done():
-            waiter[2].set_result(None)
 
     async def _replay_pending(self) -> bool:
         scopes, flush, lsn = list(self.pending), self.pending_all, self.pending_lsn
@@ -261,119 +249,67 @@ class Coherence:
 
     # --- the listener -------------------------------------------------------
 
-    async def _listen(self) -> None:
-        assert self._redis is not None
-        backoff = 0.05
-        while True:
-            client = self._pubsub_factory() if self._pubsub_factory else self._redis
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._inval_channel, self._ack_channel)
-                # Messages sent while we were not subscribed are lost: start clean.
-                self._drop_all()
-                self.subscribed = True
-                backoff = 0.05
-                async for message in pubsub.listen():
-                    await self.handle_message(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self.subscribed:
-                    log.warning("cache subscription lost: %r", exc)
-            finally:
-                self.subscribed = False
-                self.lease_until = 0.0
-                await close_bounded(pubsub.aclose(), pubsub.connection)
-                if self._pubsub_factory:
-                    await close_bounded(client.aclose(), None)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
-
     async def handle_message(self, message: dict) -> None:
-        """Apply one pub/sub message: an ack, a heartbeat or an invalidation
-        (which is then acknowledged)."""
-        assert self._redis is not None
-        redis = self._redis
-        channel = message["channel"]
-        if isinstance(channel, bytes):
-            channel = channel.decode()
+        """Apply one pub/sub message: a beacon or an invalidation."""
         data = message["data"]
-        if channel == self._ack_channel:
-            self._on_ack(data.decode() if isinstance(data, bytes) else data)
+        if data[:2] == b"b:":
+            self.lease.on_beacon(int(data[2:]))
             return
         payload = orjson.loads(data)
-        if "hb" in payload:  # a heartbeat: only its sender cares
-            heard = self._heartbeats.get(payload["hb"])
-            if heard is not None and not heard.done():
-                heard.set_result(None)
-            return
         if payload.get("from") == self._process:
             return  # our own invalidation: applied before it was published
         if payload.get("all"):
-            self.gen = str(payload.get("gen", self.gen))
+            self._raise_gen(payload.get("gen", self.gen))
             self._drop_all()
         else:
             self._drop(payload.get("scopes", ()), payload.get("lsn"))
-        try:
-            async with LagTolerantTimeout(self._timeout * 4):
-                await when_a_connection_frees(
-                    lambda: redis.publish(self._ack_channel, payload["id"])
-                )
-        except _REDIS_FAILURES as exc:
-            self._breaker.trip(exc)
+
+    def _raise_gen(self, gen: object) -> bool:
+        """Keep the largest generation seen; True if it changed."""
+        new = int(gen)  # type: ignore[call-overload]
+        if new > int(self.gen):
+            self.gen = str(new)
+            return True
+        return False
 
     # --- the lease ----------------------------------------------------------
 
-    async def _ping_loop(self) -> None:
-        while True:
-            await asyncio.sleep(PING_INTERVAL_S)
-            await self.ping()
-
     async def ping(self) -> bool:
         """Check Redis, refresh the generation, replay failed invalidations and
-        renew the local tier's lease. Returns whether Redis answered."""
+        claim the lease's renewal (lease.py). Returns whether Redis answered.
+        One at a time (the pinger and an explicit call): pings never need a
+        second connection, whose connect a stalled loop could time out."""
+        async with self._ping_lock:
+            return await self._ping()
+
+    async def _ping(self) -> bool:
         if self._redis is None:
             return False
+        redis = self._redis
         sent = time.monotonic()
+        # The first ping also connects and loads the script: more time for it.
+        span = self._timeout * (2 if self.lease.loaded() else 10)
         try:
-            async with LagTolerantTimeout(self._timeout * 2):
-                raw_gen = await self._redis.get(self._gen_key)
+            async with LagTolerantTimeout(span):
+                gen, n, mine = await self.lease.beacon(redis, int(self.gen))
         except MaxConnectionsError:
             return False  # this process's own limit: no lease renewed, no breaker opened
         except _REDIS_FAILURES as exc:
             self._breaker.trip(exc)
             return False
         self._breaker.recovered(RECOVERY_GRACE_S)
-        gen = raw_gen.decode() if raw_gen is not None else "0"
-        lapsed = sent >= self.lease_until
-        if gen != self.gen or lapsed:
-            self.gen = gen
+        changed = self._raise_gen(gen)
+        if changed or sent >= self.lease.until:
             self._drop_all()
         if self.pending_all or self.pending:
             if not await self._replay_pending():
                 return True
-        if self.subscribed and await self.heartbeat():
-            self._renew(sent + LEASE_S)
+        if self.subscribed:
+            self.lease.claim(n, mine, sent)
         return True
 
-    async def heartbeat(self, timeout_s: float | None = None) -> bool:
-        """Publish a heartbeat on the invalidation channel and wait (at most
-        `timeout_s`, by default twice the Redis deadline) until this process's
-        own listener has handled it. Redis delivers a channel's messages in
-        order, so every invalidation published before the heartbeat has then
-        been applied here: a lease renewed this way never covers an
-        invalidation this process has not seen, however far its listener lags
-        (it then simply stops using the local tier)."""
+    async def sync(self, timeout_s: float) -> bool:
+        """Wait until every invalidation published before the call has been
+        applied here (a beacon published now has come back): for drain()."""
         assert self._redis is not None
-        nonce = secrets.token_hex(6)
-        heard = asyncio.get_running_loop().create_future()
-        self._heartbeats[nonce] = heard
-        try:
-            async with LagTolerantTimeout(timeout_s or self._timeout * 2):
-                await self._redis.publish(self._inval_channel, orjson.dumps({"hb": nonce}))
-                await heard
-            return True
-        except _REDIS_FAILURES:
-            return False  # Redis answered the ping: the lag is ours, not a Redis failure
-        finally:
-            self._heartbeats.pop(nonce, None)
+        return await self.lease.sync(self._redis, int(self.gen), timeout_s)

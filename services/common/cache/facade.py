@@ -13,12 +13,17 @@ scope's `required_lsn` (local.py) raised to the LSN in the Redis token read
 before the load; without a lease, or while the position is unknown, it runs
 on the primary (services/common/replicas.py, `load_at`). Without replicas the
 read path is unchanged: one attribute test on a miss.
+A read of the writer's own session just after its write
+(`lookup_after_write`, its marker from `invalidate`) skips the local tier and
+the loads under way, which may not have heard of the write yet: Redis and the
+database already show it (and, with replicas, it loads at the write's LSN).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 
 from ..metrics import Metrics
+from . import cluster as cluster_ops
 from .coherence import Coherence
 from .flights import Flights
 from .local import LocalTier
@@ -57,8 +63,10 @@ class ResponseCache:
         local_max_bytes: int = 64 * 1024 * 1024,
         timeout_s: float = 0.05,
         pubsub_factory: Callable[[], Redis] | None = None,
+        cluster: bool = False,
     ) -> None:
         self._redis = redis
+        self._cluster = cluster
         self._ns = namespace
         self._metrics = metrics
         self._breaker = Breaker(metrics)
@@ -66,7 +74,9 @@ class ResponseCache:
         self._local = self._local_tier.entries  # the same dict: one lookup less per hit
         self._flights = Flights()
         self._router: ReplicaRouter | None = None  # read replicas: attach_replicas()
-        self._redis_tier = RedisTier(redis, self._breaker, ttl_s=ttl_s, timeout_s=timeout_s)
+        self._redis_tier = RedisTier(
+            redis, self._breaker, ttl_s=ttl_s, timeout_s=timeout_s, cluster=cluster
+        )
         self._coherence = Coherence(
             redis,
             namespace,
@@ -77,7 +87,9 @@ class ResponseCache:
             pubsub_factory=pubsub_factory,
             drop=self._drop_local,
             drop_all=self._drop_all_local,
+            cluster=cluster,
         )
+        self._lease = self._coherence.lease  # its `until` is read on every request
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -96,6 +108,8 @@ class ResponseCache:
         self._redis_tier.send_fills()  # those waiting for a read batch to ride with
         pending = [*coherence.tasks, *self._redis_tier.background]
         coherence.tasks = []
+        if self._cluster:
+            await cluster_ops.close_node_clients(self._redis)
         if not pending:
             return
         _, stuck = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
@@ -113,10 +127,10 @@ class ResponseCache:
         """Wait until this process's own background work queued so far is done:
         the batched Redis reads and the fills waiting to ride with them are
         sent now, every batch task has finished, and (when subscribed) a
-        heartbeat has come back through this process's listener, so every
-        invalidation published before the call has been applied here.
+        beacon published now has come back through this process's listener, so
+        every invalidation published before the call has been applied here.
         Returns False if that took over `timeout_s` (default STOP_TIMEOUT_S)
-        or the heartbeat got no answer. For tests and orderly shutdowns; the
+        or the beacon got no answer. For tests and orderly shutdowns; the
         request path never waits on it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (STOP_TIMEOUT_S if timeout_s is None else timeout_s)
@@ -128,7 +142,7 @@ class ResponseCache:
         if self._redis is None or not self._coherence.subscribed:
             return True
         remaining = deadline - loop.time()
-        return remaining > 0 and await self._coherence.heartbeat(remaining)
+        return remaining > 0 and await self._coherence.sync(remaining)
 
     async def wait_ready(self, timeout_s: float = 2.0) -> bool:
         """Wait until the local tier is live (subscribed and leased); False on timeout."""
@@ -153,7 +167,7 @@ class ResponseCache:
         """The WAL position a load of `scope` must see (int), or why it must
         run on the primary (str: no_lease, lsn_unknown). `token`: the scope's
         Redis token read before the load, if Redis was read."""
-        if time.monotonic() >= self._coherence.lease_until:
+        if time.monotonic() >= self._lease.until:
             return "no_lease"  # acknowledged invalidations may not all be applied here
         required = self._local_tier.required_lsn(scope)
         if required is None:
@@ -169,7 +183,7 @@ class ResponseCache:
 
     def local_live(self) -> bool:
         """Whether the local tier may be used now (the lease is live)."""
-        return time.monotonic() < self._coherence.lease_until
+        return time.monotonic() < self._lease.until
 
     def redis_usable(self) -> bool:
         """Whether reads may ask Redis now (configured, breaker closed)."""
@@ -193,7 +207,7 @@ class ResponseCache:
     async def lookup(self, scope: str, key: str, load: Loader) -> tuple[bytes, str]:
         """Like get(), also saying where the body came from: local, redis, db or shared
         (joined a load already under way)."""
-        if time.monotonic() >= self._coherence.lease_until:
+        if time.monotonic() >= self._lease.until:
             # Without a lease this process may not have applied every
             # acknowledged invalidation, so a load already under way may
             # predate a write whose reply came before this request: no joining
@@ -230,9 +244,23 @@ class ResponseCache:
         finally:
             flights.end(flight_key, future)
 
-    async def _fetch(self, scope: str, key: str, load: Loader) -> tuple[bytes, str]:
+    async def lookup_after_write(
+        self, scope: str, key: str, load: Loader, lsn: int = 0
+    ) -> tuple[bytes, str]:
+        """lookup() for a session that wrote within the staleness bound (its
+        marker, services/common/responses.py): this process may not have
+        applied that write's invalidation yet, so neither its local tier nor
+        a load under way may answer. Redis may (the write replaced the token
+        before its reply; fills are compare-and-set), and the database does,
+        at or past `lsn` (the write's position, with read replicas)."""
+        self._metrics.cache_miss_local.inc()
+        return await self._fetch(scope, key, load, lsn)
+
+    async def _fetch(
+        self, scope: str, key: str, load: Loader, at_least: int = 0
+    ) -> tuple[bytes, str]:
         start_seq = self._local_tier.seq  # before any read: later invalidations refuse the fill
-        leased = time.monotonic() < self._coherence.lease_until
+        leased = time.monotonic() < self._lease.until
         redis_key = scope_key(self._ns, self._coherence.gen, scope)
         token: str | None = None
         tier = self._redis_tier
@@ -252,7 +280,10 @@ class ResponseCache:
         if router is None:
             body = await load()
         else:
-            body = await router.load_at(self.read_position(scope, token), load)
+            position = self.read_position(scope, token)
+            if at_least and isinstance(position, int):  # the session's own write
+                position = max(position, at_least)
+            body = await router.load_at(position, load)
         if token is not None:
             tier.queue_fill(redis_key, token, key, body)
         if leased:
@@ -261,15 +292,20 @@ class ResponseCache:
 
     # --- writes -------------------------------------------------------------
 
-    async def invalidate(self, *scopes: str, lsn: int | None = None) -> None:
-        """Call after commit: no process serves the scopes' old answers once this
-        returns. With read replicas, `lsn` is the write's commit position; by
-        default the one Database.write_* recorded in this task, else a fresh
-        primary reading (services/common/replicas.py)."""
+    async def invalidate(self, *scopes: str, lsn: int | None = None) -> str:
+        """Call after commit. Once this returns, Redis and this process no
+        longer serve the scopes' old answers, and every other process stops
+        within the lease's bound (LEASE_S). Returns the write's marker
+        (`<ms since epoch>.<lsn hex>`) for the writer's session: a read that
+        carries it sees the write at once, whichever process answers
+        (responses.py). With read replicas, `lsn` is the write's commit
+        position; by default the one Database.write_* recorded in this task,
+        else a fresh primary reading (services/common/replicas.py)."""
         router = self._router
         if router is not None and lsn is None:
             lsn = await router.write_lsn()
         await self._coherence.invalidate(scopes, lsn)
+        return f"{int(time.time() * 1000)}.{lsn:x}" if lsn else f"{int(time.time() * 1000)}."
 
     async def flush_all(self) -> bool:
         """Forget everything of this namespace (after a bulk reload). Returns
@@ -290,18 +326,26 @@ class ResponseCache:
         self._flights.clear()
 
 
-async def flush_namespace(redis_url: str, namespace: str, timeout_ms: int = 50) -> bool:
+async def flush_namespace(
+    redis_url: str, namespace: str, timeout_ms: int = 50, *, cluster: bool | None = None
+) -> bool:
     """Forget a service's whole cache from outside its processes (the loader
     calls this after a bulk reload). Returns False when Redis did not answer:
     then the running processes still drop their local tiers within a lease,
-    and Redis entries expire with their TTL."""
-    client = Redis.from_url(redis_url, socket_timeout=timeout_ms / 1000)
+    and Redis entries expire with their TTL. `cluster`: `redis_url` is a seed
+    node of a Redis Cluster (default: the REDIS_CLUSTER environment variable)."""
+    from ..resources import cache_redis_client
+
+    if cluster is None:
+        cluster = os.environ.get("REDIS_CLUSTER", "0") in ("1", "true", "yes")
+    client = cache_redis_client(redis_url, timeout_ms, cluster=cluster)
     cache = ResponseCache(
         client,
         namespace,
         Metrics(namespace),
         timeout_s=timeout_ms / 1000,
-        pubsub_factory=lambda: Redis.from_url(redis_url, socket_timeout=None),
+        pubsub_factory=None if cluster else lambda: Redis.from_url(redis_url, socket_timeout=None),
+        cluster=cluster,
     )
     try:
         await cache.start()

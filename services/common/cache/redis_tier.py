@@ -16,6 +16,9 @@ Invariants:
   its readers get None (they then load from Postgres).
 * Adaptive skip (`pays_off`): while almost no local miss finds its answer in
   Redis, only one in REDIS_SAMPLE_EVERY asks.
+
+On a Redis Cluster a batch is split per slot, one script call per slot,
+pipelined per node (cluster.py); on one Redis it stays one script call.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Awaitable
 from redis.asyncio import Redis
 from redis.exceptions import MaxConnectionsError
 
+from . import cluster as cluster_ops
 from .resilience import _REDIS_FAILURES, Breaker, LagTolerantTimeout
 from .scripts import FILL_THEN_READ_SCRIPT, READ_SCRIPT, LuaScript
 
@@ -49,9 +53,16 @@ class RedisTier:
     """Batched reads and token-checked fills of one namespace's scope hashes."""
 
     def __init__(
-        self, redis: Redis | None, breaker: Breaker, *, ttl_s: int, timeout_s: float
+        self,
+        redis: Redis | None,
+        breaker: Breaker,
+        *,
+        ttl_s: int,
+        timeout_s: float,
+        cluster: bool = False,
     ) -> None:
         self._redis = redis
+        self._cluster = cluster
         self._breaker = breaker
         self._ttl = ttl_s
         self._timeout = timeout_s
@@ -152,6 +163,9 @@ class RedisTier:
         results: list | None = None
         try:
             async with LagTolerantTimeout(self._timeout if reads else self._timeout * 2):
+                if self._cluster:
+                    results = await cluster_ops.run_batch(self._redis, fills, reads)
+                    return
                 hashes = [redis_key for redis_key, _, _ in reads]
                 fields = [key for _, key, _ in reads]
                 if fills:

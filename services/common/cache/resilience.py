@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
 
 from ..metrics import Metrics
 
@@ -34,7 +34,19 @@ POOL_WAIT_S = 0.001  # between tries for a connection when this process's pool i
 
 # RuntimeError: under uvloop, a call that reconnects to a Redis that just went
 # away can raise "unable to perform operation on <TCPTransport closed=True>".
-_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError, RuntimeError)
+# RedisClusterException (no RedisError: slots not covered, keys across slots,
+# no node answering) and IndexError/KeyError (redis-py's cluster client when its
+# slot map is being rebuilt during a failover) are Redis failures too: a write
+# that committed must never answer 500 for the cache's sake.
+_REDIS_FAILURES = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    asyncio.TimeoutError,
+    RuntimeError,
+    IndexError,
+    KeyError,
+)
 
 
 async def when_a_connection_frees(call: Callable[[], Awaitable[T]]) -> T:

@@ -9,10 +9,17 @@ Invariants (each upheld inside one script, so atomically in Redis):
   read of a hash filled in the same batch sees the fill.
 * An invalidation replaces the scopes' hashes and publishes its message in one
   command: a reader that hears the message can no longer find the old entry.
+* A beacon is counted and published in one command (BEACON_SCRIPT): a counter
+  value read at time s proves that beacon was published before s.
+* The generation never moves backwards: the ping raises it to the largest one
+  the process has seen (an INCR lost in a failover).
 
-Keys: ``{ns}:{gen}:{scope}`` is one scope's hash (field ``_v`` the token, one
-field per key), ``{ns}:gen`` the namespace's generation (bumped by a flush),
-``{ns}:inval`` and ``{ns}:ack`` the invalidation and acknowledgement channels.
+Keys: ``ns:{gen}:{scope}`` is one scope's hash (field ``_v`` the token, one
+field per key); ``<p>:gen`` the namespace's generation (bumped by a flush),
+``<p>:inval`` the invalidation channel (beacons ride on it), ``<p>:beacon``
+the beacon counter and ``<p>:beacon-lock`` who publishes the next one, where
+``<p>`` is ``ns`` on one Redis and ``{ns}`` (one hash slot) on a cluster.
+A scope's hash is one key: on a cluster each scope lives on its own slot.
 """
 
 from __future__ import annotations
@@ -28,19 +35,25 @@ def scope_key(namespace: str, gen: str, scope: str) -> str:
     return f"{namespace}:{gen}:{scope}"
 
 
-def gen_key(namespace: str) -> str:
+def ns_prefix(namespace: str, cluster: bool) -> str:
+    """The prefix of the namespace's own keys and channel: hash-tagged on a
+    cluster, so that the generation, the beacon and the channel share a slot."""
+    return f"{{{namespace}}}" if cluster else namespace
+
+
+def gen_key(prefix: str) -> str:
     """The key holding the namespace's generation."""
-    return f"{namespace}:gen"
+    return f"{prefix}:gen"
 
 
-def inval_channel(namespace: str) -> str:
-    """The channel carrying invalidations (and heartbeats, which must follow them)."""
-    return f"{namespace}:inval"
+def inval_channel(prefix: str) -> str:
+    """The channel carrying invalidations and the beacons that follow them."""
+    return f"{prefix}:inval"
 
 
-def ack_channel(namespace: str) -> str:
-    """The channel carrying acknowledgements of invalidations."""
-    return f"{namespace}:ack"
+def beacon_keys(prefix: str) -> list[str]:
+    """The keys of BEACON_SCRIPT: generation, beacon counter, beacon lock."""
+    return [gen_key(prefix), f"{prefix}:beacon", f"{prefix}:beacon-lock"]
 
 
 # A batch of fills, then a batch of reads, in one command. KEYS are the
@@ -78,17 +91,43 @@ return found
 """
 
 # One invalidation in one command: each scope's hash replaced by a new token
-# (in-flight fills now fail), then the message published; returns PUBLISH's
-# count of subscribers. Atomic like MULTI/EXEC, but one command to pack and one
-# reply to parse instead of 3 per scope + 3: redis-py spends about 100 us of
-# CPU per command (docs/decisions/, 0020).
+# (in-flight fills now fail), then the message published (ARGV[3], ARGV[4];
+# no channel: tokens only, as on a cluster, where the message goes on its
+# own). Atomic like MULTI/EXEC, but one command to pack and one reply to
+# parse instead of 3 per scope + 3: redis-py spends about 100 us of CPU per
+# command (docs/decisions/, 0020). Nobody waits for acknowledgements
+# (DESIGN.md, "Coherence"), so PUBLISH's count is not used.
 INVALIDATE_SCRIPT = """
 for _, key in ipairs(KEYS) do
     redis.call('DEL', key)
     redis.call('HSET', key, '_v', ARGV[1])
     redis.call('EXPIRE', key, ARGV[2])
 end
-return redis.call('PUBLISH', ARGV[3], ARGV[4])
+if ARGV[3] then
+    redis.call(ARGV[5], ARGV[3], ARGV[4])
+end
+return 1
+"""
+
+# The ping: the generation (raised to ARGV[4], the largest this process has
+# seen, if Redis holds less: never backwards), and the beacon. Whoever first
+# takes the lock (PX ARGV[2] ms; ARGV[3] '1' forces it) counts and publishes
+# the next beacon 'b:<n>' on the channel ARGV[1] with the command ARGV[5]
+# (PUBLISH, or SPUBLISH on a cluster); the others read the counter. Returns
+# {generation, counter, 1 if this call published it else 0}.
+BEACON_SCRIPT = """
+local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
+local known = tonumber(ARGV[4])
+if gen < known then
+    redis.call('SET', KEYS[1], known)
+    gen = known
+end
+if ARGV[3] == '1' or redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then
+    local n = redis.call('INCR', KEYS[2])
+    redis.call(ARGV[5], ARGV[1], 'b:' .. n)
+    return {gen, n, 1}
+end
+return {gen, tonumber(redis.call('GET', KEYS[2]) or '0'), 0}
 """
 
 
@@ -101,6 +140,14 @@ class LuaScript:
     def __init__(self, source: str) -> None:
         self._source = source
         self._sha: str | None = None
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def sha(self) -> str | None:
+        return self._sha
 
     async def run(self, redis: Redis, keys: list[str], args: Iterable[object]) -> object:
         """EVALSHA the script over `keys` and `args`, loading it first if needed."""
