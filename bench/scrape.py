@@ -1,7 +1,8 @@
 """The services' own cache counters (runway_cache_requests_total{tier,result}),
 reads by server with read replicas (runway_db_reads_total{server,reason})
-and garbage-collector pauses (runway_gc_pause_seconds{generation}) scraped
-from every instance's /metrics, and what they amount to over a window."""
+garbage-collector pauses (runway_gc_pause_seconds{generation}) and event-loop
+lag (runway_event_loop_lag_seconds: how late a 10 ms timer ran) scraped from
+every instance's /metrics, and what they amount to over a window."""
 
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ def scrape_cache(ports: list[int]) -> CacheCounts:
                         total[("gc2", "us")] += int(sample.value * 1e6)
                     elif sample.labels.get("le") == str(LONG_PAUSE_S):
                         total[("gc2", "short")] += int(sample.value)
+            elif family.name == "runway_event_loop_lag_seconds":
+                for sample in family.samples:
+                    if sample.name.endswith("_count"):
+                        total[("lag", "count")] += int(sample.value)
+                    elif sample.name.endswith("_sum"):
+                        total[("lag", "us")] += int(sample.value * 1e6)
+                    elif sample.name.endswith("_bucket"):
+                        total[("lag", "le:" + sample.labels["le"])] += int(sample.value)
     return total
 
 
@@ -58,6 +67,31 @@ def gc_pauses(before: CacheCounts, after: CacheCounts) -> dict[str, float | int 
         "full_collections": count,
         "mean_ms": round(us / count / 1000, 2) if count else None,
         f"over_{int(LONG_PAUSE_S * 1000)}ms": count - short,
+    }
+
+
+def loop_lag(before: CacheCounts, after: CacheCounts) -> dict[str, float | int | None]:
+    """Event-loop lag in the window, over the instances' 10 ms timer ticks: how
+    many ticks, their mean lateness, how many ran over LONG_PAUSE_S late (the
+    loop stood still that long: a GC pause, a long callback, a batch), and the
+    bucket bound under which the worst one fell."""
+
+    def delta(key: str) -> int:
+        return after[("lag", key)] - before.get(("lag", key), 0)
+
+    count = delta("count")
+    if not count:
+        return {"ticks": 0}
+    bounds = sorted(
+        (float(k[3:]), k) for (kind, k) in after if kind == "lag" and k.startswith("le:")
+    )
+    under_long = delta(f"le:{LONG_PAUSE_S}")
+    worst = next((b for b, k in bounds if delta(k) == count), None)
+    return {
+        "ticks": count,
+        "mean_ms": round(delta("us") / count / 1000, 3),
+        f"over_{int(LONG_PAUSE_S * 1000)}ms": count - under_long,
+        "max_under_ms": worst * 1000 if worst is not None and worst != float("inf") else None,
     }
 
 

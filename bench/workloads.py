@@ -291,6 +291,7 @@ def measure(cfg: BenchConfig, env: Processes, w: Workload) -> Result:
     )
     if ports:
         result.extra["gc"] = scrape.gc_pauses(before, after)
+        result.extra["loop_lag"] = scrape.loop_lag(before, after)
         reads = scrape.db_reads(before, after)
         if reads:
             result.extra["db_reads"] = reads

@@ -27,6 +27,7 @@ from .resources import (
     cache_ctx,
     database_ctx,
     gc_pause_ctx,
+    loop_lag_ctx,
     redis_ctx,
     replicas_ctx,
 )
@@ -79,6 +80,7 @@ def base_app(
     app.cleanup_ctx.append(cache_ctx(cache_namespace))
     app.cleanup_ctx.append(replicas_ctx)
     app.cleanup_ctx.append(gc_pause_ctx)
+    app.cleanup_ctx.append(loop_lag_ctx)
     routes = Routes(app)
     routes.get("/healthz", healthz, allow_head=True)
     routes.get("/readyz", readyz, allow_head=True)

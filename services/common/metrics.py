@@ -39,6 +39,9 @@ OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+# How late the 10 ms loop-lag timer fires (resources.loop_lag_ctx); shares the
+# GC bounds, so "over 10 ms" reads the same way for both.
+LOOP_LAG_BUCKETS = GC_BUCKETS
 
 
 class LoopHistogram:
@@ -189,6 +192,15 @@ class Metrics:
             ["generation"],
             buckets=GC_BUCKETS,
             registry=r,
+        )
+        # Plain numbers (one observation per 10 ms timer tick, on the loop's thread).
+        self.loop_lag = LoopHistogram(
+            r,
+            "runway_event_loop_lag_seconds",
+            "How late a timer due every 10 ms ran: the event loop was busy (a long "
+            "callback, a GC pause, a batch) for that long past its due time",
+            [],
+            LOOP_LAG_BUCKETS,
         )
         self.gc_frozen = Gauge(
             "runway_gc_frozen_objects",

@@ -1,7 +1,8 @@
 """What a service's app holds, each under a typed `web.AppKey`, and the
 `cleanup_ctx` generators that open and close them: the Postgres pool (behind
-Database), the cache's Redis client, the response cache, and the
-garbage-collector pause timer. Nothing here does I/O until the app starts."""
+Database), the cache's Redis client, the response cache, the
+garbage-collector pause timer and the event-loop lag sampler. Nothing here
+does I/O until the app starts."""
 
 from __future__ import annotations
 
@@ -197,3 +198,34 @@ async def gc_pause_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         gc.callbacks.remove(on_gc)
+
+
+LOOP_LAG_INTERVAL_S = 0.01
+
+
+async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Samples event-loop lag into runway_event_loop_lag_seconds while the app
+    runs: a timer due every LOOP_LAG_INTERVAL_S records how late it ran. Whatever
+    held the loop (a long callback, a GC pause, a batch of fills) shows as
+    lateness, and every request in flight waited as long. One callback per
+    10 ms (a few microseconds: well under 0.1% of a core); the next tick is
+    due one interval after this one ran, so a stall is counted once, not as
+    a burst of overdue ticks."""
+    loop = asyncio.get_running_loop()
+    histogram = app[METRICS].loop_lag
+    series = histogram.series()
+    add = histogram.add
+    handle: asyncio.TimerHandle | None = None
+
+    def tick(due: float) -> None:
+        nonlocal handle
+        now = loop.time()
+        add(series, max(0.0, now - due))
+        handle = loop.call_at(now + LOOP_LAG_INTERVAL_S, tick, now + LOOP_LAG_INTERVAL_S)
+
+    due = loop.time() + LOOP_LAG_INTERVAL_S
+    handle = loop.call_at(due, tick, due)
+    try:
+        yield
+    finally:
+        handle.cancel()

@@ -512,3 +512,23 @@ async def test_shutdown_is_not_held_up_by_a_connection_never_released(
     await asyncio.wait_for(runner.cleanup(), 10)
     assert time.monotonic() - started < 5
     assert pool.is_closing()
+
+
+async def test_event_loop_lag_is_sampled(reviews_client):
+    """A 10 ms timer records how late it ran: a loop held for 40 ms shows as a
+    tick over 10 ms late in runway_event_loop_lag_seconds."""
+
+    def over_10ms(text: str) -> tuple[float, float]:
+        total = re.search(r"runway_event_loop_lag_seconds_count (\S+)", text)
+        under = re.search(r'runway_event_loop_lag_seconds_bucket\{le="0.01"\} (\S+)', text)
+        assert total and under, text
+        return float(total.group(1)), float(total.group(1)) - float(under.group(1))
+
+    await asyncio.sleep(0.05)  # a few ticks
+    ticks_before, late_before = over_10ms(await (await reviews_client.get("/metrics")).text())
+    assert ticks_before >= 1
+    time.sleep(0.04)  # noqa: ASYNC251 (holding the loop is the point)
+    await asyncio.sleep(0.03)
+    ticks_after, late_after = over_10ms(await (await reviews_client.get("/metrics")).text())
+    assert ticks_after > ticks_before
+    assert late_after >= late_before + 1

@@ -1,0 +1,24 @@
+"""What bench/scrape.py makes of the services' /metrics counters."""
+
+from __future__ import annotations
+
+from bench import scrape
+
+
+def lag(count: int, seconds: float, buckets: dict[str, int]) -> scrape.CacheCounts:
+    counts: scrape.CacheCounts = scrape.Counter()
+    counts[("lag", "count")] = count
+    counts[("lag", "us")] = int(seconds * 1e6)
+    for le, n in buckets.items():
+        counts[("lag", "le:" + le)] = n
+    return counts
+
+
+def test_loop_lag_over_a_window() -> None:
+    before = lag(100, 0.05, {"0.001": 100, "0.01": 100, "0.025": 100, "+Inf": 100})
+    after = lag(300, 0.35, {"0.001": 250, "0.01": 297, "0.025": 299, "+Inf": 300})
+    out = scrape.loop_lag(before, after)
+    assert out == {"ticks": 200, "mean_ms": 1.5, "over_10ms": 3, "max_under_ms": None}
+    before[("lag", "le:0.05")], after[("lag", "le:0.05")] = 100, 300
+    assert scrape.loop_lag(before, after)["max_under_ms"] == 50.0
+    assert scrape.loop_lag(before, before) == {"ticks": 0}
