@@ -94,8 +94,9 @@ def cache_redis_client(url: str, timeout_ms: int, *, cluster: bool = False) -> R
             socket_connect_timeout=max(timeout_ms / 1000, 0.05),
             health_check_interval=0,
             max_connections=64,
-            # Bounded by the cache's deadlines: no retries past them.
-            cluster_error_retry_attempts=1,
+            # One immediate retry (after a MOVED or a node lost, with the slot
+            # map refreshed), no backoff: the cache's deadlines bound every call.
+            retry=Retry(NoBackoff(), 1),
         )
     return Redis.from_url(
         url,

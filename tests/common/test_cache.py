@@ -24,6 +24,8 @@ from services.common.cache import (
     resilience,
 )
 from services.common.metrics import Metrics
+from services.common.resources import cache_redis_client
+from tests.redis_cluster_fixture import redis_cluster  # noqa: F401
 
 
 class FakeDatabase:
@@ -61,9 +63,18 @@ def returns(body: bytes) -> Loader:
     return load
 
 
-def make_cache(url: str, namespace: str = "t", **kwargs) -> ResponseCache:
+def make_cache(url: str, namespace: str = "t", *, cluster: bool = False, **kwargs) -> ResponseCache:
     # No socket timeout, as in the services (app.redis_client): the cache's own
     # deadlines must bound every call, stalled Redis included.
+    if cluster:  # the services' own client (resources.cache_redis_client)
+        return ResponseCache(
+            cache_redis_client(url, 50, cluster=True),
+            namespace,
+            Metrics("test"),
+            timeout_s=0.05,
+            cluster=True,
+            **kwargs,
+        )
     return ResponseCache(
         Redis.from_url(url, socket_timeout=None, socket_connect_timeout=0.05),
         namespace,
@@ -74,17 +85,36 @@ def make_cache(url: str, namespace: str = "t", **kwargs) -> ResponseCache:
     )
 
 
-@pytest.fixture
-async def caches(redis_server):
-    """Two caches on one namespace: two service processes as far as Redis can tell."""
-    redis_server.flush()
-    made = [make_cache(redis_server.url), make_cache(redis_server.url)]
+def make_like(cache: ResponseCache) -> ResponseCache:
+    """Another process's cache on the same Redis (or cluster) as `cache`."""
+    return make_cache(cache.test_url, cluster=cache._cluster)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def caches(request):
+    """Two caches on one namespace: two service processes as far as Redis can
+    tell; on one Redis, then on a Redis Cluster of 3 primaries + 3 replicas
+    (tests that use the single Redis's own fixtures run on it alone)."""
+    cluster = request.param == "cluster"
+    if cluster:
+        if {"redis_server", "private_redis"} & set(request.fixturenames):
+            pytest.skip("this test inspects the single Redis")
+        redis_cluster = request.getfixturevalue("redis_cluster")
+        redis_cluster.flushall()
+        url = redis_cluster.seed_url()
+    else:
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        url = server.url
+    made = [make_cache(url, cluster=cluster), make_cache(url, cluster=cluster)]
     for c in made:
+        c.test_url = url
         await c.start()
         assert await c.wait_ready()
     yield made
     for c in made:
         await c.stop()
+        await c._redis.aclose()
 
 
 def delay_listener(cache: ResponseCache, seconds: float) -> None:
@@ -319,7 +349,7 @@ async def test_invalidation_is_scoped(caches):
     assert db.reads == reads + 1
 
 
-async def test_no_stale_fill_after_a_concurrent_write(caches, redis_server):
+async def test_no_stale_fill_after_a_concurrent_write(caches):
     a, b = caches
     db = FakeDatabase()
     db.gate = asyncio.Event()
@@ -337,16 +367,17 @@ async def test_no_stale_fill_after_a_concurrent_write(caches, redis_server):
     db.gate = None
     # Nothing old was left behind: not in a's local tier, not in Redis.
     assert await a.get("p:3", "k", db.load) == b"v2"
-    fresh = make_cache(redis_server.url)
+    fresh = make_like(a)
     await fresh.start()
     assert await fresh.wait_ready()
     try:
         assert await fresh.get("p:3", "k", FakeDatabase().load) == b"v2"
     finally:
         await fresh.stop()
+        await fresh._redis.aclose()
 
 
-async def test_a_batch_of_fills_refuses_only_the_scope_written_meanwhile(caches, redis_server):
+async def test_a_batch_of_fills_refuses_only_the_scope_written_meanwhile(caches):
     """Fills of one loop tick go to Redis as one script call: each is still
     checked against its own scope's token, so the scope written during the
     reads is refused and the other one is filled."""
@@ -360,13 +391,10 @@ async def test_a_batch_of_fills_refuses_only_the_scope_written_meanwhile(caches,
     db.gate.set()  # both loads finish in one tick: one batch of two fills
     assert await asyncio.gather(*reads) == [b"v1", b"v1"]
     assert await a.drain()  # let the batch run
-    redis = Redis.from_url(redis_server.url)
-    try:
-        gen = a._coherence.gen
-        assert await redis.hget(f"t:{gen}:p:21", "k") is None
-        assert await redis.hget(f"t:{gen}:p:22", "k") == b"v1"
-    finally:
-        await redis.aclose()
+    redis = a._redis  # a plain client, or a cluster's (it finds each key's node)
+    gen = a._coherence.gen
+    assert await redis.hget(f"t:{gen}:p:21", "k") is None
+    assert await redis.hget(f"t:{gen}:p:22", "k") == b"v1"
 
 
 async def test_a_batch_of_redis_reads_gives_each_reader_its_own_answer(caches):
