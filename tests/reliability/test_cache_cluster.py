@@ -36,7 +36,9 @@ OPS = int(os.environ.get("RUNWAY_CLUSTER_COHERENCE_OPS", "1000"))
 
 @pytest.fixture(scope="module")
 def cluster_instances(
-    fault_stack: FaultStack, redis_cluster, tmp_path_factory: pytest.TempPathFactory
+    fault_stack: FaultStack,
+    redis_cluster,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, list[ServiceInstance]]]:
     logs: Path = tmp_path_factory.mktemp("cluster-instances")
     made: dict[str, list[ServiceInstance]] = {}
@@ -112,7 +114,10 @@ async def test_coherence_on_a_redis_cluster(cluster_instances, service: str) -> 
     assert [s["local_tier"] for s in await cache_states(instances)] == ["live", "live"]
 
 
-async def test_a_primary_killed_under_load(cluster_instances, redis_cluster) -> None:
+async def test_a_primary_killed_under_load(
+    cluster_instances,
+    redis_cluster,  # noqa: F811 (the fixture imported above)
+) -> None:
     """The primary holding the namespace's own slot ({reviews}: channel,
     beacon, generation) is SIGKILLed while the checker runs; its replica is
     promoted. Every request succeeds, no read misses its session's write or
