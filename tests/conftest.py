@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -32,10 +33,30 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def free_port() -> int:
+# Test servers listen below the kernel's ephemeral range (ip_local_port_range,
+# 32768-60999 by default): a port bind(0) hands out lies in that range, and any
+# outgoing connection (a pool's, a client's) may take it between the check and
+# the server's own bind. CI saw that: a photos instance found its port taken.
+PORT_RANGE = (20_000, 32_000)
+
+
+def port_free(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(span: int = 0) -> int:
+    """A free port p, below the ephemeral range, with p + span there too."""
+    low, high = PORT_RANGE
+    for _ in range(500):
+        port = random.randrange(low, high - span)
+        if port_free(port):
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass

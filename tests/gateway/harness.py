@@ -25,9 +25,9 @@ from tests.conftest import ROOT, free_port
 def free_instance_base(instances: int, attempts: int = 50) -> int:
     """A base port whose every instance port (base + 100*i) is free."""
     for _ in range(attempts):
-        base = free_port()
+        base = free_port(span=cfg.INSTANCE_PORT_STEP * instances)
         ports = [base + cfg.INSTANCE_PORT_STEP * i for i in range(instances)]
-        if all(p < 65536 and _port_free(p) for p in ports):
+        if all(_port_free(p) for p in ports):
             return base
     raise RuntimeError("no free instance port range")
 
