@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 
@@ -648,8 +649,25 @@ async def test_flush_namespace_forgets_everything(caches, redis_server):
     await b.get("p:2", "k", db.load)
     db.value = b"reloaded"
     assert await flush_namespace(redis_server.url, "t")
+    assert await a.drain() and await b.drain()  # the others apply it within the bound
     assert await a.get("p:1", "k", db.load) == b"reloaded"
     assert await b.get("p:2", "k", db.load) == b"reloaded"
+
+
+async def test_the_generation_never_moves_backwards(caches):
+    """A flush's INCR lost in a failover leaves Redis a generation behind:
+    the next ping raises it again (every process keeps the largest it saw),
+    so no process reads the pre-flush generation's entries."""
+    a, b = caches
+    assert await a.flush_all()
+    assert await b.drain()
+    gen = int(a._coherence.gen)
+    assert gen >= 1 and b._coherence.gen == str(gen)
+    redis = a._redis
+    await redis.set(a._coherence._gen_key, gen - 1)  # the INCR "lost"
+    assert await b.ping() and await a.ping()
+    assert int(await redis.get(a._coherence._gen_key)) == gen
+    assert a._coherence.gen == b._coherence.gen == str(gen)
 
 
 async def _timed_get(c: ResponseCache, db: FakeDatabase, scope: str = "p:1") -> float:
@@ -869,3 +887,34 @@ async def test_an_exhausted_connection_pool_is_waited_for_not_taken_for_an_outag
     finally:
         await a.stop()
         await tight.aclose()
+
+
+async def test_a_token_write_no_replica_confirmed_counts_as_failed(request):
+    """On a cluster, a token write that no replica has acknowledged could be
+    lost at a failover (the promoted replica would serve the old answer):
+    the invalidation WAITs for one, and without it counts as failed (kept for
+    replay; the writer waits out the lease), never as done."""
+    cluster = request.getfixturevalue("redis_cluster")
+    cluster.flushall()
+    url = cluster.seed_url()
+    a = make_cache(url, cluster=True)
+    await a.start()
+    assert await a.wait_ready()
+    key = f"t:{a._coherence.gen}:p:500"
+    topology = cluster.topology()
+    primary = topology.primary_for(a._redis.keyslot(key))
+    replica = cluster.processes[topology.replicas_of(primary)[0].port]
+    try:
+        await a.invalidate("p:500")  # replicated: the node's replica count is known
+        assert a._metrics.cache_invalidations.labels("failed")._value.get() == 0
+        a._coherence.tasks[1].cancel()  # no ping replays it meanwhile
+        replica.send_signal(signal.SIGSTOP)
+        start = time.perf_counter()
+        await a.invalidate("p:500")
+        assert a._metrics.cache_invalidations.labels("failed")._value.get() == 1
+        assert "p:500" in a._coherence.pending
+        assert time.perf_counter() - start >= cache_module.LEASE_S  # waited out the leases
+    finally:
+        replica.send_signal(signal.SIGCONT)
+        await a.stop()
+        await a._redis.aclose()
