@@ -45,6 +45,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
+from infra.stack_settings import flag, int_setting
+
 # --- running Postgres binaries ---------------------------------------------------
 
 
@@ -463,24 +465,16 @@ async def make_replica(
 DEFAULT_PORT = 5433
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "")
-    try:
-        return int(raw) if raw.strip() else default
-    except ValueError:
-        raise SystemExit(f"setting {name} must be an integer, got {raw!r}") from None
-
-
 def enabled(env: Mapping[str, str] = os.environ) -> bool:
-    return env.get("PG_REPLICAS", "").strip().lower() not in ("", "0", "false", "no", "off")
+    return flag(env, "PG_REPLICAS")
 
 
 def stack_port(env: Mapping[str, str] = os.environ) -> int:
-    return _int(env, "PG_REPLICA_PORT", DEFAULT_PORT)
+    return int_setting(env, "PG_REPLICA_PORT", DEFAULT_PORT)
 
 
 def stack_delay_ms(env: Mapping[str, str] = os.environ) -> int:
-    return _int(env, "PG_REPLICA_DELAY_MS", 0)
+    return int_setting(env, "PG_REPLICA_DELAY_MS", 0)
 
 
 def stack_replica(run_dir: Path, env: Mapping[str, str] = os.environ) -> Replica:

@@ -55,6 +55,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from infra.pg_replica import give_to_postgres
+from infra.stack_settings import flag, int_setting
 
 DEFAULT_PORT = 6432
 # Never silently drop a timeout: see the module docstring.
@@ -277,15 +278,11 @@ ProgramFn = Callable[[str, str, dict[str, str], Path], str]
 
 
 def enabled(env: Mapping[str, str] = os.environ) -> bool:
-    return env.get("PG_POOLER", "").strip().lower() not in ("", "0", "false", "no", "off")
+    return flag(env, "PG_POOLER")
 
 
 def stack_port(env: Mapping[str, str] = os.environ) -> int:
-    raw = env.get("PG_POOLER_PORT", "").strip()
-    try:
-        return int(raw) if raw else DEFAULT_PORT
-    except ValueError:
-        raise SystemExit(f"setting PG_POOLER_PORT must be an integer, got {raw!r}") from None
+    return int_setting(env, "PG_POOLER_PORT", DEFAULT_PORT)
 
 
 def pooled_url(direct_url: str, env: Mapping[str, str] = os.environ) -> str:

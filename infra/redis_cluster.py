@@ -53,6 +53,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from infra.stack_settings import flag, int_setting
+
 SLOTS = 16384
 HOST = "127.0.0.1"
 NODE_TIMEOUT_MS = 1000
@@ -576,20 +578,12 @@ ProgramFn = Callable[[str, str, dict[str, str], Path], str]
 STATE_FILE = "cluster.json"
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "")
-    try:
-        return int(raw) if raw.strip() else default
-    except ValueError:
-        raise SystemExit(f"setting {name} must be an integer, got {raw!r}") from None
-
-
 def enabled(env: Mapping[str, str] = os.environ) -> bool:
-    return env.get("REDIS_CLUSTER", "").strip().lower() not in ("", "0", "false", "no", "off")
+    return flag(env, "REDIS_CLUSTER")
 
 
 def stack_ports(env: Mapping[str, str] = os.environ) -> list[int]:
-    base = _int(env, "REDIS_CLUSTER_PORT", DEFAULT_PORT)
+    base = int_setting(env, "REDIS_CLUSTER_PORT", DEFAULT_PORT)
     return [base + i for i in range(2 * DEFAULT_PRIMARIES)]
 
 
