@@ -328,3 +328,33 @@ async def test_the_checker_sees_stale_reads(
         for instance in instances:
             await asyncio.to_thread(instance.stop)
     assert history.violations, "split caches served no stale read: the checker is blind"
+
+
+async def test_the_write_marker_passes_through_the_gateway(fault_stack: FaultStack) -> None:
+    """NGINX passes the write's marker both ways (Set-Cookie on the reply,
+    Cookie on the next request) and caches neither: the session's read right
+    after its write, through the gateway, shows it."""
+    fault_stack.require("reviews")
+    product = 400_001
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as session:
+        for round_ in range(5):
+            mark = marker("gw-marker")
+            review = {
+                "product_id": product,
+                "rating": 5,
+                "summary": mark,
+                "body": BODY,
+                "recommend": True,
+                "name": "marker",
+                "email": "m@example.com",
+            }
+            url = fault_stack.gateway_url
+            async with session.post(f"{url}/reviews", json=review) as resp:
+                assert resp.status == 201
+                assert resp.cookies["runway_w"].value == resp.headers["X-Runway-Write"]
+                assert resp.cookies["runway_w"]["httponly"]
+            async with session.get(f"{url}/reviews?product_id={product}&count=100") as resp:
+                assert resp.status == 200
+                summaries = {r["summary"] for r in (await resp.json())["results"]}
+            assert mark in summaries, round_
