@@ -13,11 +13,13 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
@@ -25,8 +27,13 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+)
 
 from .errors import error_response
 from .metrics import Metrics
@@ -36,7 +43,8 @@ write_log = logging.getLogger("runway.requests")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_propagator = TraceContextTextMapPropagator()
+# Trace and span ids for requests without a traceparent (ids, not secrets).
+_random = random.Random()
 _provider: TracerProvider | None = None
 
 
@@ -68,51 +76,101 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
+def _parent(headers: Any) -> tuple[int, int, bool] | None:
+    """The `traceparent` the gateway forwards (a valid version-00 header: the
+    gateway replaces any other), as (trace id, parent span id, sampled); None
+    without one (a request that did not come through the gateway). Slicing,
+    not the propagator's regex and tracestate parsing: 7 us fewer per request."""
+    value = headers.get("traceparent")
+    if value is None or len(value) < 55 or value[2] != "-":
+        return None
+    try:
+        return int(value[3:35], 16), int(value[36:52], 16), value[53:55] != "00"
+    except ValueError:
+        return None
+
+
 def traced(
     handler: Handler, metrics: Metrics, route: str, method: str | None, tracer: trace.Tracer
 ) -> Handler:
-    """observe.observed's wrapper with a SERVER span around the handler."""
+    """observe.observed's wrapper with a SERVER span around the handler.
+
+    The sampler decides first (the provider's, from OTEL_TRACES_SAMPLER). A
+    request it drops gets no SDK span at all: only its trace context (a
+    non-recording span, so that the SQL and Redis instrumentations below it
+    see the same trace and make the same decision) is made current. Through
+    the SDK's start_as_current_span with attributes, an unsampled request
+    cost about 20 us more (docs/decisions/0033-tracing.md)."""
     latency = metrics.requests
     series: dict[tuple[str, int], list[float]] = {}
+    assert _provider is not None
+    sampler = _provider.sampler
+    server = SpanKind.SERVER
+    unsampled_flags = TraceFlags(TraceFlags.DEFAULT)
 
     async def traced_handler(request: web.Request) -> web.StreamResponse:
         start = time.perf_counter()
         request_method = method or request.method
-        parent = _propagator.extract(request.headers)
-        with tracer.start_as_current_span(
-            f"{request_method} {route}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                "http.request.method": request_method,
-                "http.route": route,
-                "url.path": request.path,
-                "runway.request_id": request.headers.get("X-Request-Id", "-"),
-            },
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            metrics.in_flight_count += 1
+        name = f"{request_method} {route}"
+        parent = _parent(request.headers)
+        if parent is None:  # not through the gateway: the SDK starts the trace
+            parent_context, recorded = None, True
+        else:
+            trace_id, span_id, sampled = parent
+            flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+            remote = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+            parent_context = trace.set_span_in_context(NonRecordingSpan(remote))
+            decision = sampler.should_sample(parent_context, trace_id, name, server)
+            recorded = decision.decision.is_sampled()
+        metrics.in_flight_count += 1
+        if recorded:
+            with tracer.start_as_current_span(
+                name,
+                context=parent_context,
+                kind=server,
+                attributes={
+                    "http.request.method": request_method,
+                    "http.route": route,
+                    "url.path": request.path,
+                    "runway.request_id": request.headers.get("X-Request-Id", "-"),
+                },
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    response = await handler(request)
+                except Exception as exc:  # every failure leaves as JSON, never a traceback
+                    response = error_response(request, exc)
+                    span.record_exception(exc)
+                finally:
+                    metrics.in_flight_count -= 1
+                status = response.status
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(StatusCode.ERROR)
+            own = span.get_span_context()
+            trace_id, sampled = own.trace_id, own.trace_flags.sampled
+        else:
+            own = SpanContext(
+                trace_id, _random.getrandbits(64), is_remote=False, trace_flags=unsampled_flags
+            )
+            token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(own)))
             try:
                 response = await handler(request)
             except Exception as exc:  # every failure leaves as JSON, never a traceback
                 response = error_response(request, exc)
-                span.record_exception(exc)
             finally:
                 metrics.in_flight_count -= 1
+                otel_context.detach(token)
             status = response.status
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
-                span.set_status(StatusCode.ERROR)
+            sampled = False
         elapsed = time.perf_counter() - start
-        context = span.get_span_context()
-        trace_id = format(context.trace_id, "032x")
         key = (request_method, status)
         acc = series.get(key)
         if acc is None:
             acc = series[key] = latency.series(route, request_method, str(status))
-        if context.trace_flags.sampled:
-            latency.add_traced(acc, elapsed, trace_id, time.time())
+        if sampled:
+            latency.add_traced(acc, elapsed, format(trace_id, "032x"), time.time())
         else:
             latency.add(acc, elapsed)
         if request_method != "GET" or status >= 500:
@@ -123,7 +181,7 @@ def traced(
                 status,
                 elapsed * 1000,
                 request.headers.get("X-Request-Id", "-"),
-                trace_id,
+                format(trace_id, "032x"),
             )
         return response
 
@@ -135,7 +193,10 @@ async def traced_lookup(
 ) -> tuple[bytes, str]:
     """The cache lookup in a span naming the tier that answered (local, redis,
     shared: another request's load, db). The load's SQL statements and the
-    Redis calls are its children."""
+    Redis calls are its children. Under an unsampled request (a
+    non-recording current span), no span: the lookup alone."""
+    if not trace.get_current_span().is_recording():
+        return await cache.lookup(scope, key, load)
     with tracer.start_as_current_span(
         "cache.lookup", attributes={"runway.cache.scope": scope, "runway.cache.key": key}
     ) as span:

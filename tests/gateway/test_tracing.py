@@ -105,12 +105,12 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-@pytest.fixture(scope="module")
-def traced_stack(
+def start_traced(
     reviews_db: str,
     redis_server: RedisServer,
     receiver: Receiver,
     tmp_path_factory: pytest.TempPathFactory,
+    **otel: str,
 ) -> Iterator[tuple[Gateway, ServiceInstance]]:
     logs = tmp_path_factory.mktemp("traced-logs")
     env = {
@@ -119,8 +119,8 @@ def traced_stack(
         "DB_POOL_MIN": "1",
         "DB_POOL_MAX": "4",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
+        **otel,
     }
     instance = ServiceInstance("reviews", free_port(), env, logs / "reviews.log")
     instance.start()
@@ -135,6 +135,22 @@ def traced_stack(
     finally:
         gateway.stop()
         instance.stop()
+
+
+@pytest.fixture(scope="module")
+def traced_stack(
+    reviews_db: str,
+    redis_server: RedisServer,
+    receiver: Receiver,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Gateway, ServiceInstance]]:
+    yield from start_traced(
+        reviews_db,
+        redis_server,
+        receiver,
+        tmp_path_factory,
+        OTEL_TRACES_SAMPLER="parentbased_always_on",
+    )
 
 
 def test_a_traceparent_reaches_the_spans_of_request_cache_and_sql(
@@ -239,3 +255,51 @@ def test_write_log_names_the_trace(
             return
         time.sleep(0.05)
     raise AssertionError(instance.log_path.read_text()[-2000:])
+
+
+def test_a_ratio_sampler_records_by_trace_id_and_drops_the_rest_whole(
+    reviews_db: str,
+    redis_server: RedisServer,
+    receiver: Receiver,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """traceidratio at 0.5: a trace id whose low 64 bits are small is kept
+    (request, lookup and SQL spans), one whose are large is dropped whole (no
+    span at all, not even the SQL statement's), but still logged."""
+    stack = start_traced(
+        reviews_db,
+        redis_server,
+        receiver,
+        tmp_path_factory,
+        OTEL_TRACES_SAMPLER="traceidratio",
+        OTEL_TRACES_SAMPLER_ARG="0.5",
+    )
+    gateway, instance = next(stack)
+    try:
+        base = f"{time.time_ns():016x}"[-16:]
+        kept, dropped = f"{base}0000000000000001", f"{base}ffffffffffffffff"
+        for i, trace_id in enumerate((kept, dropped)):
+            product = 800_000 + time.time_ns() % 100_000 + i  # a cache miss: SQL runs
+            resp = request(
+                gateway.port,
+                "GET",
+                f"/reviews?product_id={product}",
+                headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+            )
+            assert resp.status == 200
+        rid = f"dropped-write-{time.time_ns()}"
+        request(
+            gateway.port,
+            "PUT",
+            "/reviews/999999999/helpful",
+            headers={"traceparent": f"00-{dropped}-b7ad6b7169203331-01", "X-Request-Id": rid},
+        )
+        receiver.wait_for(kept, {"GET /reviews", "cache.lookup", "postgresql"})
+        time.sleep(1)  # ten export intervals
+        assert [s for s in receiver.spans if s["trace_id"] == dropped] == []
+        deadline = time.monotonic() + 5
+        while f"request_id={rid} trace_id={dropped}" not in instance.log_path.read_text():
+            assert time.monotonic() < deadline, instance.log_path.read_text()[-2000:]
+            time.sleep(0.05)
+    finally:
+        stack.close()
