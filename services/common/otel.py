@@ -27,6 +27,7 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -105,6 +106,9 @@ def traced(
     series: dict[tuple[str, int], list[float]] = {}
     assert _provider is not None
     sampler = _provider.sampler
+    # The plain ratio sampler's decision is one comparison on the trace id's
+    # low 64 bits (the SDK's own rule); any other sampler is asked.
+    ratio_bound = sampler.bound if isinstance(sampler, TraceIdRatioBased) else None
     server = SpanKind.SERVER
     unsampled_flags = TraceFlags(TraceFlags.DEFAULT)
 
@@ -117,11 +121,17 @@ def traced(
             parent_context, recorded = None, True
         else:
             trace_id, span_id, sampled = parent
-            flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
-            remote = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
-            parent_context = trace.set_span_in_context(NonRecordingSpan(remote))
-            decision = sampler.should_sample(parent_context, trace_id, name, server)
-            recorded = decision.decision.is_sampled()
+            if ratio_bound is not None:
+                recorded = trace_id & 0xFFFFFFFFFFFFFFFF < ratio_bound
+            else:
+                recorded = None
+            if recorded is not False:  # the SDK's span needs the parent as a context
+                flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+                remote = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+                parent_context = trace.set_span_in_context(NonRecordingSpan(remote))
+            if recorded is None:
+                decision = sampler.should_sample(parent_context, trace_id, name, server)
+                recorded = decision.decision.is_sampled()
         metrics.in_flight_count += 1
         if recorded:
             with tracer.start_as_current_span(
