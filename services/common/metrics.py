@@ -169,8 +169,8 @@ class Metrics:
         )
         self.cache_invalidations = Counter(
             "runway_cache_invalidations_total",
-            "Invalidations after writes, by result (ok, degraded: some process did not ack, "
-            "failed: Redis unreachable)",
+            "Invalidations after writes, by result (ok; failed: Redis unreachable or, on a "
+            "cluster, no replica confirmed: replayed)",
             ["result"],
             registry=r,
         )

@@ -3,16 +3,17 @@ protocol beside this file (DESIGN.md tells how they keep read-your-writes).
 
 Invariants upheld here, in the read path: the local tier and single-flight are
 used only under a live lease (a process without one may not have applied an
-acknowledged invalidation, so it neither trusts its local entries nor joins a
-load under way); `start_seq` is taken before any tier is read, so a fill of a
+invalidation published more than LEASE_S ago, so it neither trusts its local
+entries nor joins a load under way); `start_seq` is taken before any tier is read, so a fill of a
 body read before an invalidation is refused (local.py); Redis is asked only
 while the breaker is closed and it pays off (always correct to skip it).
 With read replicas attached (`attach_replicas`), a load runs at a WAL
-position that covers every write acknowledged before the read began: the
-scope's `required_lsn` (local.py) raised to the LSN in the Redis token read
-before the load; without a lease, or while the position is unknown, it runs
-on the primary (services/common/replicas.py, `load_at`). Without replicas the
-read path is unchanged: one attribute test on a miss.
+position that covers every write published LEASE_S before the read began
+(and the session's own write, its marker's LSN): the scope's `required_lsn`
+(local.py) raised to the LSN in the Redis token read before the load;
+without a lease, or while the position is unknown, it runs on the primary
+(services/common/replicas.py, `load_at`). Without replicas the read path is
+unchanged: one attribute test on a miss.
 A read of the writer's own session just after its write
 (`lookup_after_write`, its marker from `invalidate`) skips the local tier and
 the loads under way, which may not have heard of the write yet: Redis and the
@@ -168,7 +169,7 @@ class ResponseCache:
         run on the primary (str: no_lease, lsn_unknown). `token`: the scope's
         Redis token read before the load, if Redis was read."""
         if time.monotonic() >= self._lease.until:
-            return "no_lease"  # acknowledged invalidations may not all be applied here
+            return "no_lease"  # invalidations older than LEASE_S may not all be applied here
         required = self._local_tier.required_lsn(scope)
         if required is None:
             return "lsn_unknown"
@@ -209,8 +210,8 @@ class ResponseCache:
         (joined a load already under way)."""
         if time.monotonic() >= self._lease.until:
             # Without a lease this process may not have applied every
-            # acknowledged invalidation, so a load already under way may
-            # predate a write whose reply came before this request: no joining
+            # invalidation older than LEASE_S, so a load already under way may
+            # predate a write published before the bound: no joining
             # it (Postgres takes every such read; that is fail-open).
             return await self._fetch(scope, key, load)
         # LocalTier.get, inlined: this is the hottest path of every service.

@@ -4,7 +4,7 @@ Invariant: a reader joins only a load that began after this process applied
 every invalidation of the key's scope: dropping a scope (or all) forgets its
 loads under way, so readers after a write start their own. Joining at all is
 the caller's choice, and facade.py joins only under a live lease: without one
-this process may not have applied an acknowledged invalidation.
+this process may not have applied an invalidation older than LEASE_S.
 
 Synchronous bookkeeping only: the caller awaits the load and settles the
 future (an extra coroutine here would cost every miss an allocation).

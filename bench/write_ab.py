@@ -1,0 +1,238 @@
+"""Write throughput, old code against new: wrk straight at one service process.
+
+    python -m bench.write_ab OLD_DIR NEW_DIR [--rounds 3] [--seconds 10] [--peers 1]
+
+For each round, each tree in turn (old, new: alternated): a private Redis
+(its own port, empty), the tree's service process under test plus `--peers`
+idle processes of the same service and tree subscribed to the same namespace
+(as in the stack, where a write's invalidation reaches the other instances),
+then `wrk -t1 -c16 --latency` with a Lua POST/PUT script for each write:
+POST /qa/questions, POST /reviews, PUT /qa/questions/:id/helpful. Each tree
+writes into a database of its own (runway_wab_<service>_<old|new>, created
+and migrated by that tree, empty at the start): both grow alike. Prints
+requests/s, p50 and p99 per run and the medians. Docs:
+docs/decisions/0032-cache-without-acks.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PYTHON = str(Path(__file__).resolve().parent.parent / ".venv/bin/python")
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+LUA = {
+    "post_question": """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local p = math.random(1, 1000)
+  local body = '{"body":"write_ab question body","name":"wab",'
+    .. '"email":"wab@example.com","product_id":' .. p .. '}'
+  return wrk.format("POST", "/qa/questions", nil, body)
+end
+""",
+    "post_review": """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local p = math.random(1, 1000)
+  local body = '{"product_id":' .. p .. ',"rating":4,"summary":"s",'
+    .. '"body":"Benchmark write: this text is long enough for the fifty character minimum rule.",'
+    .. '"recommend":true,"name":"wab","email":"wab@example.com","photos":[],"characteristics":{}}'
+  return wrk.format("POST", "/reviews", nil, body)
+end
+""",
+    "get_questions": """
+request = function()
+  local p = math.random(1, 1000)
+  return wrk.format("GET", "/qa/questions?product_id=" .. p, nil, nil)
+end
+""",
+    "put_question_helpful": """
+request = function()
+  local q = math.random(1, 1000)
+  return wrk.format("PUT", "/qa/questions/" .. q .. "/helpful", nil, nil)
+end
+""",
+}
+RUNS = [
+    ("qa", "post_question"),
+    ("reviews", "post_review"),
+    ("qa", "put_question_helpful"),
+    # Cached reads under load: the lease (every 50 ms, through the beacon)
+    # must hold there as it did (a lapse drops the local tier).
+    ("qa", "get_questions"),
+]
+
+
+def wait_quiet() -> None:
+    """Another benchmark on this machine (bench.run, wrk, irbench) would skew
+    both: wait until none runs (checked before every run). This process's
+    own command line names wrk (`--tag`), so others' checks see it too."""
+    while True:
+        found = subprocess.run(
+            ["pgrep", "-f", "bench.run|wrk|irbench"], capture_output=True, text=True
+        ).stdout.split()
+        if not [pid for pid in found if int(pid) != os.getpid()]:
+            return
+        time.sleep(5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready")
+
+
+def database(service: str, label: str) -> str:
+    return f"{PG}/runway_wab_{service}_{label}"
+
+
+def prepare(tree: Path, service: str, label: str) -> None:
+    env = {**os.environ, f"{service.upper()}_DATABASE_URL": database(service, label)}
+    subprocess.run(
+        [PYTHON, "-m", "services.common.migrate", service],
+        cwd=tree,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def start(tree: Path, service: str, label: str, port: int, redis_url: str, log) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        f"{service.upper()}_DATABASE_URL": database(service, label),
+        "PORT": str(port),
+        "REDIS_URL": redis_url,
+        "DB_POOL_MAX": "10",
+    }
+    return subprocess.Popen(
+        [PYTHON, "-m", f"services.{service}.app"], cwd=tree, env=env, stdout=log, stderr=log
+    )
+
+
+def wrk(port: int, script: Path, seconds: int) -> tuple[float, float, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            "-c16",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"non-2xx answers:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def ms(pct: str) -> float:
+        value, unit = re.search(rf"{pct}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rps, ms("50"), ms("99")
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the cleanups
+    parser = argparse.ArgumentParser()
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--peers", type=int, default=1)
+    parser.add_argument("--tag", default="wrk", help="only shows in the command line")
+    args = parser.parse_args()
+    trees = {"old": args.old.resolve(), "new": args.new.resolve()}
+    work = Path(tempfile.mkdtemp(prefix="write_ab-"))
+    scripts = {}
+    for name, text in LUA.items():
+        scripts[name] = work / f"{name}.lua"
+        scripts[name].write_text(text)
+    for label, tree in trees.items():
+        for service in ("qa", "reviews"):
+            prepare(tree, service, label)
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    time.sleep(0.3)
+    try:
+        for round_ in range(args.rounds):
+            for label, tree in trees.items():
+                for service, run in RUNS:
+                    wait_quiet()
+                    subprocess.run(
+                        ["redis-cli", "-p", str(redis_port), "FLUSHALL"],
+                        check=True,
+                        stdout=subprocess.DEVNULL,
+                    )
+                    log = (work / f"{label}-{service}.log").open("a")
+                    port = free_port()
+                    procs = [start(tree, service, label, port, redis_url, log)]
+                    for _ in range(args.peers):
+                        procs.append(start(tree, service, label, free_port(), redis_url, log))
+                    try:
+                        wait_http(f"http://127.0.0.1:{port}/readyz")
+                        time.sleep(1.0)  # the peers subscribe; leases granted
+                        wrk(port, scripts[run], 2)  # warm-up
+                        figures = wrk(port, scripts[run], args.seconds)
+                    finally:
+                        for p in procs:
+                            p.terminate()
+                        for p in procs:
+                            p.wait(10)
+                    results.setdefault((run, label), []).append(figures)
+                    print(
+                        f"round {round_ + 1} {label} {run}: {figures[0]:.0f} rps, "
+                        f"p50 {figures[1]:.2f} ms, p99 {figures[2]:.2f} ms",
+                        flush=True,
+                    )
+    finally:
+        redis.terminate()
+        redis.wait(5)
+    print("\nmedians (rps, p50 ms, p99 ms); ratio new/old")
+    for _, run in RUNS:
+        old = [statistics.median(x) for x in zip(*results[(run, "old")], strict=True)]
+        new = [statistics.median(x) for x in zip(*results[(run, "new")], strict=True)]
+        print(
+            f"{run}: old {old[0]:.0f} / {old[1]:.2f} / {old[2]:.2f}; "
+            f"new {new[0]:.0f} / {new[1]:.2f} / {new[2]:.2f}; x{new[0] / old[0]:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
