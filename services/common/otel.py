@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
@@ -204,7 +204,7 @@ async def traced_lookup(
     shared: another request's load, db). The load's SQL statements and the
     Redis calls are its children. Under an unsampled request (a
     non-recording current span), no span: the lookup alone."""
-    if not trace.get_current_span().is_recording():
+    if get_value(_SUPPRESS_INSTRUMENTATION_KEY) or not trace.get_current_span().is_recording():
         return await cache.lookup(scope, key, load)
     with tracer.start_as_current_span(
         "cache.lookup", attributes={"runway.cache.scope": scope, "runway.cache.key": key}

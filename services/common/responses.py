@@ -41,9 +41,7 @@ async def cached_json(
     if tracing.TRACER is None:
         body, source = await request.app[CACHE].lookup(scope, key, load)
     else:  # a span naming the tier that answered (otel.py)
-        from .otel import traced_lookup
-
-        body, source = await traced_lookup(tracing.TRACER, request.app[CACHE], scope, key, load)
+        body, source = await tracing.LOOKUP(request.app[CACHE], scope, key, load)
     if request.version == HttpVersion11 and request.keep_alive and request.method == "GET":
         return ReadyResponse(ready_bytes(_READY_HEADS[source], body))
     return web.Response(body=body, headers=_CACHED_HEADERS[source])

@@ -13,12 +13,16 @@ instrumentations and the traced wrapper (docs/decisions/0033-tracing.md)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
 
 # The tracer once `configure` has turned tracing on; None while it is off.
 TRACER: Any = None
+# With tracing on, cached_json's lookup (otel.traced_lookup bound to TRACER):
+# bound once here rather than imported on every request.
+LOOKUP: Any = None
 
 
 def enabled(env: Mapping[str, str] = os.environ) -> bool:
@@ -34,11 +38,12 @@ def enabled(env: Mapping[str, str] = os.environ) -> bool:
 def configure(service: str, env: Mapping[str, str] = os.environ) -> Any:
     """Turn tracing on for this process when the environment asks for it (once:
     the provider and the instrumentations are process-wide). The tracer, or None."""
-    global TRACER
+    global TRACER, LOOKUP
     if TRACER is None and enabled(env):
         from . import otel
 
         TRACER = otel.setup(service)
+        LOOKUP = functools.partial(otel.traced_lookup, TRACER)
     return TRACER
 
 
