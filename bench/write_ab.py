@@ -76,17 +76,20 @@ RUNS = [
 ]
 
 
+def others() -> list[str]:
+    """Other benchmarks running now (bench.run, wrk, irbench), not this one."""
+    found = subprocess.run(
+        ["pgrep", "-f", "bench.run|wrk|irbench"], capture_output=True, text=True
+    ).stdout.split()
+    return [pid for pid in found if int(pid) != os.getpid()]
+
+
 def wait_quiet() -> None:
-    """Another benchmark on this machine (bench.run, wrk, irbench) would skew
-    both: wait until none runs (checked before every run). This process's
-    own command line names wrk (`--tag`), so others' checks see it too."""
-    while True:
-        found = subprocess.run(
-            ["pgrep", "-f", "bench.run|wrk|irbench"], capture_output=True, text=True
-        ).stdout.split()
-        if not [pid for pid in found if int(pid) != os.getpid()]:
-            return
-        time.sleep(5)
+    """Another benchmark on this machine would skew both: wait until none
+    runs. This process's own command line names wrk (`--tag`), so others'
+    checks see it too."""
+    while others():
+        time.sleep(2)
 
 
 def free_port() -> int:
@@ -172,6 +175,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--peers", type=int, default=1)
     parser.add_argument("--tag", default="wrk", help="only shows in the command line")
+    parser.add_argument("--runs", default=",".join(run for _, run in RUNS))
     args = parser.parse_args()
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
     work = Path(tempfile.mkdtemp(prefix="write_ab-"))
@@ -190,11 +194,14 @@ def main() -> None:
     )
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     time.sleep(0.3)
+    runs = [(svc, run) for svc, run in RUNS if run in args.runs.split(",")]
     try:
-        for round_ in range(args.rounds):
-            for label, tree in trees.items():
-                for service, run in RUNS:
-                    wait_quiet()
+        # Per write: its rounds, each an old/new pair started once nothing
+        # else runs (another benchmark may start meanwhile: `others` says so).
+        for service, run in runs:
+            for round_ in range(args.rounds):
+                wait_quiet()
+                for label, tree in trees.items():
                     subprocess.run(
                         ["redis-cli", "-p", str(redis_port), "FLUSHALL"],
                         check=True,
@@ -218,14 +225,15 @@ def main() -> None:
                     results.setdefault((run, label), []).append(figures)
                     print(
                         f"round {round_ + 1} {label} {run}: {figures[0]:.0f} rps, "
-                        f"p50 {figures[1]:.2f} ms, p99 {figures[2]:.2f} ms",
+                        f"p50 {figures[1]:.2f} ms, p99 {figures[2]:.2f} ms; "
+                        f"others: {others() or 'none'}",
                         flush=True,
                     )
     finally:
         redis.terminate()
         redis.wait(5)
     print("\nmedians (rps, p50 ms, p99 ms); ratio new/old")
-    for _, run in RUNS:
+    for _, run in runs:
         old = [statistics.median(x) for x in zip(*results[(run, "old")], strict=True)]
         new = [statistics.median(x) for x in zip(*results[(run, "new")], strict=True)]
         print(
