@@ -27,6 +27,7 @@ from infra.pg_replica import Replica, hot_standby_settings
 from services.common.replicas import ReplicaRouter
 from services.common.resources import CACHE, DB
 from services.common.settings import Settings
+from services.common.write_marker import COOKIE, HEADER
 from tests.conftest import RedisServer, truncate_all
 from tests.gateway.harness import ServiceInstance, free_instance_base
 from tests.reliability.harness import fresh_database, metric_samples, record_figures
@@ -147,13 +148,17 @@ async def fresh(pair: Pair, redis: RedisServer, service: str = "reviews") -> Non
     redis.flush()
 
 
-async def post_review(client, product: int, summary: str) -> None:
+async def post_review(client, product: int, summary: str) -> str:
+    """Posts a review; returns the write's session marker (services/common/write_marker.py)."""
     resp = await client.post("/reviews", json={**NEW, "product_id": product, "summary": summary})
     assert resp.status == 201, await resp.text()
+    return resp.headers[HEADER]
 
 
-async def summaries(client, product: int, count: int = 5) -> set[str]:
-    resp = await client.get(f"/reviews?product_id={product}&count={count}")
+async def summaries(client, product: int, count: int = 5, marker: str | None = None) -> set[str]:
+    """The page's summaries; with `marker`, read as the session that wrote it."""
+    headers = {"Cookie": f"{COOKIE}={marker}"} if marker else {}
+    resp = await client.get(f"/reviews?product_id={product}&count={count}", headers=headers)
     assert resp.status == 200, await resp.text()
     return {r["summary"] for r in (await resp.json())["results"]}
 
@@ -221,15 +226,20 @@ async def test_a_write_on_one_instance_is_read_on_the_other_from_a_lagging_repli
     await settle(pair, a, b)
     assert await summaries(b, 3) == {"one"}
     assert await summaries(a, 3) == {"one"}
+    # The writer's session reads its write on the other instance at once,
+    # whether or not b has heard of it yet (the marker's LSN routes the read).
     seen = []
     for i in range(5):
-        await post_review(a, 3, f"w{i}")
-        seen.append(await summaries(b, 3, count=50))
+        marker = await post_review(a, 3, f"w{i}")
+        seen.append(await summaries(b, 3, count=50, marker=marker))
     assert all(f"w{i}" in s for i, s in enumerate(seen)), seen
-    # b not reading Redis (its adaptive skip): the message's LSN alone tells it.
+    # Any reader, once b has applied the invalidation (within the lease
+    # bound; drain() waits for it here), and b not reading Redis (its adaptive
+    # skip): the message's LSN alone sends the read past the lagging replica.
     b.app[CACHE]._redis_tier.pays_off = lambda: False
     for i in range(3):
         await post_review(a, 3, f"s{i}")
+        assert await b.app[CACHE].drain()
         assert f"s{i}" in await summaries(b, 3, count=40 + i)
     del b.app[CACHE]._redis_tier.pays_off
     # The write's LSN also rides in the Redis token: a reader that found the
@@ -239,11 +249,13 @@ async def test_a_write_on_one_instance_is_read_on_the_other_from_a_lagging_repli
     assert b_cache.read_position("p:3", f"abc@{floor + 4096:x}") == floor + 4096
     assert b_cache.read_position("p:3", "abc") == "lsn_unknown"  # token without an LSN
 
-    # Control: b reading naively shows a's acknowledged write missing.
+    # Control: b reading naively shows a's acknowledged write missing, even
+    # after b applied its invalidation and for the writer's own session.
     await settle(pair, a, b)
     router_of(b).causal = False
-    await post_review(a, 3, "unseen")
-    assert "unseen" not in await summaries(b, 3, count=50)
+    marker = await post_review(a, 3, "unseen")
+    assert await b.app[CACHE].drain()
+    assert "unseen" not in await summaries(b, 3, count=50, marker=marker)
     router_of(b).causal = True
 
 
