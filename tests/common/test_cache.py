@@ -91,15 +91,22 @@ def make_like(cache: ResponseCache) -> ResponseCache:
     return make_cache(cache.test_url, cluster=cache._cluster)
 
 
-@pytest.fixture(params=["redis", "cluster"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`caches` runs on one Redis and on a cluster, except in tests that use
+    the single Redis's own fixtures (they inspect, pause or stop that server):
+    those run on it alone, rather than collecting a cluster case that skips."""
+    if "caches" in metafunc.fixturenames:
+        single = {"redis_server", "private_redis"} & set(metafunc.fixturenames)
+        backends = ["redis"] if single else ["redis", "cluster"]
+        metafunc.parametrize("caches", backends, indirect=True)
+
+
+@pytest.fixture
 async def caches(request):
     """Two caches on one namespace: two service processes as far as Redis can
-    tell; on one Redis, then on a Redis Cluster of 3 primaries + 3 replicas
-    (tests that use the single Redis's own fixtures run on it alone)."""
+    tell; on one Redis, then on a Redis Cluster of 3 primaries + 3 replicas."""
     cluster = request.param == "cluster"
     if cluster:
-        if {"redis_server", "private_redis"} & set(request.fixturenames):
-            pytest.skip("this test inspects the single Redis")
         redis_cluster = request.getfixturevalue("redis_cluster")
         redis_cluster.flushall()
         url = redis_cluster.seed_url()
