@@ -16,6 +16,24 @@ from .metrics import Metrics
 
 write_log = logging.getLogger("runway.requests")
 
+
+def log_write(
+    request: web.Request, method: str, status: int, elapsed: float, trace_id: str
+) -> None:
+    """One line per write or server error, with the gateway's request id and
+    the trace id (reads are not logged: at thousands per second the log would
+    cost more than the answer)."""
+    write_log.info(
+        "%s %s %d %.1fms request_id=%s trace_id=%s",
+        method,
+        request.path_qs,
+        status,
+        elapsed * 1000,
+        request.headers.get("X-Request-Id", "-"),
+        trace_id,
+    )
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -58,15 +76,7 @@ def observed(handler: Handler, metrics: Metrics, route: str, method: str | None)
         if request_method != "GET" or status >= 500:
             # Writes and server errors are logged with the gateway's request id (reads
             # are not: at thousands per second the log would cost more than the answer).
-            write_log.info(
-                "%s %s %d %.1fms request_id=%s trace_id=%s",
-                request_method,
-                request.path_qs,
-                status,
-                elapsed * 1000,
-                request.headers.get("X-Request-Id", "-"),
-                tracing.trace_id(request.headers),
-            )
+            log_write(request, request_method, status, elapsed, tracing.trace_id(request.headers))
         return response
 
     return observed_handler

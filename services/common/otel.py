@@ -38,9 +38,9 @@ from opentelemetry.trace import (
 
 from .errors import error_response
 from .metrics import Metrics
+from .observe import log_write
 
 log = logging.getLogger("runway.tracing")
-write_log = logging.getLogger("runway.requests")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -183,15 +183,7 @@ def traced(
         else:
             latency.add(acc, elapsed)
         if request_method != "GET" or status >= 500:
-            write_log.info(
-                "%s %s %d %.1fms request_id=%s trace_id=%s",
-                request_method,
-                request.path_qs,
-                status,
-                elapsed * 1000,
-                request.headers.get("X-Request-Id", "-"),
-                format(trace_id, "032x"),
-            )
+            log_write(request, request_method, status, elapsed, format(trace_id, "032x"))
         return response
 
     return traced_handler
