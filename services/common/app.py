@@ -28,6 +28,7 @@ from .resources import (
     database_ctx,
     gc_pause_ctx,
     loop_lag_ctx,
+    outbox_ctx,
     redis_ctx,
     replicas_ctx,
 )
@@ -64,11 +65,16 @@ class Routes:
 
 
 def base_app(
-    settings: Settings, *, cache_namespace: str, migrations_dir: Path | None = None
+    settings: Settings,
+    *,
+    cache_namespace: str,
+    migrations_dir: Path | None = None,
+    outbox: bool = False,
 ) -> tuple[web.Application, Routes]:
     """An application with the shared resources, the operational routes and the
     JSON 404/405 for every path no route takes. The service adds its own routes
-    through the returned `Routes`."""
+    through the returned `Routes`. `outbox`: the service writes, and its
+    schema has cache_outbox (services/common/outbox.py)."""
     # Before any route is wrapped: observe.observed picks the traced wrapper
     # when OTEL_EXPORTER_OTLP_ENDPOINT is set (tracing.py).
     tracing.configure(settings.service)
@@ -79,6 +85,8 @@ def base_app(
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(cache_ctx(cache_namespace))
     app.cleanup_ctx.append(replicas_ctx)
+    if outbox:
+        app.cleanup_ctx.append(outbox_ctx)
     app.cleanup_ctx.append(gc_pause_ctx)
     app.cleanup_ctx.append(loop_lag_ctx)
     routes = Routes(app)

@@ -174,6 +174,17 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.cache_outbox_relayed = Counter(
+            "runway_cache_outbox_relayed_total",
+            "Writes whose invalidation the outbox relay made because their writer did not "
+            "confirm it (died after its commit, or lost Redis)",
+            registry=r,
+        )
+        self.cache_outbox_relay_errors = Counter(
+            "runway_cache_outbox_relay_errors_total",
+            "Outbox relay rounds that failed (Postgres or Redis unreachable): the rows wait",
+            registry=r,
+        )
         self.cache_local_bytes = Gauge(
             "runway_cache_local_bytes", "Bytes held by the in-process cache tier", registry=r
         )

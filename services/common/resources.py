@@ -1,7 +1,7 @@
 """What a service's app holds, each under a typed `web.AppKey`, and the
 `cleanup_ctx` generators that open and close them: the Postgres pool (behind
-Database), the cache's Redis client, the response cache, the
-garbage-collector pause timer and the event-loop lag sampler. Nothing here
+Database), the cache's Redis client, the response cache, the writers'
+invalidation outbox, the garbage-collector pause timer and the event-loop lag sampler. Nothing here
 does I/O until the app starts."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from pathlib import Path
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from .cache import ResponseCache, close_bounded
 from .db import Database, create_pool, require_schema
 from .metrics import Metrics
+from .outbox import Outbox
 from .replicas import ReplicaRouter
 from .settings import Settings
 
@@ -34,6 +36,8 @@ DB: web.AppKey[Database] = web.AppKey("db", Database)
 # keeps to its process-local tier.
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
 CACHE: web.AppKey[ResponseCache] = web.AppKey("cache", ResponseCache)
+# The services that write (reviews, qa): their writes' invalidation and the relay.
+OUTBOX: web.AppKey[Outbox] = web.AppKey("outbox", Outbox)
 
 POOL_CLOSE_TIMEOUT_S = 5.0
 
@@ -177,6 +181,19 @@ async def replicas_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     database.attach_replicas(None)
     await router.stop()
+
+
+async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The invalidation outbox under OUTBOX and its relay (services/common/
+    outbox.py); after cache_ctx and replicas_ctx, so stopped before them."""
+    outbox = Outbox(app[DB], app[CACHE], app[METRICS])
+    app[OUTBOX] = outbox
+    relay = asyncio.create_task(outbox.run(), name="outbox-relay")
+    yield
+    relay.cancel()
+    with suppress(asyncio.CancelledError):
+        await relay
+    await outbox.close()
 
 
 async def gc_pause_ctx(app: web.Application) -> AsyncIterator[None]:

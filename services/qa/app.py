@@ -16,7 +16,9 @@ CACHE_NAMESPACE = "qa"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app, r = base_app(settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS)
+    app, r = base_app(
+        settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS, outbox=True
+    )
     # Every route also answers with a trailing slash: front ends send both forms.
     for suffix in ("", "/"):
         r.get("/qa/questions" + suffix, views.list_questions)

@@ -68,13 +68,25 @@ WHERE q.id = $1
 ORDER BY a.helpful DESC, a.id DESC
 """
 
+# Every write also records the cache scopes it changes in cache_outbox, in the
+# same statement (services/common/outbox.py), and returns the row's id for the
+# writer to acknowledge once its own invalidation went through. Scopes as
+# views.product_scope / question_scope name them: tests/common/test_outbox.py
+# fails for any write whose outbox scopes miss what its reads cache.
+
+# Resolves to the outbox id.
 INSERT_QUESTION = """
-INSERT INTO questions (product_id, body, asker_name, asker_email)
-VALUES ($1, $2, $3, $4)
+WITH new_question AS (
+    INSERT INTO questions (product_id, body, asker_name, asker_email)
+    VALUES ($1, $2, $3, $4)
+    RETURNING product_id
+)
+INSERT INTO cache_outbox (scopes) SELECT ARRAY['p:' || product_id] FROM new_question
+RETURNING id
 """
 
 # The answer and its photos in one statement (so one implicit transaction);
-# no question, no insert, and a NULL product_id tells the caller to 404.
+# no question, no insert, and no row tells the caller to 404. (product_id, outbox_id).
 INSERT_ANSWER = """
 WITH parent AS (
     SELECT id, product_id FROM questions WHERE id = $1
@@ -87,24 +99,42 @@ WITH parent AS (
     SELECT new_answer.id, u.url
     FROM new_answer, unnest($5::text[]) WITH ORDINALITY AS u(url, n)
     ORDER BY u.n
+), outbox AS (
+    INSERT INTO cache_outbox (scopes)
+    SELECT ARRAY['q:' || parent.id, 'p:' || parent.product_id] FROM parent, new_answer
+    RETURNING id
 )
-SELECT product_id FROM parent
+SELECT parent.product_id, outbox.id FROM parent, outbox
 """
 
-QUESTION_HELPFUL = """
-UPDATE questions SET helpful = helpful + 1 WHERE id = $1 RETURNING product_id
+# (product_id, outbox_id), no row when no such question.
+_QUESTION_UPDATE = """
+WITH target AS (
+    UPDATE questions SET {change} WHERE id = $1 RETURNING product_id
+), outbox AS (
+    INSERT INTO cache_outbox (scopes) SELECT ARRAY['p:' || product_id] FROM target RETURNING id
+)
+SELECT target.product_id, outbox.id FROM target, outbox
 """
+QUESTION_HELPFUL = _QUESTION_UPDATE.format(change="helpful = helpful + 1")
 # Idempotent: a second report finds the row and changes nothing visible.
-QUESTION_REPORT = "UPDATE questions SET reported = true WHERE id = $1 RETURNING product_id"
+QUESTION_REPORT = _QUESTION_UPDATE.format(change="reported = true")
 
 # Answer updates return the question and its product: both caches show the
 # answer. LEFT JOIN: an answer whose question is gone still answers 204.
+# (question_id, product_id, outbox_id), no row when no such answer.
 _ANSWER_UPDATE = """
 WITH target AS (
     UPDATE answers SET {change} WHERE id = $1 RETURNING question_id
+), owner AS (
+    SELECT t.question_id, q.product_id
+    FROM target t LEFT JOIN questions q ON q.id = t.question_id
+), outbox AS (
+    INSERT INTO cache_outbox (scopes)
+    SELECT array_remove(ARRAY['q:' || question_id, 'p:' || product_id], NULL) FROM owner
+    RETURNING id
 )
-SELECT t.question_id, q.product_id
-FROM target t LEFT JOIN questions q ON q.id = t.question_id
+SELECT owner.question_id, owner.product_id, outbox.id FROM owner, outbox
 """
 ANSWER_HELPFUL = _ANSWER_UPDATE.format(change="helpful = helpful + 1")
 ANSWER_REPORT = _ANSWER_UPDATE.format(change="reported = true")
@@ -119,33 +149,36 @@ ANSWER_REPORT = _ANSWER_UPDATE.format(change="reported = true")
 # services/common/replicas.py).
 
 
-def add_question(db: Database, question: NewQuestion) -> Awaitable[None]:
+def add_question(db: Database, question: NewQuestion) -> Awaitable[int]:
+    """Resolves to the write's outbox id."""
     return db.write_fetchval(
         INSERT_QUESTION, question.product_id, question.body, question.name, question.email
     )
 
 
-def add_answer(db: Database, question_id: int, answer: NewAnswer) -> Awaitable[int | None]:
-    """The answer and its photos; resolves to the question's product_id, None
-    (nothing written) when no such question."""
-    return db.write_fetchval(
+def add_answer(
+    db: Database, question_id: int, answer: NewAnswer
+) -> Awaitable[asyncpg.Record | None]:
+    """The answer and its photos; resolves to (the question's product_id,
+    outbox id), None (nothing written) when no such question."""
+    return db.write_fetchrow(
         INSERT_ANSWER, question_id, answer.body, answer.name, answer.email, answer.photos
     )
 
 
-def mark_question_helpful(db: Database, question_id: int) -> Awaitable[int | None]:
-    """Resolves to the question's product_id, None when no such question."""
-    return db.write_fetchval(QUESTION_HELPFUL, question_id)
+def mark_question_helpful(db: Database, question_id: int) -> Awaitable[asyncpg.Record | None]:
+    """Resolves to (the question's product_id, outbox id), None when no such question."""
+    return db.write_fetchrow(QUESTION_HELPFUL, question_id)
 
 
-def report_question(db: Database, question_id: int) -> Awaitable[int | None]:
-    """Resolves to the question's product_id, None when no such question."""
-    return db.write_fetchval(QUESTION_REPORT, question_id)
+def report_question(db: Database, question_id: int) -> Awaitable[asyncpg.Record | None]:
+    """Resolves to (the question's product_id, outbox id), None when no such question."""
+    return db.write_fetchrow(QUESTION_REPORT, question_id)
 
 
 def mark_answer_helpful(db: Database, answer_id: int) -> Awaitable[asyncpg.Record | None]:
-    """Resolves to (question_id, product_id; None when the question is gone),
-    None when no such answer."""
+    """Resolves to (question_id, product_id; None when the question is gone,
+    outbox id), None when no such answer."""
     return db.write_fetchrow(ANSWER_HELPFUL, answer_id)
 
 

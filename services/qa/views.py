@@ -14,7 +14,7 @@ from aiohttp import web
 
 from services.common.db import Database
 from services.common.errors import ApiError
-from services.common.resources import CACHE, DB
+from services.common.resources import DB, OUTBOX
 from services.common.responses import cached_json
 from services.common.validation import parse_id, parse_paging, read_body
 from services.common.write_marker import mark
@@ -68,8 +68,8 @@ async def list_answers(request: web.Request) -> web.Response:
 
 async def add_question(request: web.Request) -> web.Response:
     question = await read_body(request, NewQuestion)
-    await queries.add_question(request.app[DB], question)
-    marker = await request.app[CACHE].invalidate(product_scope(question.product_id))
+    outbox_id = await queries.add_question(request.app[DB], question)
+    marker = await request.app[OUTBOX].invalidate(outbox_id, product_scope(question.product_id))
     return mark(web.Response(status=201, text="Created"), marker)
 
 
@@ -77,23 +77,25 @@ async def add_answer(request: web.Request) -> web.Response:
     # The id first: a malformed path is a 400 whatever the body holds.
     question_id = parse_id(request.match_info["question_id"], "question_id")
     answer = await read_body(request, NewAnswer)
-    product_id = await queries.add_answer(request.app[DB], question_id, answer)
-    if product_id is None:
+    row = await queries.add_answer(request.app[DB], question_id, answer)
+    if row is None:
         raise ApiError(404, f"question_id {question_id} does not exist")
-    marker = await request.app[CACHE].invalidate(
-        question_scope(question_id), product_scope(product_id)
+    product_id, outbox_id = row
+    marker = await request.app[OUTBOX].invalidate(
+        outbox_id, question_scope(question_id), product_scope(product_id)
     )
     return mark(web.Response(status=201, text="Created"), marker)
 
 
 async def _update_question(
-    request: web.Request, update: Callable[[Database, int], Awaitable[int | None]]
+    request: web.Request, update: Callable[[Database, int], Awaitable[asyncpg.Record | None]]
 ) -> web.Response:
     question_id = parse_id(request.match_info["question_id"], "question_id")
-    product_id = await update(request.app[DB], question_id)
-    if product_id is None:
+    row = await update(request.app[DB], question_id)
+    if row is None:
         raise ApiError(404, f"question_id {question_id} does not exist")
-    marker = await request.app[CACHE].invalidate(product_scope(product_id))
+    product_id, outbox_id = row
+    marker = await request.app[OUTBOX].invalidate(outbox_id, product_scope(product_id))
     return mark(web.Response(status=204), marker)
 
 
@@ -104,11 +106,11 @@ async def _update_answer(
     row = await update(request.app[DB], answer_id)
     if row is None:
         raise ApiError(404, f"answer_id {answer_id} does not exist")
-    question_id, product_id = row
+    question_id, product_id, outbox_id = row
     scopes = [question_scope(question_id)]
     if product_id is not None:
         scopes.append(product_scope(product_id))
-    marker = await request.app[CACHE].invalidate(*scopes)
+    marker = await request.app[OUTBOX].invalidate(outbox_id, *scopes)
     return mark(web.Response(status=204), marker)
 
 

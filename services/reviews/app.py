@@ -16,7 +16,9 @@ CACHE_NAMESPACE = "reviews"
 
 
 def create_app(settings: Settings) -> web.Application:
-    app, r = base_app(settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS)
+    app, r = base_app(
+        settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS, outbox=True
+    )
     for path in ("/reviews", "/reviews/"):
         r.get(path, views.list_reviews)
         r.post(path, views.add_review)

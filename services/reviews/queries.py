@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
+import asyncpg
 import orjson
 
 from services.common.db import Database
@@ -60,7 +61,10 @@ ORDER BY c.id
 # first looks for a scored characteristic that is not the product's; if there
 # is one, nothing is written (every insert and update hangs off new_review,
 # then empty) and the smallest such id comes back for the 422. Returns
-# (foreign_id, review_id), exactly one of them NULL.
+# (foreign_id, review_id, outbox_id): foreign_id NULL exactly when written.
+# Every write also records the cache scopes it changes in cache_outbox, in the
+# same statement (services/common/outbox.py): the row's id comes back for the
+# writer to acknowledge once its invalidation went through.
 INSERT_REVIEW = """
 WITH foreign_score AS (
     SELECT min(s.characteristic_id) AS id
@@ -101,17 +105,35 @@ WITH foreign_score AS (
         r4 = pr.r4 + EXCLUDED.r4, r5 = pr.r5 + EXCLUDED.r5,
         recommend_false = pr.recommend_false + EXCLUDED.recommend_false,
         recommend_true = pr.recommend_true + EXCLUDED.recommend_true
+), outbox AS (
+    INSERT INTO cache_outbox (scopes) SELECT ARRAY['p:' || $1::integer] FROM new_review
+    RETURNING id
 )
-SELECT (SELECT id FROM foreign_score) AS foreign_id, (SELECT id FROM new_review) AS review_id
+SELECT (SELECT id FROM foreign_score) AS foreign_id, (SELECT id FROM new_review) AS review_id,
+       (SELECT id FROM outbox) AS outbox_id
 """
 
-MARK_HELPFUL = "UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = $1 RETURNING product_id"
+# Scopes as views.product_scope names them; tests/common/test_outbox.py
+# fails for any write whose outbox scopes miss what its reads cache.
+_OUTBOX = """
+outbox AS (
+    INSERT INTO cache_outbox (scopes) SELECT ARRAY['p:' || product_id] FROM target RETURNING id
+)"""
+
+# (product_id, outbox_id), no row when no such review.
+MARK_HELPFUL = f"""
+WITH target AS (
+    UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = $1 RETURNING product_id
+), {_OUTBOX}
+SELECT target.product_id, outbox.id FROM target, outbox
+"""
 
 # Hide the review and subtract it from the aggregates, once: a second report
 # (or a concurrent one, re-checked under the row lock) changes nothing. The
 # final SELECT reads the pre-statement snapshot, so it finds the review
-# whether or not this statement reported it.
-REPORT = """
+# whether or not this statement reported it. (product_id, outbox_id; NULL when
+# this statement changed nothing), no row when no such review.
+REPORT = f"""
 WITH target AS (
     UPDATE reviews SET reported = true
     WHERE id = $1 AND NOT reported
@@ -129,8 +151,8 @@ WITH target AS (
     SET score_sum = c.score_sum - cr.value, score_count = c.score_count - 1
     FROM characteristic_reviews cr, target t
     WHERE cr.review_id = $1 AND c.id = cr.characteristic_id
-)
-SELECT product_id FROM reviews WHERE id = $1
+), {_OUTBOX}
+SELECT product_id, (SELECT id FROM outbox) FROM reviews WHERE id = $1
 """
 
 
@@ -143,11 +165,14 @@ SELECT product_id FROM reviews WHERE id = $1
 # services/common/replicas.py).
 
 
-def add_review(db: Database, review: NewReview, scores: dict[int, int]) -> Awaitable[int | None]:
+def add_review(
+    db: Database, review: NewReview, scores: dict[int, int]
+) -> Awaitable[asyncpg.Record | None]:
     """Write the review, its photos, its characteristic `scores` (id: value) and
-    both aggregates. Resolves to None once written, or, writing nothing, to the
-    smallest scored characteristic id that is not one of the product's."""
-    return db.write_fetchval(
+    both aggregates. Resolves to (foreign_id, review_id, outbox_id): foreign_id
+    None once written, or, writing nothing, the smallest scored characteristic
+    id that is not one of the product's."""
+    return db.write_fetchrow(
         INSERT_REVIEW,
         review.product_id,
         review.rating,
@@ -162,14 +187,15 @@ def add_review(db: Database, review: NewReview, scores: dict[int, int]) -> Await
     )
 
 
-def mark_helpful(db: Database, review_id: int) -> Awaitable[int | None]:
-    """One more helpful vote; resolves to the review's product_id, None when no such review."""
-    return db.write_fetchval(MARK_HELPFUL, review_id)
+def mark_helpful(db: Database, review_id: int) -> Awaitable[asyncpg.Record | None]:
+    """One more helpful vote; resolves to (product_id, outbox_id), None when no such review."""
+    return db.write_fetchrow(MARK_HELPFUL, review_id)
 
 
-def report(db: Database, review_id: int) -> Awaitable[int | None]:
-    """Hide the review (once); resolves to its product_id, None when no such review."""
-    return db.write_fetchval(REPORT, review_id)
+def report(db: Database, review_id: int) -> Awaitable[asyncpg.Record | None]:
+    """Hide the review (once); resolves to (product_id, outbox_id; None when it
+    was hidden already), None when no such review."""
+    return db.write_fetchrow(REPORT, review_id)
 
 
 # --- reads ------------------------------------------------------------------------

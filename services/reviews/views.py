@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 
 from services.common.db import Database
 from services.common.errors import ApiError
-from services.common.resources import CACHE, DB
+from services.common.resources import DB, OUTBOX
 from services.common.responses import cached_json
 from services.common.validation import MAX_ID, parse_id, parse_paging, read_body
 from services.common.write_marker import mark
@@ -57,24 +58,25 @@ async def add_review(request: web.Request) -> web.Response:
     if too_big:
         raise ApiError(422, f"characteristics: {too_big[0]} is not a valid characteristic id")
     # The characteristic check and every write, atomically.
-    foreign_id = await queries.add_review(request.app[DB], review, scores)
+    foreign_id, _, outbox_id = await queries.add_review(request.app[DB], review, scores)
     if foreign_id is not None:
         raise ApiError(
             422,
             f"characteristics: {foreign_id} is not a characteristic of product {review.product_id}",
         )
-    marker = await request.app[CACHE].invalidate(product_scope(review.product_id))
+    marker = await request.app[OUTBOX].invalidate(outbox_id, product_scope(review.product_id))
     return mark(web.Response(status=201, text="Created"), marker)
 
 
 async def _update_review(
-    request: web.Request, update: Callable[[Database, int], Awaitable[int | None]]
+    request: web.Request, update: Callable[[Database, int], Awaitable[asyncpg.Record | None]]
 ) -> web.Response:
     review_id = parse_id(request.match_info["review_id"], "review_id")
-    product_id = await update(request.app[DB], review_id)
-    if product_id is None:
+    row = await update(request.app[DB], review_id)
+    if row is None:
         raise ApiError(404, f"review_id {review_id} does not exist")
-    marker = await request.app[CACHE].invalidate(product_scope(product_id))
+    product_id, outbox_id = row
+    marker = await request.app[OUTBOX].invalidate(outbox_id, product_scope(product_id))
     return mark(web.Response(status=204), marker)
 
 

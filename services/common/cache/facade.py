@@ -302,11 +302,21 @@ class ResponseCache:
         (responses.py). With read replicas, `lsn` is the write's commit
         position; by default the one Database.write_* recorded in this task,
         else a fresh primary reading (services/common/replicas.py)."""
+        marker, _ = await self.invalidate_and_confirm(*scopes, lsn=lsn)
+        return marker
+
+    async def invalidate_and_confirm(
+        self, *scopes: str, lsn: int | None = None
+    ) -> tuple[str, bool]:
+        """invalidate(), also saying whether Redis took it (when not, the
+        invalidation is replayed later; the write's outbox row must stay:
+        services/common/outbox.py)."""
         router = self._router
         if router is not None and lsn is None:
             lsn = await router.write_lsn()
-        await self._coherence.invalidate(scopes, lsn)
-        return f"{int(time.time() * 1000)}.{lsn:x}" if lsn else f"{int(time.time() * 1000)}."
+        taken = await self._coherence.invalidate(scopes, lsn)
+        now_ms = int(time.time() * 1000)
+        return (f"{now_ms}.{lsn:x}" if lsn else f"{now_ms}."), taken
 
     async def flush_all(self) -> bool:
         """Forget everything of this namespace (after a bulk reload). Returns
