@@ -1,9 +1,12 @@
 """Every SQL statement of the qa service, and the shaping of rows into
 ready-to-send response bytes.
 
-Each read is one statement, so one round trip: the questions list joins
-every question on the page to all its visible answers (and their photo urls)
-and the rows are folded into the nested shape here. Measured against building
+Each read is one statement, so one round trip. The questions list is read
+from its read model (question_lists, maintained by triggers in each write's
+transaction: migrations/004_read_model.sql), ready bytes sliced to the page;
+its reference, questions_page_from_tables, joins every question on the page
+to all its visible answers (and their photo urls) and folds the rows into
+the nested shape here, as the answers page still does. Measured against building
 the whole JSON in Postgres (json_build_object / json_object_agg), plain rows
 plus orjson cost about 13% less CPU per cold request with the same Python
 time, and the bodies come out compact (no `"key" : value` spacing)."""
@@ -43,6 +46,19 @@ LEFT JOIN LATERAL (
     WHERE ph.answer_id = a.id AND ph.url IS NOT NULL
 ) ap ON true
 ORDER BY q.helpful DESC, q.id DESC, a.helpful DESC, a.id DESC
+"""
+
+# The read model (migrations/004_read_model.sql): the product's visible
+# questions as ready JSON elements, comma-joined, kept current by triggers in
+# each write's transaction. The page's elements lo+1..hi (1-based) are cut out
+# here (ends[k]: the byte just past element k; ends[0] is NULL), so only the
+# page's bytes cross the wire (and, items being stored uncompressed, only its
+# TOAST chunks are read). NULL: no row or a page past the end, both empty.
+QUESTIONS_DOCUMENT = """
+SELECT substring(items FROM coalesce(ends[$2] + 2, 1)
+                       FOR ends[least($3, cardinality(ends))] - coalesce(ends[$2] + 1, 0))
+FROM question_lists
+WHERE product_id = $1 AND cardinality(ends) > $2
 """
 
 # The question's own row decides 404 (no row at all) versus an empty page (a
@@ -190,7 +206,19 @@ def report_answer(db: Database, answer_id: int) -> Awaitable[asyncpg.Record | No
 # --- reads ------------------------------------------------------------------------
 
 
+_INT4_MAX = 2**31 - 1  # array subscripts are int4; a page past that is past the end anyway
+
+
 async def questions_page(db: Database, product_id: int, page: int, count: int) -> bytes:
+    """The page from the read model: one primary-key read of ready bytes."""
+    lo = min((page - 1) * count, _INT4_MAX)
+    items = await db.read_fetchval(QUESTIONS_DOCUMENT, product_id, lo, min(lo + count, _INT4_MAX))
+    return b'{"product_id":"%d","results":[%b]}' % (product_id, items or b"")
+
+
+async def questions_page_from_tables(db: Database, product_id: int, page: int, count: int) -> bytes:
+    """The same page from the tables (the read model's reference:
+    the tests compare the two byte for byte)."""
     rows = await db.read_fetch(QUESTIONS_PAGE, product_id, count, (page - 1) * count)
     results: list[dict] = []
     question_id = None

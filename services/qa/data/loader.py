@@ -5,7 +5,10 @@
 One transaction: TRUNCATE, drop the secondary indexes, COPY questions,
 answers and answer photos (each file of 16 MB or more parsed and checked in
 a child process while Postgres ingests the previous chunk; ServiceLoader),
-rebuild the indexes, ANALYZE, move the id sequences past the loaded ids. A
+rebuild the indexes, ANALYZE, build the read model of the questions lists
+(question_lists, set-based in SQL: qa_build_question_lists in
+migrations/004_read_model.sql; its per-statement triggers are disabled for
+the COPY), move the id sequences past the loaded ids. A
 failed load rolls back and leaves the previous data in place; re-running
 replaces it. After the commit the service's cache namespace is flushed, so
 running services never serve pages of the old data.
@@ -40,6 +43,7 @@ from .columns import HEADERS
 
 MAIN_TABLE = "questions"  # the stack loads demo data when this one is empty
 TABLES = ("questions", "answers", "answers_photos")
+READ_MODEL = "question_lists"  # derived from TABLES: truncated, then rebuilt at the end
 
 QUESTIONS = FileSpec("questions.csv", "questions", HEADERS["questions.csv"])
 ANSWERS = FileSpec("answers.csv", "answers", HEADERS["answers.csv"])
@@ -122,13 +126,44 @@ def photos_converter(answers: Loaded) -> Converter:
 async def _load_files(
     conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
-    index_sql = await begin_bulk_load(conn, MIGRATIONS, TABLES)
+    index_sql = await begin_bulk_load(conn, MIGRATIONS, (*TABLES, READ_MODEL))
+    # The read model's triggers would collect every copied row in a transition
+    # table and rebuild product by product: off for the COPY (inside the load
+    # transaction, so a failed load gets them back with the rollback), and
+    # every document built at once at the end.
+    triggers = await disable_triggers(conn, TABLES)
     kw = {"parse_in_child": parse_in_child}
     questions = await copy_file(conn, data_dir, QUESTIONS, questions_converter, None, report, **kw)
     answers = await copy_file(conn, data_dir, ANSWERS, answers_converter, questions, report, **kw)
     await copy_file(conn, data_dir, PHOTOS, photos_converter, answers, report, **kw)
 
-    await rebuild_after_copy(conn, report, index_sql, TABLES, TABLES)
+    await rebuild_after_copy(
+        conn,
+        report,
+        index_sql,
+        TABLES,
+        TABLES,
+        aggregates={READ_MODEL: f"SELECT qa_build_question_lists(); ANALYZE {READ_MODEL}"},
+    )
+    await enable_triggers(conn, triggers)
+
+
+async def disable_triggers(conn: asyncpg.Connection, tables: tuple[str, ...]) -> list[str]:
+    """Disable the enabled user triggers on `tables`; returns the ALTER TABLE
+    statements that enable them again."""
+    rows = await conn.fetch(
+        "SELECT tgrelid::regclass::text, tgname FROM pg_trigger"
+        " WHERE tgrelid = ANY($1::regclass[]) AND NOT tgisinternal AND tgenabled = 'O'",
+        list(tables),
+    )
+    for table, name in rows:
+        await conn.execute(f'ALTER TABLE {table} DISABLE TRIGGER "{name}"')
+    return [f'ALTER TABLE {table} ENABLE TRIGGER "{name}"' for table, name in rows]
+
+
+async def enable_triggers(conn: asyncpg.Connection, statements: list[str]) -> None:
+    for statement in statements:
+        await conn.execute(statement)
 
 
 load = ServiceLoader(

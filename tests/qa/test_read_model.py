@@ -1,0 +1,287 @@
+"""The questions lists' read model (question_lists, kept by triggers in each
+write's transaction; migrations/004_read_model.sql) against the live query
+and Python fold it replaced (queries.questions_page_from_tables): after
+randomized writes through the API and awkward values written straight into
+the tables, every touched product's pages must match byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import asyncpg
+import orjson
+
+from services.common.db import Database
+from services.common.resources import DB
+from services.qa import queries
+
+from .helpers import PHOTO, add_answer, add_question, answer_body, question_body
+
+PAGES = [(1, 5), (2, 5), (1, 1), (3, 1), (2, 2), (1, 1000), (4, 3), (50, 5)]
+
+# Each of these must come out of to_json exactly as orjson writes it.
+AWKWARD = [
+    'say "hi"',
+    "back\\slash \\\\ and \\u0041 as text",
+    "controls \b\f\n\r\t end",
+    "".join(chr(c) for c in range(1, 32)),
+    "del \x7f here",
+    "line\u2028para\u2029sep",
+    "astral 😀 𝄞 and é ü ß 中文",
+    "slash / and </script>",
+    "  spaced  ",
+    "x" * 1000,
+]
+
+
+async def assert_pages_match(db: Database, product_id: int) -> None:
+    for page, count in PAGES:
+        served = await queries.questions_page(db, product_id, page, count)
+        live = await queries.questions_page_from_tables(db, product_id, page, count)
+        assert served == live, (product_id, page, count)
+        orjson.loads(served)  # and it is JSON
+
+
+async def api_writes(client, conn: asyncpg.Connection, rng: random.Random, products: list[int]):
+    """One random write through the API; returns the product it touched or None."""
+    [kind] = rng.choices(
+        ["question", "answer", "q_helpful", "q_report", "a_helpful", "a_report"],
+        weights=[4, 5, 3, 1, 3, 1],
+    )
+    if kind == "question":
+        product = rng.choice(products)
+        body = question_body(product, body=rng.choice(AWKWARD)[:1000], name=rng.choice(["n", "é"]))
+        assert (await client.post("/qa/questions", json=body)).status == 201
+        return product
+    if kind == "answer":
+        row = await conn.fetchrow("SELECT id, product_id FROM questions ORDER BY random() LIMIT 1")
+        if row is None:
+            return None
+        photos = [PHOTO.format(rng.randrange(10**6)) for _ in range(rng.randrange(6))]
+        body = answer_body(body=rng.choice(AWKWARD), photos=photos)
+        resp = await client.post(f"/qa/questions/{row['id']}/answers", json=body)
+        assert resp.status == 201
+        return row["product_id"]
+    if kind in ("q_helpful", "q_report"):
+        row = await conn.fetchrow("SELECT id, product_id FROM questions ORDER BY random() LIMIT 1")
+        if row is None:
+            return None
+        action = "helpful" if kind == "q_helpful" else "report"
+        assert (await client.put(f"/qa/questions/{row['id']}/{action}")).status == 204
+        return row["product_id"]
+    row = await conn.fetchrow(
+        "SELECT a.id, q.product_id FROM answers a JOIN questions q ON q.id = a.question_id"
+        " ORDER BY random() LIMIT 1"
+    )
+    if row is None:
+        return None
+    action = "helpful" if kind == "a_helpful" else "report"
+    assert (await client.put(f"/qa/answers/{row['id']}/{action}")).status == 204
+    return row["product_id"]
+
+
+async def table_writes(db: Database, rng: random.Random, products: list[int]) -> set[int]:
+    """Awkward values straight into the tables, as the app role (through the
+    tests' PgBouncer with RUNWAY_TEST_POOLER=1): its rights run the triggers."""
+    product = rng.choice(products)
+    helpful = rng.randrange(4)  # ties on helpful: the id decides
+    question = await db.write_fetchval(
+        "INSERT INTO questions (product_id, body, date_written, asker_name, asker_email, helpful)"
+        " VALUES ($1, $2, to_timestamp($3 / 1000.0), $4, 'a@x.io', $5) RETURNING id",
+        product,
+        rng.choice(AWKWARD),
+        rng.randrange(10**12, 2 * 10**12),
+        rng.choice(AWKWARD)[:60],
+        helpful,
+    )
+    for _ in range(rng.randrange(4)):
+        answer = await db.write_fetchval(
+            "INSERT INTO answers (question_id, body, answerer_name, answerer_email, helpful,"
+            " reported) VALUES ($1, $2, $3, 'b@x.io', $4, $5) RETURNING id",
+            question,
+            rng.choice(AWKWARD),
+            rng.choice(AWKWARD)[:60],
+            rng.randrange(3),
+            rng.random() < 0.2,
+        )
+        # A bare NULL url (left out of the list) and urls needing escapes.
+        urls = rng.sample([None, 'https://x.io/"q".jpg', "https://x.io/a\\b.jpg", PHOTO], 2)
+        for url in urls:
+            await db.write_fetchval(
+                "INSERT INTO answers_photos (answer_id, url) VALUES ($1, $2) RETURNING id",
+                answer,
+                url,
+            )
+    touched = {product}
+    if rng.random() < 0.3:  # a question moved to another product: both lists change
+        other = rng.choice(products)
+        await db.write_fetchval(
+            "UPDATE questions SET product_id = $2 WHERE id = $1 RETURNING id", question, other
+        )
+        touched.add(other)
+    if rng.random() < 0.2:  # a photo's url changed or removed
+        photo = await db.write_fetchval(
+            "SELECT p.id FROM answers_photos p JOIN answers a ON a.id = p.answer_id"
+            " WHERE a.question_id = $1 LIMIT 1",
+            question,
+        )
+        if photo is not None:
+            await db.write_fetchval(
+                "UPDATE answers_photos SET url = $2 WHERE id = $1 RETURNING id", photo, "\u2028"
+            )
+            await db.write_fetchval("DELETE FROM answers_photos WHERE id = $1 RETURNING id", photo)
+    return touched
+
+
+async def test_randomized_writes_match_the_live_query(qa_client, qa_conn):
+    rng = random.Random(21)
+    db = qa_client.app[DB]
+    products = [1, 2, 3, 7, 2**31 - 1]
+    touched: set[int] = set()
+    for round_ in range(120):
+        if round_ % 3 == 0:
+            touched |= await table_writes(db, rng, products)
+        else:
+            product = await api_writes(qa_client, qa_conn, rng, products)
+            if product is not None:
+                touched.add(product)
+        if round_ % 20 == 19:
+            for product in sorted(touched):
+                await assert_pages_match(db, product)
+    assert touched == set(products)
+    for product in sorted(touched):
+        await assert_pages_match(db, product)
+    # The view serves the read model's bytes (a key no earlier read cached).
+    resp = await qa_client.get(f"/qa/questions?product_id={products[0]}&page=1&count=7")
+    assert resp.status == 200
+    assert await resp.read() == await queries.questions_page_from_tables(db, products[0], 1, 7)
+    # Something was exercised: visible and reported questions, answers and photos.
+    stats = await qa_conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE reported) r, count(*) FILTER (WHERE NOT reported) v,"
+        " (SELECT count(*) FROM answers) a, (SELECT count(*) FROM answers_photos) p"
+        " FROM questions"
+    )
+    assert stats["r"] >= 3 and stats["v"] >= 30 and stats["a"] >= 30 and stats["p"] >= 30
+
+
+async def test_answer_with_photos_in_one_statement_is_in_the_document(qa_client, qa_conn):
+    question = await add_question(qa_conn, 9)
+    photos = [PHOTO.format(1), PHOTO.format(2)]
+    resp = await qa_client.post(
+        f"/qa/questions/{question}/answers", json=answer_body(photos=photos)
+    )
+    assert resp.status == 201
+    served = orjson.loads(await queries.questions_page(qa_client.app[DB], 9, 1, 5))
+    [answer] = served["results"][0]["answers"].values()
+    assert answer["photos"] == photos
+
+
+async def test_no_questions_or_all_reported_is_empty(qa_client, qa_conn):
+    db = qa_client.app[DB]
+    assert await queries.questions_page(db, 4, 1, 5) == b'{"product_id":"4","results":[]}'
+    question = await add_question(qa_conn, 4)
+    assert await qa_conn.fetchval("SELECT count(*) FROM question_lists") == 1
+    assert (await qa_client.put(f"/qa/questions/{question}/report")).status == 204
+    assert await qa_conn.fetchval("SELECT count(*) FROM question_lists") == 0  # row dropped
+    assert await queries.questions_page(db, 4, 1, 5) == b'{"product_id":"4","results":[]}'
+    # Pages far past the end, up to the largest page and count the routes accept.
+    await add_question(qa_conn, 4)
+    for page, count in ((2, 5), (2**31 - 1, 1000), (2**31 - 1, 1)):
+        assert await queries.questions_page(db, 4, page, count) == (
+            await queries.questions_page_from_tables(db, 4, page, count)
+        )
+
+
+async def wait_until_blocked(conn: asyncpg.Connection, pid: int) -> None:
+    """Until backend `pid` waits for a lock (polled, with a deadline)."""
+    deadline = time.monotonic() + 10
+    while not await conn.fetchval(
+        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+    ):
+        assert time.monotonic() < deadline, "the second write never waited for the first"
+        await asyncio.sleep(0.01)
+
+
+async def test_concurrent_writes_to_one_product_lose_nothing(qa_client, qa_conn, connect, qa_db):
+    """Two transactions change two questions of one product at once: the
+    second's trigger must wait for the first's commit and build from it."""
+    db = qa_client.app[DB]
+    first, second = await add_question(qa_conn, 8), await add_question(qa_conn, 8)
+    other = await connect(qa_db)
+    async with qa_conn.transaction():
+        await qa_conn.execute("UPDATE questions SET helpful = 5 WHERE id = $1", first)
+        late = asyncio.create_task(
+            other.execute("UPDATE questions SET helpful = 3 WHERE id = $1", second)
+        )
+        await wait_until_blocked(qa_conn, other.get_server_pid())
+    await late
+    await assert_pages_match(db, 8)
+    served = orjson.loads(await queries.questions_page(db, 8, 1, 5))
+    assert [q["question_helpfulness"] for q in served["results"]] == [5, 3]
+
+
+async def test_unchanged_update_and_unrelated_writes_keep_the_row(qa_client, qa_conn):
+    """A second report changes nothing visible: the row is not rewritten."""
+    question = await add_question(qa_conn, 6)
+    answer = await add_answer(qa_conn, question, reported=True)
+    before = await qa_conn.fetchval("SELECT xmin::text FROM question_lists WHERE product_id = 6")
+    assert (await qa_client.put(f"/qa/answers/{answer}/report")).status == 204
+    after = await qa_conn.fetchval("SELECT xmin::text FROM question_lists WHERE product_id = 6")
+    assert before == after
+    assert (await qa_client.put(f"/qa/questions/{question}/helpful")).status == 204
+    assert (
+        await qa_conn.fetchval("SELECT xmin::text FROM question_lists WHERE product_id = 6")
+        != after
+    )
+
+
+async def test_loader_builds_every_document_and_leaves_the_triggers_on(
+    tmp_path, qa_client, qa_conn, qa_db, redis_server
+):
+    from services.qa.data import generator
+
+    from .test_etl import QUIRKY_ANSWERS, QUIRKY_PHOTOS, QUIRKY_QUESTIONS, run_load, write_export
+
+    db = qa_client.app[DB]
+    # A document of the previous data must not survive the load.
+    await add_question(qa_conn, 10**6)
+    generator.generate(tmp_path / "data", scale=0.0005, seed=5)
+    report = await run_load(qa_db, tmp_path / "data", tmp_path / "report", redis_server.url)
+    assert report["status"] == "ok" and "question_lists" in report["steps"]
+    products = [
+        r[0] for r in await qa_conn.fetch("SELECT DISTINCT product_id FROM questions ORDER BY 1")
+    ]
+    assert len(products) > 100
+    assert await qa_conn.fetchval("SELECT count(*) FROM question_lists") == await qa_conn.fetchval(
+        "SELECT count(DISTINCT product_id) FROM questions WHERE NOT reported"
+    )
+    for product in products:
+        for page, count in ((1, 1000), (1, 5), (2, 3)):
+            assert await queries.questions_page(db, product, page, count) == (
+                await queries.questions_page_from_tables(db, product, page, count)
+            ), (product, page, count)
+    assert await queries.questions_page(db, 10**6, 1, 5) == b'{"product_id":"1000000","results":[]}'
+
+    # The triggers are on again: a write after the load reaches the document.
+    busiest = products[0]
+    question = await qa_conn.fetchval(
+        "SELECT id FROM questions WHERE product_id = $1 AND NOT reported LIMIT 1", busiest
+    )
+    resp = await qa_client.post(
+        f"/qa/questions/{question}/answers", json=answer_body(photos=[PHOTO.format(9)])
+    )
+    assert resp.status == 201
+    await assert_pages_match(db, busiest)
+    assert b'"https://img.example/9.jpg"' in await queries.questions_page(db, busiest, 1, 1000)
+
+    # The export's quirks (quotes, newlines, a NULL and a "null" url, reported rows).
+    data = write_export(tmp_path / "quirky", QUIRKY_QUESTIONS, QUIRKY_ANSWERS, QUIRKY_PHOTOS)
+    await run_load(qa_db, data, tmp_path / "report2", redis_server.url, parse_in_child=False)
+    assert sorted(r[0] for r in await qa_conn.fetch("SELECT product_id FROM question_lists")) == [
+        5,
+        7,
+    ]
+    for product in (5, 6, 7, busiest):
+        await assert_pages_match(db, product)
