@@ -107,7 +107,8 @@ def test_platform_rules_are_valid_and_each_alert_is_unit_tested() -> None:
     assert {
         "RunwayErrorBudgetFastBurn",
         "RunwayLatencyBudgetFastBurn",
-        "RunwayCacheInvalidationsDegraded",
+        "RunwayCacheOutboxRelaying",
+        "RunwayCacheOutboxRelayFailing",
         "RunwayCacheInvalidationsFailed",
         "RunwayGatewayDown",
         "RunwayRedisEvicting",
