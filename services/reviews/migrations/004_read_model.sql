@@ -1,0 +1,263 @@
+-- The read model of the two cold reads (issue 21): each product's review
+-- lists and its meta as the bytes GET /reviews/ and GET /reviews/meta send,
+-- kept up to date inside the transaction of every write by the triggers
+-- below, so that a cold read is one primary-key read (queries.py).
+--
+-- The bytes are built here, in SQL, and must equal what orjson makes of the
+-- live queries' rows (queries.py review_page_from_tables /
+-- review_meta_from_tables; tests/reviews/test_read_model.py compares them):
+-- compact JSON, keys in the live dicts' order, strings through to_json(text),
+-- which escapes exactly what orjson escapes (decision 0034).
+
+-- One row per (product, order) with at least one non-reported review.
+-- `items`: the JSON elements of the results array, comma-joined, in that
+-- order; `ends[k]`: the byte offset where element k (1-based) ends, so a page
+-- is one substring. `relevant` shares `helpful`'s order and row.
+CREATE TABLE review_lists (
+    product_id  integer NOT NULL,
+    sort_key    text    NOT NULL CHECK (sort_key IN ('newest', 'helpful')),
+    items       bytea   NOT NULL,
+    ends        integer[] NOT NULL,
+    PRIMARY KEY (product_id, sort_key)
+);
+
+-- One row per product with a product_ratings row or a characteristic: the
+-- whole meta body. A product without one answers the empty meta.
+CREATE TABLE review_meta_docs (
+    product_id  integer PRIMARY KEY,
+    body        bytea   NOT NULL
+);
+
+-- One review as its JSON element of `results` (the order of the live dict's
+-- keys); `photos`: its photos' elements, comma-joined, or NULL.
+CREATE FUNCTION read_model_review_element(r reviews, photos text) RETURNS bytea
+LANGUAGE sql STABLE AS $$
+SELECT convert_to(
+    '{"review_id":' || r.id::text
+    || ',"rating":' || r.rating::text
+    || ',"summary":' || to_json(r.summary)::text
+    || ',"recommend":' || CASE WHEN r.recommend THEN 'true' ELSE 'false' END
+    || ',"response":' || coalesce(to_json(r.response)::text, 'null')
+    || ',"body":' || to_json(r.body)::text
+    || ',"date":"'
+    || to_char(r.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+    || '","reviewer_name":' || to_json(r.reviewer_name)::text
+    || ',"helpfulness":' || r.helpfulness::text
+    || ',"photos":[' || coalesce(photos, '') || ']}',
+    'UTF8')
+$$;
+
+-- Rebuild the lists of `pids` from the tables (and drop those left empty).
+-- One pass over the products' non-reported reviews (the partial indexes),
+-- their photos by index, then each order's elements and running end offsets.
+CREATE FUNCTION read_model_refresh_lists(pids integer[]) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+WITH elements AS MATERIALIZED (
+    SELECT r.product_id, r.id, r.helpfulness, r.date,
+           read_model_review_element(r, p.photos) AS element
+    FROM reviews r
+    LEFT JOIN LATERAL (
+        SELECT string_agg('{"id":' || ph.id::text || ',"url":'
+                          || coalesce(to_json(ph.url)::text, 'null') || '}', ',' ORDER BY ph.id)
+               AS photos
+        FROM reviews_photos ph WHERE ph.review_id = r.id
+    ) p ON true
+    WHERE r.product_id = ANY(pids) AND NOT r.reported
+), newest AS (
+    SELECT product_id, element, id,
+           (sum(octet_length(element) + 1) OVER w - 1)::integer AS ends,
+           row_number() OVER w AS n
+    FROM elements
+    WINDOW w AS (PARTITION BY product_id ORDER BY date DESC, id DESC)
+), helpful AS (
+    SELECT product_id, element, id,
+           (sum(octet_length(element) + 1) OVER w - 1)::integer AS ends,
+           row_number() OVER w AS n
+    FROM elements
+    WINDOW w AS (PARTITION BY product_id ORDER BY helpfulness DESC, date DESC, id DESC)
+)
+INSERT INTO review_lists AS l (product_id, sort_key, items, ends)
+SELECT product_id, 'newest', string_agg(element, '\x2c'::bytea ORDER BY n), array_agg(ends ORDER BY n)
+FROM newest GROUP BY product_id
+UNION ALL
+SELECT product_id, 'helpful', string_agg(element, '\x2c'::bytea ORDER BY n), array_agg(ends ORDER BY n)
+FROM helpful GROUP BY product_id
+ON CONFLICT (product_id, sort_key) DO UPDATE SET items = EXCLUDED.items, ends = EXCLUDED.ends;
+
+DELETE FROM review_lists l
+WHERE l.product_id = ANY(pids)
+  AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.product_id = l.product_id AND NOT r.reported);
+$$;
+
+-- Rebuild the meta of `pids` (and drop those with nothing left to say).
+-- Keys as the live query folds them: ratings and recommend counts that are
+-- not 0, characteristics by id, a name's first (lowest id) one only.
+CREATE FUNCTION read_model_refresh_meta(pids integer[]) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+INSERT INTO review_meta_docs AS d (product_id, body)
+SELECT k.product_id, convert_to(
+    '{"product_id":"' || k.product_id::text
+    || '","ratings":{' || concat_ws(',',
+        CASE WHEN pr.r1 <> 0 THEN '"1":"' || pr.r1::text || '"' END,
+        CASE WHEN pr.r2 <> 0 THEN '"2":"' || pr.r2::text || '"' END,
+        CASE WHEN pr.r3 <> 0 THEN '"3":"' || pr.r3::text || '"' END,
+        CASE WHEN pr.r4 <> 0 THEN '"4":"' || pr.r4::text || '"' END,
+        CASE WHEN pr.r5 <> 0 THEN '"5":"' || pr.r5::text || '"' END)
+    || '},"recommended":{' || concat_ws(',',
+        CASE WHEN pr.recommend_false <> 0 THEN '"false":"' || pr.recommend_false::text || '"' END,
+        CASE WHEN pr.recommend_true <> 0 THEN '"true":"' || pr.recommend_true::text || '"' END)
+    || '},"characteristics":{' || coalesce(c.items, '') || '}}',
+    'UTF8')
+FROM (SELECT DISTINCT unnest(pids) AS product_id) k
+LEFT JOIN product_ratings pr ON pr.product_id = k.product_id
+LEFT JOIN LATERAL (
+    SELECT string_agg(to_json(f.name)::text || ':{"id":' || f.id::text || ',"value":'
+                      || coalesce(to_json(f.value)::text, 'null') || '}', ',' ORDER BY f.id)
+           AS items
+    FROM (
+        SELECT DISTINCT ON (ch.name) ch.id, ch.name,
+               CASE WHEN ch.score_count > 0
+                    THEN round(ch.score_sum::numeric / ch.score_count, 16)::text END AS value
+        FROM characteristics ch WHERE ch.product_id = k.product_id
+        ORDER BY ch.name, ch.id
+    ) f
+) c ON true
+WHERE pr.product_id IS NOT NULL OR c.items IS NOT NULL
+ON CONFLICT (product_id) DO UPDATE SET body = EXCLUDED.body;
+
+DELETE FROM review_meta_docs d
+WHERE d.product_id = ANY(pids)
+  AND NOT EXISTS (SELECT 1 FROM product_ratings pr WHERE pr.product_id = d.product_id)
+  AND NOT EXISTS (SELECT 1 FROM characteristics ch WHERE ch.product_id = d.product_id);
+$$;
+
+-- Every product's documents at once (the loader after a bulk COPY, and this
+-- migration for the rows already there).
+CREATE FUNCTION read_model_build_all() RETURNS void
+LANGUAGE sql VOLATILE AS $$
+SELECT read_model_refresh_lists(
+    ARRAY(SELECT DISTINCT product_id FROM reviews WHERE NOT reported));
+SELECT read_model_refresh_meta(
+    ARRAY(SELECT product_id FROM product_ratings UNION SELECT product_id FROM characteristics));
+$$;
+
+-- The triggers: statement-level, AFTER, with transition tables, so they fire
+-- once per statement, after every CTE of the one-statement writes
+-- (INSERT_REVIEW's review, photos, scores and aggregates are all in the
+-- tables by then), and rebuild each touched product once per table touched.
+-- They run as the writing role (SECURITY INVOKER): the app role has DML on
+-- every table of the schema (services/common/migrate.py), the read model's
+-- included, and EXECUTE on functions is PUBLIC's by default.
+
+-- reviews and reviews_photos -> the product's lists.
+CREATE FUNCTION read_model_reviews_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    pids integer[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(DISTINCT product_id) INTO pids FROM new_rows WHERE NOT reported;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(DISTINCT product_id) INTO pids
+        FROM (SELECT product_id FROM old_rows UNION SELECT product_id FROM new_rows) t;
+    ELSE
+        SELECT array_agg(DISTINCT product_id) INTO pids FROM old_rows WHERE NOT reported;
+    END IF;
+    IF pids IS NOT NULL THEN
+        PERFORM read_model_refresh_lists(pids);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION read_model_photos_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    pids integer[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(DISTINCT r.product_id) INTO pids
+        FROM reviews r WHERE r.id IN (SELECT review_id FROM new_rows) AND NOT r.reported;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(DISTINCT r.product_id) INTO pids
+        FROM reviews r
+        WHERE r.id IN (SELECT review_id FROM old_rows UNION SELECT review_id FROM new_rows)
+          AND NOT r.reported;
+    ELSE
+        SELECT array_agg(DISTINCT r.product_id) INTO pids
+        FROM reviews r WHERE r.id IN (SELECT review_id FROM old_rows) AND NOT r.reported;
+    END IF;
+    IF pids IS NOT NULL THEN
+        PERFORM read_model_refresh_lists(pids);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- product_ratings and characteristics -> the product's meta.
+CREATE FUNCTION read_model_meta_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    pids integer[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(DISTINCT product_id) INTO pids FROM new_rows;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(DISTINCT product_id) INTO pids
+        FROM (SELECT product_id FROM old_rows UNION SELECT product_id FROM new_rows) t;
+    ELSE
+        SELECT array_agg(DISTINCT product_id) INTO pids FROM old_rows;
+    END IF;
+    IF pids IS NOT NULL THEN
+        PERFORM read_model_refresh_meta(pids);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Postgres allows transition tables on single-event triggers only: three per
+-- table. The loader disables every `read_model_%` trigger for its COPY and
+-- builds the documents set-based at the end (read_model_build_all).
+CREATE TRIGGER read_model_reviews_insert AFTER INSERT ON reviews
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_reviews_changed();
+CREATE TRIGGER read_model_reviews_update AFTER UPDATE ON reviews
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_reviews_changed();
+CREATE TRIGGER read_model_reviews_delete AFTER DELETE ON reviews
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_reviews_changed();
+
+CREATE TRIGGER read_model_photos_insert AFTER INSERT ON reviews_photos
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_photos_changed();
+CREATE TRIGGER read_model_photos_update AFTER UPDATE ON reviews_photos
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_photos_changed();
+CREATE TRIGGER read_model_photos_delete AFTER DELETE ON reviews_photos
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_photos_changed();
+
+CREATE TRIGGER read_model_ratings_insert AFTER INSERT ON product_ratings
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_meta_changed();
+CREATE TRIGGER read_model_ratings_update AFTER UPDATE ON product_ratings
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_meta_changed();
+CREATE TRIGGER read_model_ratings_delete AFTER DELETE ON product_ratings
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_meta_changed();
+
+CREATE TRIGGER read_model_characteristics_insert AFTER INSERT ON characteristics
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_meta_changed();
+CREATE TRIGGER read_model_characteristics_update AFTER UPDATE ON characteristics
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_meta_changed();
+CREATE TRIGGER read_model_characteristics_delete AFTER DELETE ON characteristics
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION read_model_meta_changed();
+
+-- The documents of the rows already there (a database loaded before this
+-- migration): built in this migration's transaction.
+SELECT read_model_build_all();
