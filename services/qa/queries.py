@@ -217,8 +217,8 @@ async def questions_page(db: Database, product_id: int, page: int, count: int) -
 
 
 async def questions_page_from_tables(db: Database, product_id: int, page: int, count: int) -> bytes:
-    """The same page from the tables (the read model's reference:
-    the tests compare the two byte for byte)."""
+    """The same page from the tables (the read model's reference: the tests and
+    services.qa.data.check_read_model compare the two byte for byte)."""
     rows = await db.read_fetch(QUESTIONS_PAGE, product_id, count, (page - 1) * count)
     results: list[dict] = []
     question_id = None

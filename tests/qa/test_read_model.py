@@ -285,3 +285,22 @@ async def test_loader_builds_every_document_and_leaves_the_triggers_on(
     ]
     for product in (5, 6, 7, busiest):
         await assert_pages_match(db, product)
+
+
+async def test_check_tool_finds_a_stale_document(qa_client, qa_conn, qa_db, capsys):
+    from services.qa.data import check_read_model
+
+    for product in (1, 2, 3):
+        question = await add_question(qa_conn, product, body=f"q{product}")
+        await add_answer(qa_conn, question, photos=[PHOTO.format(product)])
+    assert await check_read_model.check(qa_db, 0, seed=1) == []
+    # A write that bypassed the triggers: the check names the product.
+    await qa_conn.execute("ALTER TABLE answers DISABLE TRIGGER USER")
+    try:
+        await qa_conn.execute("UPDATE answers SET body = 'changed' WHERE id = 2")
+    finally:
+        await qa_conn.execute("ALTER TABLE answers ENABLE TRIGGER USER")
+    assert await check_read_model.check(qa_db, 0, seed=1) == [2]
+    assert "3 products: 1 differ" in capsys.readouterr().out
+    await qa_conn.execute("SELECT qa_refresh_question_lists(ARRAY[2])")  # the documented repair
+    assert await check_read_model.check(qa_db, 0, seed=1) == []
