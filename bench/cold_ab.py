@@ -1,0 +1,273 @@
+"""Cold reads, old code against new, beside ceiling-query: wrk straight at one
+service process, every request a cache miss (issue 21's per-route figures).
+
+    python -m bench.cold_ab OLD_DIR NEW_DIR [--scale 0.1] [--rounds 3] [--seconds 8]
+                            [--connections 32] [--routes list1000,list30,meta,questions]
+
+Loads the SCALE dataset into the benchmark databases first if it is not
+there (bench/data.py, with this checkout's loaders). Each round: ceiling-query
+(bench/ceiling.py --query: aiohttp + one indexed asyncpg query per request,
+ids walked the same way), then for each route each tree in turn, the first
+alternating per round: a private empty Redis, a fresh service process of
+that tree on the bench database, `wrk -t1 -c<connections> --latency` with
+bench/lua/direct/walk.lua (distinct product ids, a stride over all of them:
+no id repeats within a run, so every request misses the cache). Prints one
+JSON line per run, then the medians and each route's median ratio to the
+same round's ceiling-query; writes bench/results/cold_ab-<time>.json.
+Docs: docs/decisions/0035-reviews-read-model.md, 0036-qa-read-model.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import data
+from bench.run import parse_args as bench_args
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv/bin/python")
+WALK = str(ROOT / "bench/lua/direct/walk.lua")
+
+# name: (service, path before the product id, after it)
+ROUTES = {
+    "list1000": ("reviews", "/reviews/?product_id=", "&page=1&count=1000&sort=relevant"),
+    "list30": ("reviews", "/reviews/?product_id=", "&page=1&count=30&sort=newest"),
+    "list5": ("reviews", "/reviews/?product_id=", "&page=1&count=5&sort=helpful"),
+    "meta": ("reviews", "/reviews/meta?product_id=", ""),
+    "questions": ("qa", "/qa/questions?product_id=", ""),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)  # another process's readiness: nothing to await here
+    raise TimeoutError(url)
+
+
+def wrk(url: str, seconds: int, connections: int, args: list[str]) -> dict:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            WALK,
+            url,
+            "--",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
+        assert m, out
+        return float(m[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m[2]]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+        "non_2xx": int(errors[1]) if errors else 0,
+    }
+
+
+class Proc:
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.p = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        self.p.terminate()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+def run_service(tree: Path, service: str, dsn: str, route: tuple, max_id: int, a) -> dict:
+    redis_port, port = free_port(), free_port()
+    redis = Proc(
+        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], ROOT, {}
+    )
+    env = {
+        f"{service.upper()}_DATABASE_URL": dsn,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "PORT": str(port),
+        "PYTHONPATH": str(tree),
+    }
+    svc = Proc([PYTHON, "-m", f"services.{service}.app"], tree, env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        start = str(random.randrange(max_id))
+        return wrk(
+            f"http://127.0.0.1:{port}",
+            a.seconds,
+            a.connections,
+            [route[1], route[2], str(max_id), start],
+        )
+    finally:
+        svc.stop()
+        redis.stop()
+
+
+def run_ceiling(dsn: str, max_id: int, a) -> dict:
+    port = free_port()
+    proc = Proc([PYTHON, "-m", "bench.ceiling", "--port", str(port), "--query", dsn], ROOT, {})
+    try:
+        wait_http(f"http://127.0.0.1:{port}/x?id=1")
+        start = str(random.randrange(max_id))
+        return wrk(
+            f"http://127.0.0.1:{port}", a.seconds, a.connections, ["/x?id=", "", str(max_id), start]
+        )
+    finally:
+        proc.stop()
+
+
+def max_product(dsn: str, service: str) -> int:
+    import asyncio
+
+    import asyncpg
+
+    table = "reviews" if service == "reviews" else "questions"
+
+    async def query() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval(f"SELECT max(product_id) FROM {table}")
+        finally:
+            await conn.close()
+
+    return asyncio.run(query())
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("old", type=Path)
+    p.add_argument("new", type=Path)
+    p.add_argument("--scale", default="0.1")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=int, default=8)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--routes", default=",".join(ROUTES))
+    p.add_argument("--tag", default="wrk", help="only shows in the command line")
+    a = p.parse_args()
+    cfg, _ = bench_args(["--scale", a.scale])
+    routes = a.routes.split(",")
+    services = sorted({ROUTES[r][0] for r in routes})
+    env = {**os.environ}
+    for service in services:
+        data.ensure_loaded(cfg, service, env, False)
+    dsn = {s: cfg.database_url(s) for s in services}
+    max_id = {s: max_product(dsn[s], s) for s in services}
+    trees = {"old": a.old.resolve(), "new": a.new.resolve()}
+    runs: list[dict] = []
+    for rnd in range(a.rounds):
+        ceiling = run_ceiling(cfg.database_url("reviews"), max_id.get("reviews", 100_000), a)
+        runs.append({"round": rnd, "route": "ceiling-query", "tree": "-", **ceiling})
+        print(json.dumps(runs[-1]), flush=True)
+        order = ["old", "new"] if rnd % 2 == 0 else ["new", "old"]
+        for name in routes:
+            route = ROUTES[name]
+            for label in order:
+                result = run_service(
+                    trees[label], route[0], dsn[route[0]], route, max_id[route[0]], a
+                )
+                runs.append(
+                    {
+                        "round": rnd,
+                        "route": name,
+                        "tree": label,
+                        **result,
+                        "of_ceiling": round(result["rps"] / ceiling["rps"], 3),
+                    }
+                )
+                print(json.dumps(runs[-1]), flush=True)
+    summary = {}
+    for name in ["ceiling-query", *routes]:
+        for label in ["-"] if name == "ceiling-query" else ["old", "new"]:
+            mine = [r for r in runs if r["route"] == name and r["tree"] == label]
+            summary[f"{name} {label}"] = {
+                k: statistics.median(r[k] for r in mine)
+                for k in (
+                    "rps",
+                    "p50_ms",
+                    "p99_ms",
+                    "non_2xx",
+                    *(["of_ceiling"] if label != "-" else []),
+                )
+            }
+        if name != "ceiling-query":
+            pairs = [
+                next(
+                    r["rps"]
+                    for r in runs
+                    if r["route"] == name and r["tree"] == "new" and r["round"] == i
+                )
+                / next(
+                    r["rps"]
+                    for r in runs
+                    if r["route"] == name and r["tree"] == "old" and r["round"] == i
+                )
+                for i in range(a.rounds)
+            ]
+            summary[f"{name} new/old"] = {
+                "pair_ratios": [round(x, 3) for x in pairs],
+                "median": round(statistics.median(pairs), 3),
+            }
+    for k, v in summary.items():
+        print(k, json.dumps(v))
+    out = ROOT / "bench/results" / f"cold_ab-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(a) | {"old": str(a.old), "new": str(a.new)},
+                "runs": runs,
+                "summary": summary,
+            },
+            indent=1,
+        )
+    )
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
