@@ -304,3 +304,46 @@ async def test_check_tool_finds_a_stale_document(qa_client, qa_conn, qa_db, caps
     assert "3 products: 1 differ" in capsys.readouterr().out
     await qa_conn.execute("SELECT qa_refresh_question_lists(ARRAY[2])")  # the documented repair
     assert await check_read_model.check(qa_db, 0, seed=1) == []
+
+
+async def test_answer_and_photos_rebuild_once_per_statement_not_less(
+    qa_client, qa_conn, connect, qa_db
+):
+    """INSERT_ANSWER's answers trigger rebuilds the product after the answer
+    and its photos; its photos trigger then skips it. Photos written by a
+    later statement of the same transaction still rebuild it."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 11)
+    written = (
+        "SELECT pg_stat_get_xact_tuples_inserted(c) + pg_stat_get_xact_tuples_updated(c)"
+        " FROM (SELECT 'question_lists'::regclass::oid c) x"
+    )
+    # A fresh session: the xact counters also hold its earlier, unflushed writes.
+    fresh = await connect(qa_db)
+    async with fresh.transaction():
+        photos = [PHOTO.format(1), PHOTO.format(2)]
+        await fresh.fetchrow(queries.INSERT_ANSWER, question, "b", "n", "n@x.io", photos)
+        assert await fresh.fetchval(written) == 1
+    await assert_pages_match(db, 11)
+
+    insert_answer = (
+        "INSERT INTO answers (question_id, body, answerer_name, answerer_email)"
+        " VALUES ($1, 'later', 'n', 'n@x.io') RETURNING id"
+    )
+    async with qa_conn.transaction():
+        answer = await qa_conn.fetchval(insert_answer, question)
+        await qa_conn.execute(
+            "INSERT INTO answers_photos (answer_id, url) VALUES ($1, $2)", answer, PHOTO.format(3)
+        )
+    # Both statements in one round trip, inside one function call.
+    await qa_conn.execute(
+        "DO $$ DECLARE a integer; BEGIN"
+        f" INSERT INTO answers (question_id, body, answerer_name, answerer_email)"
+        f" VALUES ({question}, 'in a DO block', 'n', 'n@x.io') RETURNING id INTO a;"
+        " INSERT INTO answers_photos (answer_id, url) VALUES (a, 'https://img.example/4.jpg');"
+        " END $$"
+    )
+    await assert_pages_match(db, 11)
+    served = await queries.questions_page(db, 11, 1, 5)
+    for n in (1, 2, 3, 4):
+        assert PHOTO.format(n).encode() in served

@@ -66,8 +66,15 @@ $$;
 -- (Under REPEATABLE READ the upsert of a row another transaction changed
 -- fails with a serialization error instead; the service writes in READ
 -- COMMITTED.)
-CREATE FUNCTION qa_refresh_question_lists(products integer[]) RETURNS void
-LANGUAGE plpgsql AS $$
+--
+-- written_by: the command id of the rows that call for the rebuild. A row
+-- this transaction rebuilt at a later command already saw them (its
+-- snapshot saw every earlier command, and the lock kept other writers out
+-- since), so it is left alone: INSERT_ANSWER writes an answer and its photos
+-- in one statement; the first of its two triggers to run rebuilds the
+-- product after both, and the second skips it instead of building it twice.
+CREATE FUNCTION qa_refresh_question_lists(products integer[], written_by bigint DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     p integer;
     built record;
@@ -75,6 +82,13 @@ BEGIN
     FOR p IN SELECT DISTINCT x FROM unnest(products) AS x WHERE x IS NOT NULL ORDER BY x LOOP
         -- 0x7161 = 'qa': this key space's first half, the product id the second.
         PERFORM pg_advisory_xact_lock(29025, p);
+        IF written_by IS NOT NULL AND EXISTS (
+            SELECT 1 FROM question_lists l
+            WHERE l.product_id = p AND l.xmin = pg_current_xact_id()::xid
+              AND l.cmin::text::bigint > written_by
+        ) THEN
+            CONTINUE;
+        END IF;
         SELECT string_agg(e.element, '\x2c'::bytea ORDER BY e.helpful DESC, e.id DESC) AS items,
                array_agg(e.ends ORDER BY e.helpful DESC, e.id DESC) AS ends
         INTO built
@@ -144,9 +158,13 @@ $$;
 CREATE FUNCTION qa_answers_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM qa_refresh_question_lists(ARRAY(
-            SELECT q.product_id FROM questions q
-            WHERE q.id IN (SELECT n.question_id FROM new_rows n WHERE NOT n.reported)));
+        PERFORM qa_refresh_question_lists(
+            ARRAY(
+                SELECT q.product_id FROM questions q
+                WHERE q.id IN (SELECT n.question_id FROM new_rows n WHERE NOT n.reported)),
+            -- this statement's command id: one of its rows' cmin (all share it)
+            (SELECT a.cmin::text::bigint FROM answers a
+             WHERE a.id = (SELECT n.id FROM new_rows n LIMIT 1)));
     ELSIF TG_OP = 'UPDATE' THEN
         PERFORM qa_refresh_question_lists(ARRAY(
             SELECT q.product_id FROM questions q
@@ -174,9 +192,13 @@ $$;
 CREATE FUNCTION qa_answers_photos_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM qa_refresh_question_lists(ARRAY(
-            SELECT q.product_id FROM answers a JOIN questions q ON q.id = a.question_id
-            WHERE a.id IN (SELECT n.answer_id FROM new_rows n WHERE n.url IS NOT NULL)));
+        PERFORM qa_refresh_question_lists(
+            ARRAY(
+                SELECT q.product_id FROM answers a JOIN questions q ON q.id = a.question_id
+                WHERE a.id IN (SELECT n.answer_id FROM new_rows n WHERE n.url IS NOT NULL)),
+            -- this statement's command id: one of its rows' cmin (all share it)
+            (SELECT ph.cmin::text::bigint FROM answers_photos ph
+             WHERE ph.id = (SELECT n.id FROM new_rows n LIMIT 1)));
     ELSIF TG_OP = 'UPDATE' THEN
         PERFORM qa_refresh_question_lists(ARRAY(
             SELECT q.product_id FROM answers a JOIN questions q ON q.id = a.question_id
