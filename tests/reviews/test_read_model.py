@@ -202,6 +202,37 @@ async def test_one_write_in_a_transaction_of_several_statements(reviews_client, 
     await assert_same(reviews_client.app[DB], {7})
 
 
+async def test_concurrent_writes_to_one_product_both_reach_its_documents(
+    reviews_client, reviews_conn, connect, reviews_db
+) -> None:
+    """The second writer's trigger waits for the first's commit and builds from
+    a snapshot with both writes: neither vote is lost from the documents."""
+    rng = random.Random(6)
+    for _ in range(2):
+        resp = await reviews_client.post("/reviews", json=review_body(rng, 8, []))
+        assert resp.status == 201
+    first, second = [r[0] for r in await reviews_conn.fetch("SELECT id FROM reviews ORDER BY id")]
+    other = await connect(reviews_db)
+    tx = reviews_conn.transaction()
+    await tx.start()
+    await reviews_conn.execute("UPDATE reviews SET helpfulness = 5 WHERE id = $1", first)
+    other_pid = await other.fetchval("SELECT pg_backend_pid()")
+    blocked = asyncio.create_task(
+        other.execute("UPDATE reviews SET helpfulness = 9 WHERE id = $1", second)
+    )
+    # Wait (an event, not a sleep) until the second writer waits on a lock.
+    while not await reviews_conn.fetchval(
+        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", other_pid
+    ):
+        assert not blocked.done(), "the second write did not wait for the first"
+        await asyncio.sleep(0.01)
+    await tx.commit()
+    await blocked
+    await assert_same(reviews_client.app[DB], {8})
+    page = await queries.review_page(reviews_client.app[DB], 8, "helpful", 1, 5)
+    assert page.count(b'"helpfulness":9') == 1 and page.count(b'"helpfulness":5') == 1
+
+
 # ---------------------------------------------------------------- the loader
 
 

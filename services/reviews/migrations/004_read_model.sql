@@ -131,12 +131,34 @@ LEFT JOIN LATERAL (
 WHERE pr.product_id IS NOT NULL OR c.items IS NOT NULL
 $$;
 
+-- Two writers of one product must not build its documents from snapshots
+-- that miss each other's change: in READ COMMITTED the second's upsert would
+-- wait for the first's row, then overwrite it with bytes built without the
+-- first's write. So a refresh first takes a transaction-level lock per
+-- product (in id order: two statements touching several products do not
+-- deadlock; lists and meta share the key, so the triggers of one statement,
+-- in whatever order they fire, take one lock per product), and reads the
+-- tables in its next statement, whose fresh snapshot sees every write
+-- committed before the lock was granted. Writes to different products do
+-- not wait for each other.
+CREATE FUNCTION read_model_lock(pids integer[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    p integer;
+BEGIN
+    FOR p IN SELECT DISTINCT x FROM unnest(pids) x WHERE x IS NOT NULL ORDER BY x LOOP
+        PERFORM pg_advisory_xact_lock(29302, p);  -- 29302 = 0x7276, 'rv'
+    END LOOP;
+END
+$$;
+
 -- What the triggers call: rebuild the documents of `pids` in place, and
 -- drop those left with nothing. plpgsql, so that each session plans these
 -- statements once (a SQL function's are planned again at every call).
 CREATE FUNCTION read_model_refresh_lists(pids integer[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM read_model_lock(pids);
     INSERT INTO review_lists AS l SELECT * FROM read_model_list_rows(pids)
     ON CONFLICT (product_id, sort_key) DO UPDATE SET items = EXCLUDED.items, ends = EXCLUDED.ends;
     DELETE FROM review_lists l
@@ -148,6 +170,7 @@ $$;
 CREATE FUNCTION read_model_refresh_meta(pids integer[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM read_model_lock(pids);
     INSERT INTO review_meta_docs AS d SELECT * FROM read_model_meta_rows(pids)
     ON CONFLICT (product_id) DO UPDATE SET body = EXCLUDED.body;
     DELETE FROM review_meta_docs d
