@@ -18,9 +18,7 @@ sequential calls over one asyncpg connection for products drawn uniformly
 from 1..max(product_id): today's query + Python fold
 (queries.questions_page_from_tables) against the read model
 (queries.questions_page), page 1 with the default count 5, and count 1000,
-alternating round by round; wall microseconds per call. Also the slice read
-from an EXTENDED (compressible) copy of question_lists against the EXTERNAL
-table, on the products whose items are stored out of line.
+alternating round by round; wall microseconds per call.
 
 storage: the read model's size per question and per product.
 """
@@ -117,9 +115,9 @@ async def writes(n: int, rounds: int) -> None:
             await seed_product(conn, product_id, count, True)
         await conn.execute("ANALYZE")
         doc = await conn.fetchval(
-            "SELECT octet_length(items) FROM question_lists WHERE product_id = 2"
+            "SELECT sum(octet_length(element)) FROM question_documents WHERE product_id = 2"
         )
-        print(f"seeded; the 200-question product's items: {doc} bytes")
+        print(f"seeded; the 200-question product's elements: {doc} bytes")
 
         async def pick(product_id: int) -> tuple[int, int]:
             return tuple(
@@ -187,8 +185,6 @@ async def writes(n: int, rounds: int) -> None:
 
 # --- reads ----------------------------------------------------------------------------
 
-SLICE = queries.QUESTIONS_DOCUMENT
-
 
 async def reads(dsn: str, n: int, rounds: int) -> None:
     conn = await asyncpg.connect(dsn)
@@ -222,55 +218,8 @@ async def reads(dsn: str, n: int, rounds: int) -> None:
                     f"(rounds {', '.join(f'{x:.0f}' for x in per)}; "
                     f"mean body {sizes[mode] / n / rounds:.0f} B)"
                 )
-        await storage_ab(conn, n, rounds)
     finally:
         await conn.close()
-
-
-async def storage_ab(conn: asyncpg.Connection, n: int, rounds: int) -> None:
-    """EXTERNAL (today) vs EXTENDED items, page 1 of 5 on the products whose
-    items are out of line (over ~2 kB), the only ones the choice touches."""
-    await conn.execute("DROP TABLE IF EXISTS question_lists_extended")
-    await conn.execute(
-        "CREATE TABLE question_lists_extended (product_id integer PRIMARY KEY,"
-        " items bytea NOT NULL, ends integer[] NOT NULL)"
-    )
-    try:
-        await conn.execute("INSERT INTO question_lists_extended SELECT * FROM question_lists")
-        await conn.execute("ANALYZE question_lists_extended")
-        big = [
-            r[0]
-            for r in await conn.fetch(
-                "SELECT product_id FROM question_lists WHERE pg_column_size(items) < "
-                " octet_length(items) OR octet_length(items) > 2000"
-            )
-        ]
-        sizes = await conn.fetchrow(
-            "SELECT pg_total_relation_size('question_lists') a,"
-            " pg_total_relation_size('question_lists_extended') b"
-        )
-        print(
-            f"storage: EXTERNAL {sizes['a'] / 2**20:.1f} MiB, EXTENDED"
-            f" {sizes['b'] / 2**20:.1f} MiB; {len(big)} products over 2,000 bytes"
-        )
-        if not big:
-            return
-        rng = random.Random(2)
-        tables = ("question_lists", "question_lists_extended")
-        results: dict[str, list[float]] = {t: [] for t in tables}
-        for r in range(rounds + 1):
-            sample = [rng.choice(big) for _ in range(n)]
-            for table in tables if r % 2 else tuple(reversed(tables)):
-                sql = SLICE.replace("question_lists", table)
-                started = time.perf_counter()
-                for p in sample:
-                    await conn.fetchval(sql, p, 0, 5)
-                if r:
-                    results[table].append((time.perf_counter() - started) / n * 1e6)
-        for table, per in results.items():
-            print(f"  page 1 of 5 from {table:<24} {statistics.median(per):7.1f} µs per call")
-    finally:
-        await conn.execute("DROP TABLE IF EXISTS question_lists_extended")
 
 
 async def storage(dsn: str) -> None:
@@ -281,10 +230,11 @@ async def storage(dsn: str) -> None:
             SELECT (SELECT count(*) FROM questions) questions,
                    (SELECT count(*) FROM questions WHERE NOT reported) visible,
                    (SELECT count(*) FROM answers) answers,
-                   (SELECT count(*) FROM question_lists) products,
-                   (SELECT sum(octet_length(items)) FROM question_lists) items,
-                   pg_total_relation_size('question_lists') total,
-                   pg_relation_size('question_lists') heap,
+                   (SELECT count(DISTINCT product_id) FROM question_documents) products,
+                   (SELECT sum(octet_length(element)) FROM question_documents) items,
+                   pg_total_relation_size('question_documents') total,
+                   pg_relation_size('question_documents') heap,
+                   pg_indexes_size('question_documents') indexes,
                    pg_total_relation_size('questions') + pg_total_relation_size('answers')
                      + pg_total_relation_size('answers_photos') tables
             """

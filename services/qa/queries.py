@@ -2,8 +2,8 @@
 ready-to-send response bytes.
 
 Each read is one statement, so one round trip. The questions list is read
-from its read model (question_lists, maintained by triggers in each write's
-transaction: migrations/004_read_model.sql), ready bytes sliced to the page;
+from its read model (question_documents, maintained by triggers in each
+write's transaction: migrations/004_read_model.sql), the page's ready bytes;
 its reference, questions_page_from_tables, joins every question on the page
 to all its visible answers (and their photo urls) and folds the rows into
 the nested shape here, as the answers page still does. Measured against building
@@ -48,17 +48,19 @@ LEFT JOIN LATERAL (
 ORDER BY q.helpful DESC, q.id DESC, a.helpful DESC, a.id DESC
 """
 
-# The read model (migrations/004_read_model.sql): the product's visible
-# questions as ready JSON elements, comma-joined, kept current by triggers in
-# each write's transaction. The page's elements lo+1..hi (1-based) are cut out
-# here (ends[k]: the byte just past element k; ends[0] is NULL), so only the
-# page's bytes cross the wire (and, items being stored uncompressed, only its
-# TOAST chunks are read). NULL: no row or a page past the end, both empty.
+# The read model (migrations/004_read_model.sql): each visible question's
+# JSON element, ready, kept current by triggers in each write's transaction.
+# The page's rows (index question_documents_product_idx), comma-joined into
+# one bytea, so nothing is decoded or encoded here. NULL: an empty page.
 QUESTIONS_DOCUMENT = """
-SELECT substring(items FROM coalesce(ends[$2] + 2, 1)
-                       FOR ends[least($3, cardinality(ends))] - coalesce(ends[$2] + 1, 0))
-FROM question_lists
-WHERE product_id = $1 AND cardinality(ends) > $2
+SELECT string_agg(element, '\\x2c'::bytea ORDER BY helpful DESC, question_id DESC)
+FROM (
+    SELECT element, helpful, question_id
+    FROM question_documents
+    WHERE product_id = $1
+    ORDER BY helpful DESC, question_id DESC
+    LIMIT $2 OFFSET $3
+) page
 """
 
 # The question's own row decides 404 (no row at all) versus an empty page (a
@@ -206,13 +208,9 @@ def report_answer(db: Database, answer_id: int) -> Awaitable[asyncpg.Record | No
 # --- reads ------------------------------------------------------------------------
 
 
-_INT4_MAX = 2**31 - 1  # array subscripts are int4; a page past that is past the end anyway
-
-
 async def questions_page(db: Database, product_id: int, page: int, count: int) -> bytes:
-    """The page from the read model: one primary-key read of ready bytes."""
-    lo = min((page - 1) * count, _INT4_MAX)
-    items = await db.read_fetchval(QUESTIONS_DOCUMENT, product_id, lo, min(lo + count, _INT4_MAX))
+    """The page from the read model: one indexed read of ready bytes."""
+    items = await db.read_fetchval(QUESTIONS_DOCUMENT, product_id, count, (page - 1) * count)
     return b'{"product_id":"%d","results":[%b]}' % (product_id, items or b"")
 
 

@@ -1,4 +1,4 @@
-"""The questions lists' read model (question_lists, kept by triggers in each
+"""The questions lists' read model (question_documents, kept by triggers in each
 write's transaction; migrations/004_read_model.sql) against the live query
 and Python fold it replaced (queries.questions_page_from_tables): after
 randomized writes through the API and awkward values written straight into
@@ -182,9 +182,9 @@ async def test_no_questions_or_all_reported_is_empty(qa_client, qa_conn):
     db = qa_client.app[DB]
     assert await queries.questions_page(db, 4, 1, 5) == b'{"product_id":"4","results":[]}'
     question = await add_question(qa_conn, 4)
-    assert await qa_conn.fetchval("SELECT count(*) FROM question_lists") == 1
+    assert await qa_conn.fetchval("SELECT count(*) FROM question_documents") == 1
     assert (await qa_client.put(f"/qa/questions/{question}/report")).status == 204
-    assert await qa_conn.fetchval("SELECT count(*) FROM question_lists") == 0  # row dropped
+    assert await qa_conn.fetchval("SELECT count(*) FROM question_documents") == 0  # row dropped
     assert await queries.questions_page(db, 4, 1, 5) == b'{"product_id":"4","results":[]}'
     # Pages far past the end, up to the largest page and count the routes accept.
     await add_question(qa_conn, 4)
@@ -204,35 +204,43 @@ async def wait_until_blocked(conn: asyncpg.Connection, pid: int) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_concurrent_writes_to_one_product_lose_nothing(qa_client, qa_conn, connect, qa_db):
-    """Two transactions change two questions of one product at once: the
+async def test_concurrent_writes_to_one_question_lose_nothing(qa_client, qa_conn, connect, qa_db):
+    """Two transactions change two answers of one question at once: the
     second's trigger must wait for the first's commit and build from it."""
     db = qa_client.app[DB]
-    first, second = await add_question(qa_conn, 8), await add_question(qa_conn, 8)
+    question = await add_question(qa_conn, 8)
+    first, second = await add_answer(qa_conn, question), await add_answer(qa_conn, question)
     other = await connect(qa_db)
     async with qa_conn.transaction():
-        await qa_conn.execute("UPDATE questions SET helpful = 5 WHERE id = $1", first)
+        await qa_conn.execute("UPDATE answers SET helpful = 5 WHERE id = $1", first)
         late = asyncio.create_task(
-            other.execute("UPDATE questions SET helpful = 3 WHERE id = $1", second)
+            other.execute("UPDATE answers SET helpful = 3 WHERE id = $1", second)
         )
         await wait_until_blocked(qa_conn, other.get_server_pid())
     await late
     await assert_pages_match(db, 8)
     served = orjson.loads(await queries.questions_page(db, 8, 1, 5))
-    assert [q["question_helpfulness"] for q in served["results"]] == [5, 3]
+    embedded = served["results"][0]["answers"].values()
+    assert [a["helpfulness"] for a in embedded] == [5, 3]
 
 
 async def test_unchanged_update_and_unrelated_writes_keep_the_row(qa_client, qa_conn):
     """A second report changes nothing visible: the row is not rewritten."""
     question = await add_question(qa_conn, 6)
     answer = await add_answer(qa_conn, question, reported=True)
-    before = await qa_conn.fetchval("SELECT xmin::text FROM question_lists WHERE product_id = 6")
+    before = await qa_conn.fetchval(
+        "SELECT xmin::text FROM question_documents WHERE question_id = $1", question
+    )
     assert (await qa_client.put(f"/qa/answers/{answer}/report")).status == 204
-    after = await qa_conn.fetchval("SELECT xmin::text FROM question_lists WHERE product_id = 6")
+    after = await qa_conn.fetchval(
+        "SELECT xmin::text FROM question_documents WHERE question_id = $1", question
+    )
     assert before == after
     assert (await qa_client.put(f"/qa/questions/{question}/helpful")).status == 204
     assert (
-        await qa_conn.fetchval("SELECT xmin::text FROM question_lists WHERE product_id = 6")
+        await qa_conn.fetchval(
+            "SELECT xmin::text FROM question_documents WHERE question_id = $1", question
+        )
         != after
     )
 
@@ -249,14 +257,14 @@ async def test_loader_builds_every_document_and_leaves_the_triggers_on(
     await add_question(qa_conn, 10**6)
     generator.generate(tmp_path / "data", scale=0.0005, seed=5)
     report = await run_load(qa_db, tmp_path / "data", tmp_path / "report", redis_server.url)
-    assert report["status"] == "ok" and "question_lists" in report["steps"]
+    assert report["status"] == "ok" and "question_documents" in report["steps"]
     products = [
         r[0] for r in await qa_conn.fetch("SELECT DISTINCT product_id FROM questions ORDER BY 1")
     ]
     assert len(products) > 100
-    assert await qa_conn.fetchval("SELECT count(*) FROM question_lists") == await qa_conn.fetchval(
-        "SELECT count(DISTINCT product_id) FROM questions WHERE NOT reported"
-    )
+    assert await qa_conn.fetchval(
+        "SELECT count(*) FROM question_documents"
+    ) == await qa_conn.fetchval("SELECT count(*) FROM questions WHERE NOT reported")
     for product in products:
         for page, count in ((1, 1000), (1, 5), (2, 3)):
             assert await queries.questions_page(db, product, page, count) == (
@@ -279,7 +287,9 @@ async def test_loader_builds_every_document_and_leaves_the_triggers_on(
     # The export's quirks (quotes, newlines, a NULL and a "null" url, reported rows).
     data = write_export(tmp_path / "quirky", QUIRKY_QUESTIONS, QUIRKY_ANSWERS, QUIRKY_PHOTOS)
     await run_load(qa_db, data, tmp_path / "report2", redis_server.url, parse_in_child=False)
-    assert sorted(r[0] for r in await qa_conn.fetch("SELECT product_id FROM question_lists")) == [
+    assert sorted(
+        r[0] for r in await qa_conn.fetch("SELECT DISTINCT product_id FROM question_documents")
+    ) == [
         5,
         7,
     ]
@@ -302,7 +312,11 @@ async def test_check_tool_finds_a_stale_document(qa_client, qa_conn, qa_db, caps
         await qa_conn.execute("ALTER TABLE answers ENABLE TRIGGER USER")
     assert await check_read_model.check(qa_db, 0, seed=1) == [2]
     assert "3 products: 1 differ" in capsys.readouterr().out
-    await qa_conn.execute("SELECT qa_refresh_question_lists(ARRAY[2])")  # the documented repair
+    # The documented repair.
+    await qa_conn.execute(
+        "SELECT qa_refresh_question_documents(ARRAY(SELECT id FROM questions"
+        " WHERE product_id = ANY(ARRAY[2])))"
+    )
     assert await check_read_model.check(qa_db, 0, seed=1) == []
 
 
@@ -316,7 +330,7 @@ async def test_answer_and_photos_rebuild_once_per_statement_not_less(
     question = await add_question(qa_conn, 11)
     written = (
         "SELECT pg_stat_get_xact_tuples_inserted(c) + pg_stat_get_xact_tuples_updated(c)"
-        " FROM (SELECT 'question_lists'::regclass::oid c) x"
+        " FROM (SELECT 'question_documents'::regclass::oid c) x"
     )
     # A fresh session: the xact counters also hold its earlier, unflushed writes.
     fresh = await connect(qa_db)

@@ -4,12 +4,13 @@
 
 For N products drawn at random from those with questions (all of them with
 --sample 0), the whole list and two random pages as served from
-question_lists (queries.questions_page) must equal, byte for byte, the live
+question_documents (queries.questions_page) must equal, byte for byte, the live
 query and fold (queries.questions_page_from_tables). Read-only. Prints the
 products that differ and exits 1 if any does. A difference means a write
 reached the tables without its triggers (e.g. with session_replication_role
 = replica, or triggers disabled by hand); repair it with
-`SELECT qa_refresh_question_lists(ARRAY[<product ids>])`.
+`SELECT qa_refresh_question_documents(ARRAY(SELECT id FROM questions WHERE
+product_id = ANY(ARRAY[<product ids>])))`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ One transaction: TRUNCATE, drop the secondary indexes, COPY questions,
 answers and answer photos (each file of 16 MB or more parsed and checked in
 a child process while Postgres ingests the previous chunk; ServiceLoader),
 rebuild the indexes, ANALYZE, build the read model of the questions lists
-(question_lists, set-based in SQL: qa_build_question_lists in
+(question_documents, set-based in SQL: qa_build_question_documents in
 migrations/004_read_model.sql; its per-statement triggers are disabled for
 the COPY), move the id sequences past the loaded ids. A
 failed load rolls back and leaves the previous data in place; re-running
@@ -43,7 +43,7 @@ from .columns import HEADERS
 
 MAIN_TABLE = "questions"  # the stack loads demo data when this one is empty
 TABLES = ("questions", "answers", "answers_photos")
-READ_MODEL = "question_lists"  # derived from TABLES: truncated, then rebuilt at the end
+READ_MODEL = "question_documents"  # derived from TABLES: truncated, then rebuilt at the end
 
 QUESTIONS = FileSpec("questions.csv", "questions", HEADERS["questions.csv"])
 ANSWERS = FileSpec("answers.csv", "answers", HEADERS["answers.csv"])
@@ -143,7 +143,7 @@ async def _load_files(
         index_sql,
         TABLES,
         TABLES,
-        aggregates={READ_MODEL: f"SELECT qa_build_question_lists(); ANALYZE {READ_MODEL}"},
+        aggregates={READ_MODEL: f"SELECT qa_build_question_documents(); ANALYZE {READ_MODEL}"},
     )
     await enable_triggers(conn, triggers)
 

@@ -1,27 +1,28 @@
--- The read model of GET /qa/questions (issue 21): per product, the JSON
--- elements of the `results` array ready to send, so a cold read is one
--- primary-key read of bytes (queries.QUESTIONS_DOCUMENT) instead of a join
--- and a fold in Python.
+-- The read model of GET /qa/questions (issue 21): each visible question as
+-- the JSON element of the `results` array it is sent as (its non-reported
+-- answers embedded), ready, so that a cold read is one indexed read of
+-- ready bytes (queries.QUESTIONS_DOCUMENT: the page's rows in the list's
+-- order, comma-joined) instead of a join and a fold in Python.
 --
--- items: every non-reported question of the product as the bytes orjson
---   gives today (each with all its non-reported answers embedded), in the
---   list's order (helpful DESC, id DESC), comma-joined;
--- ends:  ends[k] = the byte offset just past element k (1-based), so a page
---   of elements lo+1..hi is items[(lo = 0 ? 0 : ends[lo] + 1), ends[hi]).
--- A product with no visible question has no row (an empty list).
+-- One row per question, not one document per product: a write then rebuilds
+-- one question's element, whatever the size of its product. A per-product
+-- document (every element comma-joined, with their end offsets) was built
+-- and measured first: each write rebuilt and rewrote the whole product,
+-- ~1 ms for 3 questions and ~47 ms for 200 (docs/decisions/0036).
 --
--- Kept current by the triggers below, in the transaction of every write to
--- questions, answers or answers_photos; the loader disables them around its
--- COPY and builds every row at once (QUESTION_LISTS_BUILD in
--- services/qa/data/loader.py) with the same element functions.
-CREATE TABLE question_lists (
-    product_id  integer PRIMARY KEY,
-    items       bytea     NOT NULL,
-    ends        integer[] NOT NULL
+-- A reported question has no row. Kept current by the triggers below, in the
+-- transaction of every write to questions, answers or answers_photos; the
+-- loader disables them around its COPY and builds every row at once
+-- (qa_build_question_documents) with the same element functions.
+CREATE TABLE question_documents (
+    question_id  integer PRIMARY KEY,
+    product_id   integer NOT NULL,
+    helpful      integer NOT NULL,
+    element      bytea   NOT NULL
 );
--- Uncompressed out of line: substring() of a long list then reads only the
--- TOAST chunks of the page it asks for (docs/decisions/0036).
-ALTER TABLE question_lists ALTER COLUMN items SET STORAGE EXTERNAL;
+-- The list's order, as questions_product_helpful_idx has it.
+CREATE INDEX question_documents_product_idx
+    ON question_documents (product_id, helpful DESC, question_id DESC);
 
 -- One answer as a member of its question's "answers" object, and one
 -- question as an element of "results": string concatenation, not
@@ -56,67 +57,55 @@ CREATE FUNCTION qa_question_element(
         'UTF8')
 $$;
 
--- Rebuild the rows of `products` from the tables. Each product's advisory
--- lock is taken first (in id order: no deadlock between two statements
--- touching several products) and the rows are read by the next statement,
--- which in READ COMMITTED takes a new snapshot: it sees every write
--- committed before the lock was granted. Without the lock two concurrent
--- writes to one product would each build from a snapshot without the
--- other's change and the second upsert would overwrite the first's.
--- (Under REPEATABLE READ the upsert of a row another transaction changed
--- fails with a serialization error instead; the service writes in READ
--- COMMITTED.)
+-- Rebuild the rows of `ids` (question ids) from the tables. Each question's
+-- advisory lock is taken first (in id order: no deadlock between two
+-- statements touching several) and the rows are read by the next statement,
+-- which in READ COMMITTED takes a new snapshot: it sees every write committed
+-- before the lock was granted. Without the lock two concurrent writes to one
+-- question (two of its answers) would each build from a snapshot without the
+-- other's change and the second upsert would overwrite the first's. (Under
+-- REPEATABLE READ the upsert of a row another transaction changed fails with
+-- a serialization error instead; the service writes in READ COMMITTED.)
 --
 -- written_by: the command id of the rows that call for the rebuild. A row
 -- this transaction rebuilt at a later command already saw them (its
 -- snapshot saw every earlier command, and the lock kept other writers out
 -- since), so it is left alone: INSERT_ANSWER writes an answer and its photos
 -- in one statement; the first of its two triggers to run rebuilds the
--- product after both, and the second skips it instead of building it twice.
-CREATE FUNCTION qa_refresh_question_lists(products integer[], written_by bigint DEFAULT NULL)
+-- question after both, and the second skips it instead of building it twice.
+CREATE FUNCTION qa_refresh_question_documents(ids integer[], written_by bigint DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    p integer;
-    built record;
+    qid integer;
 BEGIN
-    FOR p IN SELECT DISTINCT x FROM unnest(products) AS x WHERE x IS NOT NULL ORDER BY x LOOP
-        -- 0x7161 = 'qa': this key space's first half, the product id the second.
-        PERFORM pg_advisory_xact_lock(29025, p);
+    FOR qid IN SELECT DISTINCT x FROM unnest(ids) AS x WHERE x IS NOT NULL ORDER BY x LOOP
+        -- 0x7161 = 'qa': this key space's first half, the question id the second.
+        PERFORM pg_advisory_xact_lock(29025, qid);
         IF written_by IS NOT NULL AND EXISTS (
-            SELECT 1 FROM question_lists l
-            WHERE l.product_id = p AND l.xmin = pg_current_xact_id()::xid
-              AND l.cmin::text::bigint > written_by
+            SELECT 1 FROM question_documents d
+            WHERE d.question_id = qid AND d.xmin = pg_current_xact_id()::xid
+              AND d.cmin::text::bigint > written_by
         ) THEN
             CONTINUE;
         END IF;
-        SELECT string_agg(e.element, '\x2c'::bytea ORDER BY e.helpful DESC, e.id DESC) AS items,
-               array_agg(e.ends ORDER BY e.helpful DESC, e.id DESC) AS ends
-        INTO built
-        FROM (
-            SELECT x.id, x.helpful, x.element,
-                   (sum(octet_length(x.element) + 1)
-                        OVER (ORDER BY x.helpful DESC, x.id DESC) - 1)::integer AS ends
-            FROM (
-                SELECT q.id, q.helpful,
-                       qa_question_element(q.id, q.body, q.date_written, q.asker_name, q.helpful, (
-                           SELECT string_agg(qa_answer_member(
-                                      a.id, a.body, a.date_written, a.answerer_name, a.helpful, (
-                                          SELECT string_agg(to_json(ph.url)::text, ',' ORDER BY ph.id)
-                                          FROM answers_photos ph
-                                          WHERE ph.answer_id = a.id AND ph.url IS NOT NULL)),
-                                  ',' ORDER BY a.helpful DESC, a.id DESC)
-                           FROM answers a
-                           WHERE a.question_id = q.id AND NOT a.reported)) AS element
-                FROM questions q
-                WHERE q.product_id = p AND NOT q.reported
-            ) x
-        ) e;
-        IF built.items IS NULL THEN
-            DELETE FROM question_lists WHERE product_id = p;
-        ELSE
-            INSERT INTO question_lists (product_id, items, ends)
-            VALUES (p, built.items, built.ends)
-            ON CONFLICT (product_id) DO UPDATE SET items = excluded.items, ends = excluded.ends;
+        INSERT INTO question_documents (question_id, product_id, helpful, element)
+        SELECT q.id, q.product_id, q.helpful,
+               qa_question_element(q.id, q.body, q.date_written, q.asker_name, q.helpful, (
+                   SELECT string_agg(qa_answer_member(
+                              a.id, a.body, a.date_written, a.answerer_name, a.helpful, (
+                                  SELECT string_agg(to_json(ph.url)::text, ',' ORDER BY ph.id)
+                                  FROM answers_photos ph
+                                  WHERE ph.answer_id = a.id AND ph.url IS NOT NULL)),
+                          ',' ORDER BY a.helpful DESC, a.id DESC)
+                   FROM answers a
+                   WHERE a.question_id = q.id AND NOT a.reported))
+        FROM questions q
+        WHERE q.id = qid AND NOT q.reported
+        ON CONFLICT (question_id) DO UPDATE
+            SET product_id = excluded.product_id, helpful = excluded.helpful,
+                element = excluded.element;
+        IF NOT FOUND THEN  -- reported or gone
+            DELETE FROM question_documents WHERE question_id = qid;
         END IF;
     END LOOP;
 END
@@ -125,31 +114,30 @@ $$;
 -- Statement-level AFTER triggers with transition tables: they run once a
 -- statement (every CTE of the service's one-statement writes included) is
 -- done, so they see the answer and the photos INSERT_ANSWER wrote together,
--- and rebuild each touched product once per table per statement. Updates
--- that change nothing the list shows (a second report) rebuild nothing.
+-- and rebuild each touched question once per statement. Updates that change
+-- nothing the list shows (a second report) rebuild nothing.
 -- SECURITY INVOKER: the app role (runway_qa) has DML on every table,
--- question_lists included, and EXECUTE on functions is PUBLIC's by default.
+-- question_documents included, and EXECUTE on functions is PUBLIC's by default.
 
 CREATE FUNCTION qa_questions_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM qa_refresh_question_lists(
-            ARRAY(SELECT n.product_id FROM new_rows n WHERE NOT n.reported));
+        PERFORM qa_refresh_question_documents(
+            ARRAY(SELECT n.id FROM new_rows n WHERE NOT n.reported));
     ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM qa_refresh_question_lists(ARRAY(
-            SELECT unnest(ARRAY[o.product_id, n.product_id])
+        PERFORM qa_refresh_question_documents(ARRAY(
+            SELECT n.id
             FROM old_rows o JOIN new_rows n ON n.id = o.id
             WHERE (o.product_id, o.body, o.date_written, o.asker_name, o.helpful, o.reported)
                   IS DISTINCT FROM
                   (n.product_id, n.body, n.date_written, n.asker_name, n.helpful, n.reported)
               AND NOT (o.reported AND n.reported)
             UNION ALL  -- an id changed: both sides
-            SELECT o.product_id FROM old_rows o WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.id = o.id)
+            SELECT o.id FROM old_rows o WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.id = o.id)
             UNION ALL
-            SELECT n.product_id FROM new_rows n WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.id = n.id)));
+            SELECT n.id FROM new_rows n WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.id = n.id)));
     ELSE
-        PERFORM qa_refresh_question_lists(
-            ARRAY(SELECT o.product_id FROM old_rows o WHERE NOT o.reported));
+        PERFORM qa_refresh_question_documents(ARRAY(SELECT o.id FROM old_rows o));
     END IF;
     RETURN NULL;
 END
@@ -158,54 +146,49 @@ $$;
 CREATE FUNCTION qa_answers_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM qa_refresh_question_lists(
-            ARRAY(
-                SELECT q.product_id FROM questions q
-                WHERE q.id IN (SELECT n.question_id FROM new_rows n WHERE NOT n.reported)),
+        PERFORM qa_refresh_question_documents(
+            ARRAY(SELECT n.question_id FROM new_rows n WHERE NOT n.reported),
             -- this statement's command id: one of its rows' cmin (all share it)
             (SELECT a.cmin::text::bigint FROM answers a
              WHERE a.id = (SELECT n.id FROM new_rows n LIMIT 1)));
     ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM qa_refresh_question_lists(ARRAY(
-            SELECT q.product_id FROM questions q
-            WHERE q.id IN (
-                SELECT unnest(ARRAY[o.question_id, n.question_id])
-                FROM old_rows o JOIN new_rows n ON n.id = o.id
-                WHERE (o.question_id, o.body, o.date_written, o.answerer_name, o.helpful, o.reported)
-                      IS DISTINCT FROM
-                      (n.question_id, n.body, n.date_written, n.answerer_name, n.helpful, n.reported)
-                  AND NOT (o.reported AND n.reported)
-                UNION ALL
-                SELECT o.question_id FROM old_rows o WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.id = o.id)
-                UNION ALL
-                SELECT n.question_id FROM new_rows n WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.id = n.id))));
+        PERFORM qa_refresh_question_documents(ARRAY(
+            SELECT unnest(ARRAY[o.question_id, n.question_id])
+            FROM old_rows o JOIN new_rows n ON n.id = o.id
+            WHERE (o.question_id, o.body, o.date_written, o.answerer_name, o.helpful, o.reported)
+                  IS DISTINCT FROM
+                  (n.question_id, n.body, n.date_written, n.answerer_name, n.helpful, n.reported)
+              AND NOT (o.reported AND n.reported)
+            UNION ALL
+            SELECT o.question_id FROM old_rows o WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.id = o.id)
+            UNION ALL
+            SELECT n.question_id FROM new_rows n WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.id = n.id)));
     ELSE
-        PERFORM qa_refresh_question_lists(ARRAY(
-            SELECT q.product_id FROM questions q
-            WHERE q.id IN (SELECT o.question_id FROM old_rows o WHERE NOT o.reported)));
+        PERFORM qa_refresh_question_documents(
+            ARRAY(SELECT o.question_id FROM old_rows o WHERE NOT o.reported));
     END IF;
     RETURN NULL;
 END
 $$;
 
--- A photo's change shows in its answer's question's product's list.
+-- A photo's change shows in its answer's question's element.
 CREATE FUNCTION qa_answers_photos_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM qa_refresh_question_lists(
+        PERFORM qa_refresh_question_documents(
             ARRAY(
-                SELECT q.product_id FROM answers a JOIN questions q ON q.id = a.question_id
+                SELECT a.question_id FROM answers a
                 WHERE a.id IN (SELECT n.answer_id FROM new_rows n WHERE n.url IS NOT NULL)),
             -- this statement's command id: one of its rows' cmin (all share it)
             (SELECT ph.cmin::text::bigint FROM answers_photos ph
              WHERE ph.id = (SELECT n.id FROM new_rows n LIMIT 1)));
     ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM qa_refresh_question_lists(ARRAY(
-            SELECT q.product_id FROM answers a JOIN questions q ON q.id = a.question_id
+        PERFORM qa_refresh_question_documents(ARRAY(
+            SELECT a.question_id FROM answers a
             WHERE a.id IN (SELECT n.answer_id FROM new_rows n UNION SELECT o.answer_id FROM old_rows o)));
     ELSE
-        PERFORM qa_refresh_question_lists(ARRAY(
-            SELECT q.product_id FROM answers a JOIN questions q ON q.id = a.question_id
+        PERFORM qa_refresh_question_documents(ARRAY(
+            SELECT a.question_id FROM answers a
             WHERE a.id IN (SELECT o.answer_id FROM old_rows o WHERE o.url IS NOT NULL)));
     END IF;
     RETURN NULL;
@@ -238,10 +221,10 @@ CREATE TRIGGER qa_answers_photos_updated AFTER UPDATE ON answers_photos
 CREATE TRIGGER qa_answers_photos_deleted AFTER DELETE ON answers_photos
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION qa_answers_photos_changed();
 
--- Every product's row at once, set-based (hash aggregates, no per-question
--- lookups), into an empty question_lists: the loader's last step, and here
--- for a database loaded before this migration. Returns the rows built.
-CREATE FUNCTION qa_build_question_lists() RETURNS bigint LANGUAGE sql AS $$
+-- Every question's row at once, set-based (hash aggregates, no per-question
+-- lookups), into an empty question_documents: the loader's last step, and
+-- here for a database loaded before this migration. Returns the rows built.
+CREATE FUNCTION qa_build_question_documents() RETURNS bigint LANGUAGE sql AS $$
     WITH photos AS (
         SELECT answer_id, string_agg(to_json(url)::text, ',' ORDER BY id) AS urls
         FROM answers_photos
@@ -255,29 +238,18 @@ CREATE FUNCTION qa_build_question_lists() RETURNS bigint LANGUAGE sql AS $$
         FROM answers a LEFT JOIN photos ph ON ph.answer_id = a.id
         WHERE NOT a.reported
         GROUP BY a.question_id
-    ), elements AS (
-        SELECT q.product_id, q.id, q.helpful,
+    ), built AS (
+        INSERT INTO question_documents (question_id, product_id, helpful, element)
+        SELECT q.id, q.product_id, q.helpful,
                qa_question_element(q.id, q.body, q.date_written, q.asker_name, q.helpful,
-                                   m.answers) AS element
+                                   m.answers)
         FROM questions q LEFT JOIN members m ON m.question_id = q.id
         WHERE NOT q.reported
-    ), ends AS (
-        SELECT product_id, id, helpful, element,
-               (sum(octet_length(element) + 1)
-                    OVER (PARTITION BY product_id ORDER BY helpful DESC, id DESC) - 1)::integer
-                   AS ends
-        FROM elements
-    ), built AS (
-        INSERT INTO question_lists (product_id, items, ends)
-        SELECT product_id,
-               string_agg(element, '\x2c'::bytea ORDER BY helpful DESC, id DESC),
-               array_agg(ends ORDER BY helpful DESC, id DESC)
-        FROM ends
-        GROUP BY product_id
+        ORDER BY q.product_id, q.helpful DESC, q.id DESC  -- a product's rows together
         RETURNING 1
     )
     SELECT count(*) FROM built
 $$;
 
 -- A database loaded before this migration gets its rows now.
-SELECT qa_build_question_lists();
+SELECT qa_build_question_documents();
