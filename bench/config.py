@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra import redis_cluster
 from infra.stack import local_postgres_url
 from services.common import settings as svc_settings
 from services.photos import settings as photos_settings
@@ -66,6 +67,28 @@ QUICK = Durations(
 )
 
 
+# --redis-cluster: the harness's own Redis Cluster, 3 primaries + 1 replica
+# each, on the single Redis's port + 1..6 (16380-16385 at the default offset)
+# with each node's cluster bus on its port + 100 (16480-16485): clear of `make
+# up`'s cluster (7000-7005, buses 17000-17005), of the benchmark stack's other
+# ports, and below 20000, where the tests pick their free ports
+# (tests/conftest.py PORT_RANGE; their clusters take ephemeral ones).
+CLUSTER_PRIMARIES = 3
+CLUSTER_FIRST_PORT = 6380  # + the port offset
+CLUSTER_BUS_STEP = 100
+
+
+def cluster_ports(port_offset: int) -> tuple[list[int], dict[int, int]]:
+    """The benchmark cluster's node ports (the first is the seed) and each
+    node's cluster bus port."""
+    first = CLUSTER_FIRST_PORT + port_offset
+    ports = [first + i for i in range(2 * CLUSTER_PRIMARIES)]
+    bus = {port: port + CLUSTER_BUS_STEP for port in ports}
+    if ports[0] < 1024 or max(bus.values()) > 65535:
+        raise ValueError(f"port offset {port_offset}: cluster ports {ports[0]}-{ports[-1]}")
+    return ports, bus
+
+
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
     scale: str  # as typed: it names data/scale-<scale>
@@ -82,6 +105,7 @@ class BenchConfig:
     ceiling_procs: int
     run_id: str
     external_redis: str | None = None  # use this Redis instead of starting one
+    redis_cluster: bool = False  # start a 3+3 Redis Cluster instead of one Redis
     base_url: str | None = None  # a gateway already running: start no stack
     keep_up: bool = False
     only: tuple[str, ...] = ()  # workload name prefixes to run (empty: all)
@@ -106,12 +130,29 @@ class BenchConfig:
     def redis_url(self) -> str:
         """The services reach the Redis the harness starts through its Unix socket:
         it shares their host, and a socket round trip costs both ends less CPU
-        than one over TCP loopback (docs/decisions/0026-unix-sockets-for-postgres-and-redis.md)."""
+        than one over TCP loopback (docs/decisions/0026-unix-sockets-for-postgres-and-redis.md).
+        A cluster's seed node over TCP: a cluster client goes on to the
+        addresses the nodes announce, which are TCP ones."""
+        if self.redis_cluster:
+            return redis_cluster.seed_url(self.redis_cluster_ports[0])
         if self.external_redis:
             return self.external_redis
         if os.environ.get("BENCH_TCP"):
             return f"redis://127.0.0.1:{self.redis_port}/0"
         return f"unix://{self.redis_socket}?db=0"
+
+    @property
+    def redis_cluster_ports(self) -> list[int]:
+        return cluster_ports(self.port_offset)[0]
+
+    @property
+    def redis_kind(self) -> str:
+        """Which Redis the run measured, as its results record it."""
+        if self.base_url:
+            return "the running stack's (--base-url)"
+        if self.redis_cluster:
+            return f"cluster {CLUSTER_PRIMARIES}+{CLUSTER_PRIMARIES}"
+        return "external" if self.external_redis else "single"
 
     @property
     def gateway_url(self) -> str:
@@ -143,6 +184,9 @@ class BenchConfig:
             "RUNWAY_RUN_DIR": str(self.run_dir / "stack"),
             "RUNWAY_DATA_DIR": str(self.data_root),
             "REDIS_URL": self.redis_url,
+            # Set either way, so a REDIS_CLUSTER=1 left in the shell by `make up`
+            # does not point the benchmark's services at that cluster.
+            "REDIS_CLUSTER": "1" if self.redis_cluster else "0",
             "GATEWAY_PORT": str(self.port(svc_settings.GATEWAY_PORT)),
             "GATEWAY_STATUS_PORT": str(self.port(svc_settings.GATEWAY_STATUS_PORT)),
             # The benchmark is one client sending thousands of requests a second.
@@ -152,6 +196,10 @@ class BenchConfig:
             # The stack runs the photos service too (idle here): off the usual port.
             "PHOTOS_PORT": str(self.port(photos_settings.BASE_PORT)),
         }
+        if self.redis_cluster:
+            # infra.stack derives the services' REDIS_URL from it (the seed);
+            # bench/stackup.py keeps it from starting nodes of its own.
+            env["REDIS_CLUSTER_PORT"] = str(self.redis_cluster_ports[0])
         for service in svc_settings.SERVICES:
             env[f"{service.upper()}_PORT"] = str(self.port(svc_settings.BASE_PORTS[service]))
             env[f"{service.upper()}_DATABASE_URL"] = self.database_url(service)

@@ -1,4 +1,5 @@
-"""The processes a benchmark run starts and stops: its own Redis, the stack
+"""The processes a benchmark run starts and stops: its own Redis (one server,
+or with --redis-cluster a 3+3 Redis Cluster, infra/redis_cluster.py), the stack
 (infra/stack.py, as `make up` runs it, with the benchmark's environment), and
 the ceilings (aiohttp processes behind a bench-only NGINX). Also the process
 groups whose CPU and memory are reported."""
@@ -10,16 +11,19 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+from infra import redis_cluster
 from infra.probe import http_status
 from services.common import settings as svc_settings
 from services.common.cache import flush_namespace
 
 from . import procs
-from .config import BENCH_DIR, PYTHON, ROOT, BenchConfig
+from .config import BENCH_DIR, PYTHON, ROOT, BenchConfig, cluster_ports
 from .data import log
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -42,6 +46,8 @@ class Processes:
         self.cfg = cfg
         self.env = {**os.environ, **cfg.stack_env()}
         self.redis: subprocess.Popen[bytes] | None = None
+        self.cluster: redis_cluster.Cluster | None = None
+        self.cluster_started_s: float | None = None
         self.ceiling_apps: list[subprocess.Popen[bytes]] = []
         self.ceiling_nginx: subprocess.Popen[bytes] | None = None
         self.stack_started = False
@@ -50,6 +56,9 @@ class Processes:
     # --- Redis --------------------------------------------------------------------
 
     def start_redis(self) -> None:
+        if self.cfg.redis_cluster:
+            self.start_cluster()
+            return
         if self.cfg.external_redis:
             return
         directory = self.cfg.run_dir / "redis"
@@ -89,11 +98,68 @@ class Processes:
             time.sleep(0.1)
         raise SystemExit("[bench] redis-server did not start (see run/bench/redis/redis.log)")
 
+    def start_cluster(self) -> None:
+        """A fresh 3+3 cluster on the ports config.cluster_ports derives from the
+        port offset, in run/bench/redis-cluster/<port>/; returns once every node
+        says cluster_state:ok, all slots covered, every primary with a replica."""
+        ports, bus = cluster_ports(self.cfg.port_offset)
+        taken = [p for p in [*ports, *bus.values()] if not _bindable(p)]
+        if taken:
+            raise SystemExit(
+                f"[bench] ports {taken} are taken (a Redis Cluster node of an earlier"
+                " run? `pgrep -fa redis-server`)"
+            )
+        root = self.cfg.run_dir / "redis-cluster"
+        # A node that finds an earlier run's nodes-<port>.conf rejoins that
+        # cluster instead of starting fresh, and `--cluster create` refuses it.
+        shutil.rmtree(root, ignore_errors=True)
+        self.cluster = redis_cluster.Cluster(root, tuple(ports), replicas=1, bus_ports=bus)
+        log(f"starting a Redis Cluster, 3 primaries + 3 replicas: ports {ports[0]}-{ports[-1]}")
+        try:
+            self.cluster_started_s = round(self.cluster.start(timeout_s=60), 2)
+        except RuntimeError as e:
+            self.cluster = None  # start() stopped its nodes
+            raise SystemExit(f"[bench] {e}") from None
+        for line in self.cluster.topology().describe().splitlines():
+            log(f"  {line}")
+
+    def redis_summary(self) -> dict[str, Any]:
+        """What the results record about the Redis measured: its kind, URL and,
+        for the cluster, its topology and whether it was still whole at the end
+        (a failover during the run would make it a different comparison)."""
+        cfg = self.cfg
+        out: dict[str, Any] = {"kind": cfg.redis_kind, "url": cfg.redis_url}
+        if self.cluster is not None:
+            try:
+                seen = self.cluster.topology()
+                out["primaries"] = [
+                    {
+                        "node": n.address,
+                        "slots": n.slot_count,
+                        "replicas": [r.address for r in seen.replicas_of(n)],
+                    }
+                    for n in seen.primaries
+                ]
+                problems = redis_cluster.problems(
+                    self.cluster.ports, expect_nodes=len(self.cluster.ports), whole=True
+                )
+            except Exception as e:  # reported, not fatal: the workloads are measured
+                problems = [f"{type(e).__name__}: {e}"]
+            out["node_timeout_ms"] = self.cluster.node_timeout_ms
+            out["started_s"] = self.cluster_started_s
+            out["at_end"] = "ok" if not problems else problems[:8]
+        return out
+
     def flush_caches(self) -> None:
         """Every service's namespace, through the services' own protocol, so
-        their in-process tiers drop too."""
+        their in-process tiers drop too (on a cluster too: the namespace's
+        generation lives on one slot)."""
         for service in self.cfg.services:
-            if not asyncio.run(flush_namespace(self.cfg.redis_url, service, timeout_ms=500)):
+            if not asyncio.run(
+                flush_namespace(
+                    self.cfg.redis_url, service, timeout_ms=500, cluster=self.cfg.redis_cluster
+                )
+            ):
                 raise SystemExit(f"[bench] could not flush the {service} cache")
 
     # --- the stack ----------------------------------------------------------------------
@@ -222,6 +288,8 @@ class Processes:
         out["postgres"] = procs.by_comm("postgres")
         if self.redis is not None:
             out["redis"] = {"redis": self.redis.pid}
+        if self.cluster is not None:  # all six nodes: the replicas' work is the cluster's cost
+            out["redis"] = {f"redis-{port}": p.pid for port, p in self.cluster.processes.items()}
         return out
 
     def service_labels(self) -> list[str]:
@@ -241,6 +309,20 @@ class Processes:
         if self.redis is not None and not (self.cfg.keep_up and self.stack_started):
             self.redis.terminate()
             _reap(self.redis)
+        if self.cluster is not None and not (self.cfg.keep_up and self.stack_started):
+            self.cluster.stop()
+
+
+def _bindable(port: int) -> bool:
+    """Nothing listens on it (SO_REUSEADDR, as redis-server binds: an earlier
+    run's connections lingering in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:

@@ -100,12 +100,33 @@ def _postgres_line(pg: dict[str, Any]) -> list[str]:
     ]
 
 
+def _redis_line(run: dict[str, Any]) -> list[str]:
+    """Which Redis the services' cache used (runs before it was recorded: none)."""
+    if "redis" not in run:
+        return []
+    detail = run.get("redis_detail") or {}
+    line = f"Redis: {run['redis']}"
+    if detail.get("url"):
+        line += f" ({detail['url']})"
+    if detail.get("primaries"):
+        nodes = "; ".join(
+            f"{p['node']} ({p['slots']} slots) + {', '.join(p['replicas']) or 'no replica'}"
+            for p in detail["primaries"]
+        )
+        line += f": {nodes}"
+    if "at_end" in detail:
+        at_end = detail["at_end"]
+        line += "; at the end: " + (at_end if at_end == "ok" else "; ".join(at_end))
+    return [line + "."]
+
+
 def markdown(run: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark {run['run_id']}: scale {run['scale']}{' (quick)' if run['quick'] else ''}",
         "",
         f"Through {run['gateway_url']}; services: {', '.join(run['services'])}; "
         f"wrk -t{run['threads']} -c{run['connections']}; {run['cpus']} CPUs.",
+        *_redis_line(run),
         *_postgres_line(run.get("postgres") or {}),
         "",
         "| workload | rps | × ceiling | p50 ms | p90 ms | p99 ms | p99 bound ms | max ms | errors "

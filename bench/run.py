@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, dict[str, bool]]:
     p.add_argument("--port-offset", type=int, default=10000, help="added to every stack port")
     p.add_argument("--ceiling-procs", type=int, default=os.cpu_count() or 2)
     p.add_argument("--redis-url", help="use this Redis (default: start a private one)")
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="start a private Redis Cluster (3 primaries + 3 replicas, on the port\n"
+        "offset + 6380-6385) instead of the single Redis; the services get\n"
+        "REDIS_CLUSTER=1 and its seed node as REDIS_URL",
+    )
     p.add_argument("--base-url", help="a gateway already running: start no stack")
     p.add_argument("--keep-up", action="store_true", help="leave the stack running")
     p.add_argument("--reload", action="store_true", help="reload the data even if present")
@@ -73,6 +80,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, dict[str, bool]]:
         "--seconds", type=int, help="override every workload's duration (profiling, not records)"
     )
     a = p.parse_args(argv)
+    if a.redis_cluster and (a.redis_url or a.base_url):
+        p.error("--redis-cluster starts the stack's Redis: not with --redis-url or --base-url")
     services = tuple(a.services.split(",")) if a.services else SERVICES
     extra: dict[str, Any] = {"results_dir": a.results} if a.results else {}
     if a.only:
@@ -102,6 +111,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, dict[str, bool]]:
         ceiling_procs=a.ceiling_procs,
         run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
         external_redis=a.redis_url,
+        redis_cluster=a.redis_cluster,
         base_url=a.base_url,
         keep_up=a.keep_up,
         **extra,
@@ -264,6 +274,7 @@ def run(cfg: BenchConfig, reload: bool, only_soak: bool) -> dict[str, Any]:
     results: list[Result] = []
     soak_report: dict[str, Any] | None = None
     postgres: dict[str, Any] = {}
+    redis: dict[str, Any] = {}
     try:
         env.start_redis()
         if not cfg.base_url:
@@ -299,9 +310,10 @@ def run(cfg: BenchConfig, reload: bool, only_soak: bool) -> dict[str, Any]:
             result.extra["verification"] = checks
             result.failures += failures + _soak_failures(result, soak_report)
             results.append(result)
+        redis = env.redis_summary()
     finally:
         env.stop_all()
-    return _assemble(cfg, results, soak_report, postgres, time.time() - started)
+    return _assemble(cfg, results, soak_report, postgres, redis, time.time() - started)
 
 
 def paired_rounds(
@@ -351,6 +363,7 @@ def _assemble(
     results: list[Result],
     soak_report: dict[str, Any] | None,
     postgres: dict[str, Any],
+    redis: dict[str, Any],
     wall_s: float,
 ) -> dict[str, Any]:
     workloads = [r.to_json() for r in results if r.workload.name != "W1-warmup"]
@@ -370,6 +383,9 @@ def _assemble(
         "cpus": os.cpu_count(),
         "wall_s": round(wall_s, 1),
         "postgres": postgres,
+        # "single" or "cluster 3+3": what two runs being compared differ in.
+        "redis": cfg.redis_kind,
+        "redis_detail": redis,
         "workloads": workloads,
         "soak": soak_report,
         "failures": failures,

@@ -1,9 +1,9 @@
 """The soak (issue 7): the W1+W3 mix held at a fixed rate for ten minutes,
 watching for leaks. Every interval (a minute in the full run) it samples each
 service process's RSS, the Postgres connections per benchmark database
-(pg_stat_activity) and Redis's client count (CLIENT LIST); at the end RSS may
-have grown at most 10% from the second sample to the last, and connection
-counts may not have crept up."""
+(pg_stat_activity) and Redis's client count (CLIENT LIST; on a cluster,
+summed over its nodes); at the end RSS may have grown at most 10% from the
+second sample to the last, and connection counts may not have crept up."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from redis import Redis
 
+from infra import redis_cluster
 from services.common.db import database_name
 
 from .config import BenchConfig
@@ -45,16 +46,28 @@ def snapshot(cfg: BenchConfig, env: Processes) -> dict[str, Any]:
         if label.split("-")[0] in cfg.services:
             value = rss_bytes(pid)
             rss[label] = round(value / 2**20, 1) if value else None
-    client = Redis.from_url(cfg.redis_url, socket_timeout=2)
-    try:
-        redis_clients = len(client.client_list())
-    finally:
-        client.close()
     return {
         "rss_mb": rss,
         "pg_connections": asyncio.run(_pg_connections(cfg)),
-        "redis_clients": redis_clients,
+        "redis_clients": _redis_clients(cfg),
     }
+
+
+def _redis_clients(cfg: BenchConfig) -> int:
+    """Connections to Redis: CLIENT LIST's length, on a cluster summed over
+    every node (the services keep connections to each primary they use, and
+    the replicas' links are counted on their primaries)."""
+    if cfg.redis_cluster:
+        clients = [redis_cluster.client(port, 2) for port in cfg.redis_cluster_ports]
+    else:
+        clients = [Redis.from_url(cfg.redis_url, socket_timeout=2)]
+    total = 0
+    for client in clients:
+        try:
+            total += len(client.client_list())
+        finally:
+            client.close()
+    return total
 
 
 def _check(what: str, first: float | None, last: float | None, limit: float) -> dict[str, Any]:
