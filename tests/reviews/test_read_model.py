@@ -233,6 +233,46 @@ async def test_concurrent_writes_to_one_product_both_reach_its_documents(
     assert page.count(b'"helpfulness":9') == 1 and page.count(b'"helpfulness":5') == 1
 
 
+async def test_a_review_with_photos_and_scores_rebuilds_each_document_once(
+    reviews_client, reviews_conn
+) -> None:
+    """INSERT_REVIEW fires the triggers of four tables; the second list and
+    meta refresh of the statement skip the product the first one built."""
+    conn = reviews_conn
+    chars = [
+        await conn.fetchval(
+            "INSERT INTO characteristics (product_id, name) VALUES (3, $1) RETURNING id", name
+        )
+        for name in ("Fit", "Size")
+    ]
+    resp = await reviews_client.post("/reviews", json=review_body(random.Random(7), 3, []))
+    assert resp.status == 201  # product_ratings has its row: the next one is an update
+    # The session's not yet flushed counters (earlier transactions' too),
+    # read before and after, inside one transaction: no flush in between.
+    counts = """
+        SELECT array_agg(n_tup_ins + n_tup_upd ORDER BY relname) FROM pg_stat_xact_user_tables
+        WHERE relname IN ('review_lists', 'review_meta_docs')"""
+    async with conn.transaction():
+        before = await conn.fetchval(counts) or [0, 0]
+        await conn.fetchrow(
+            queries.INSERT_REVIEW,
+            3,
+            5,
+            "s",
+            "b" * 60,
+            True,
+            "n",
+            "e@example.com",
+            ["https://img.example/1.jpg", "https://img.example/2.jpg"],
+            chars,
+            [4, 2],
+        )
+        after = await conn.fetchval(counts)
+    # newest and helpful once each (not twice), the meta once (not twice)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1]
+    await assert_same(reviews_client.app[DB], {3})
+
+
 # ---------------------------------------------------------------- the loader
 
 
