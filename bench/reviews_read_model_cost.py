@@ -45,6 +45,9 @@ class Direct:
     async def read_fetchval(self, sql: str, *args: Any) -> Any:
         return await self.conn.fetchval(sql, *args)
 
+    async def read_fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return await self.conn.fetchrow(sql, *args)
+
 
 async def ensure_big_product(conn: asyncpg.Connection, size: int) -> None:
     """A product with `size` reviews (a photo on every third) and 4

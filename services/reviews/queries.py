@@ -260,10 +260,13 @@ async def review_meta_from_tables(db: Database, product_id: int) -> bytes:
 # A cold read is one primary-key read of bytes the triggers keep equal to what
 # the functions above would build. The page is cut in SQL: elements
 # offset+1 .. offset+count of `items`, by their end offsets, so only that
-# slice leaves Postgres. NULL: no such list, or the page is past its end.
+# slice leaves Postgres (NULL: the page is past its end). A list keeps each
+# order's first 200 elements only: `covered` is false for a page past them
+# (on a product with more), which the live query answers.
 
 LIST_SLICE = """
-SELECT CASE WHEN cardinality(ends) > $3 THEN
+SELECT complete OR cardinality(ends) >= $3::integer + $4::integer AS covered,
+       CASE WHEN cardinality(ends) > $3 THEN
     substring(items
               FROM (CASE WHEN $3 = 0 THEN 0 ELSE ends[$3] + 1 END) + 1
               FOR ends[least($3 + $4, cardinality(ends))]
@@ -281,7 +284,11 @@ async def review_page(db: Database, product_id: int, sort: str, page: int, count
     offset = (page - 1) * count
     items = None
     if offset < _MAX_OFFSET:
-        items = await db.read_fetchval(LIST_SLICE, product_id, _LIST_KEYS[sort], offset, count)
+        row = await db.read_fetchrow(LIST_SLICE, product_id, _LIST_KEYS[sort], offset, count)
+        if row is not None:
+            if not row[0]:
+                return await review_page_from_tables(db, product_id, sort, page, count)
+            items = row[1]
     return b"".join(
         (
             b'{"product":"%d","page":%d,"count":%d,"results":[' % (product_id, page - 1, count),

@@ -273,6 +273,56 @@ async def test_a_review_with_photos_and_scores_rebuilds_each_document_once(
     await assert_same(reviews_client.app[DB], {3})
 
 
+async def test_a_long_list_keeps_its_first_200_and_pages_past_them_are_live(
+    reviews_client, reviews_conn
+) -> None:
+    """Each order keeps its first 200 elements; a page within them is cut from
+    the document, a page past them (or across the edge) answered live: all
+    equal to the live query. A write moves a review into the first 200."""
+    conn = reviews_conn
+    await conn.execute(
+        """
+        WITH r AS (
+            INSERT INTO reviews (product_id, rating, date, summary, body, recommend,
+                                 reviewer_name, reviewer_email, helpfulness)
+            SELECT 4, 1 + i % 5, '2024-01-01'::timestamptz + (i % 97) * interval '1 hour',
+                   's' || i, 'body "' || i || '"', i % 2 = 0, 'n', 'e@x.y', i % 7
+            FROM generate_series(1, 260) i
+            RETURNING id
+        )
+        INSERT INTO reviews_photos (review_id, url)
+        SELECT id, CASE WHEN id % 2 = 0 THEN 'https://x/' || id END FROM r WHERE id % 3 = 0
+        """
+    )
+    rows = await conn.fetch(
+        "SELECT sort_key, cardinality(ends), complete FROM review_lists"
+        " WHERE product_id = 4 ORDER BY 1"
+    )
+    assert [tuple(r) for r in rows] == [("helpful", 200, False), ("newest", 200, False)]
+    db = reviews_client.app[DB]
+    pages = [(1, 5), (1, 200), (2, 100), (1, 201), (1, 1000), (40, 5), (41, 5), (52, 5), (53, 5)]
+    for sort in ("newest", "helpful", "relevant"):
+        for page, count in pages:
+            got = await queries.review_page(db, 4, sort, page, count)
+            assert got == await queries.review_page_from_tables(db, 4, sort, page, count)
+    # The least helpful review voted to the top: in the helpful list now.
+    last = await conn.fetchval(
+        "SELECT id FROM reviews WHERE product_id = 4 ORDER BY helpfulness, date, id LIMIT 1"
+    )
+    assert (await reviews_client.put(f"/reviews/{last}/helpful")).status == 204
+    await conn.execute("UPDATE reviews SET helpfulness = 100 WHERE id = $1", last)
+    first = await queries.review_page(db, 4, "helpful", 1, 1)
+    assert f'"review_id":{last},'.encode() in first
+    await assert_same(db, {4})
+    # Reported down to 200: complete again.
+    await conn.execute(
+        "UPDATE reviews SET reported = true WHERE id IN (SELECT id FROM reviews"
+        " WHERE product_id = 4 ORDER BY id LIMIT 60)"
+    )
+    assert await conn.fetchval("SELECT bool_and(complete) FROM review_lists WHERE product_id = 4")
+    await assert_same(db, {4})
+
+
 # ---------------------------------------------------------------- the loader
 
 
@@ -294,6 +344,9 @@ class _Direct:
 
     async def read_fetchval(self, sql: str, *args):
         return await self.conn.fetchval(sql, *args)
+
+    async def read_fetchrow(self, sql: str, *args):
+        return await self.conn.fetchrow(sql, *args)
 
 
 async def test_loader_builds_every_document(db_url: str, tmp_path: Path) -> None:

@@ -12,12 +12,16 @@
 -- One row per (product, order) with at least one non-reported review.
 -- `items`: the JSON elements of the results array, comma-joined, in that
 -- order; `ends[k]`: the byte offset where element k (1-based) ends, so a page
--- is one substring. `relevant` shares `helpful`'s order and row.
+-- is one substring. `relevant` shares `helpful`'s order and row. Only the
+-- first 200 elements of each order are kept (`complete`: all of them are):
+-- a write rebuilds its product's lists, so their size bounds what a write
+-- costs (decision 0035); a page past them is read from the live query.
 CREATE TABLE review_lists (
     product_id  integer NOT NULL,
     sort_key    text    NOT NULL CHECK (sort_key IN ('newest', 'helpful')),
     items       bytea   NOT NULL,
     ends        integer[] NOT NULL,
+    complete    boolean NOT NULL,
     PRIMARY KEY (product_id, sort_key)
 );
 -- lz4 where the server has it: at SCALE 0.1 the whole build took 15 s with
@@ -58,23 +62,40 @@ SELECT convert_to(
     'UTF8')
 $$;
 
--- The list rows of `pids`, from the tables: one pass over the products'
--- non-reported reviews (a partial index), their photos by index, then each
--- order's elements and running end offsets.
+-- The list rows of `pids`, from the tables: each order's first 200
+-- non-reported reviews (the partial indexes), their photos by index, then
+-- each order's elements and running end offsets.
 CREATE FUNCTION read_model_list_rows(pids integer[]) RETURNS SETOF review_lists
 LANGUAGE sql STABLE AS $$
-WITH elements AS MATERIALIZED (
+WITH products AS (
+    SELECT k.product_id,
+           (SELECT count(*) FROM (
+                SELECT 1 FROM reviews c WHERE c.product_id = k.product_id AND NOT c.reported
+                LIMIT 201) c) <= 200 AS complete
+    FROM (SELECT DISTINCT unnest(pids) AS product_id) k
+), picked AS (
+    SELECT p.product_id, t.id
+    FROM products p
+    CROSS JOIN LATERAL (
+        (SELECT r.id FROM reviews r WHERE r.product_id = p.product_id AND NOT r.reported
+         ORDER BY r.date DESC, r.id DESC LIMIT 200)
+        UNION
+        (SELECT r.id FROM reviews r WHERE r.product_id = p.product_id AND NOT r.reported
+         ORDER BY r.helpfulness DESC, r.date DESC, r.id DESC LIMIT 200)
+    ) t
+), elements AS MATERIALIZED (
     SELECT r.product_id, r.id, r.helpfulness, r.date,
-           read_model_review_element(r, p.photos) AS element
-    FROM reviews r
+           read_model_review_element(r, ph.photos) AS element
+    FROM picked JOIN reviews r ON r.id = picked.id
     LEFT JOIN LATERAL (
-        SELECT string_agg('{"id":' || ph.id::text || ',"url":'
-                          || coalesce(to_json(ph.url)::text, 'null') || '}', ',' ORDER BY ph.id)
+        SELECT string_agg('{"id":' || x.id::text || ',"url":'
+                          || coalesce(to_json(x.url)::text, 'null') || '}', ',' ORDER BY x.id)
                AS photos
-        FROM reviews_photos ph WHERE ph.review_id = r.id
-    ) p ON true
-    WHERE r.product_id IN (SELECT unnest(pids)) AND NOT r.reported
+        FROM reviews_photos x WHERE x.review_id = r.id
+    ) ph ON true
 ), newest AS (
+    -- Numbered among the union of both orders' first 200: the first 200 here
+    -- are this order's first 200.
     SELECT product_id, element,
            (sum(octet_length(element) + 1) OVER w - 1)::integer AS ends,
            row_number() OVER w AS n
@@ -87,13 +108,13 @@ WITH elements AS MATERIALIZED (
     FROM elements
     WINDOW w AS (PARTITION BY product_id ORDER BY helpfulness DESC, date DESC, id DESC)
 )
-SELECT product_id, 'newest', string_agg(element, '\x2c'::bytea ORDER BY n),
-       array_agg(ends ORDER BY n)
-FROM newest GROUP BY product_id
+SELECT e.product_id, 'newest', string_agg(e.element, '\x2c'::bytea ORDER BY e.n),
+       array_agg(e.ends ORDER BY e.n), bool_and(p.complete)
+FROM newest e JOIN products p USING (product_id) WHERE e.n <= 200 GROUP BY e.product_id
 UNION ALL
-SELECT product_id, 'helpful', string_agg(element, '\x2c'::bytea ORDER BY n),
-       array_agg(ends ORDER BY n)
-FROM helpful GROUP BY product_id
+SELECT e.product_id, 'helpful', string_agg(e.element, '\x2c'::bytea ORDER BY e.n),
+       array_agg(e.ends ORDER BY e.n), bool_and(p.complete)
+FROM helpful e JOIN products p USING (product_id) WHERE e.n <= 200 GROUP BY e.product_id
 $$;
 
 -- The meta rows of `pids`: keys as the live query folds them (ratings and
@@ -182,7 +203,8 @@ BEGIN
         END IF;
     END IF;
     INSERT INTO review_lists AS l SELECT * FROM read_model_list_rows(pids)
-    ON CONFLICT (product_id, sort_key) DO UPDATE SET items = EXCLUDED.items, ends = EXCLUDED.ends;
+    ON CONFLICT (product_id, sort_key) DO UPDATE
+    SET items = EXCLUDED.items, ends = EXCLUDED.ends, complete = EXCLUDED.complete;
     DELETE FROM review_lists l
     WHERE l.product_id IN (SELECT unnest(pids))
       AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.product_id = l.product_id AND NOT r.reported);
