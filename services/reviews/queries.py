@@ -261,7 +261,7 @@ async def review_meta_from_tables(db: Database, product_id: int) -> bytes:
 # the functions above would build. The page is cut in SQL: elements
 # offset+1 .. offset+count of `items`, by their end offsets, so only that
 # slice leaves Postgres (NULL: the page is past its end). A list keeps each
-# order's first 200 elements only: `covered` is false for a page past them
+# order's first 100 elements only: `covered` is false for a page past them
 # (on a product with more), which the live query answers.
 
 LIST_SLICE = """

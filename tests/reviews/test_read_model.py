@@ -273,12 +273,12 @@ async def test_a_review_with_photos_and_scores_rebuilds_each_document_once(
     await assert_same(reviews_client.app[DB], {3})
 
 
-async def test_a_long_list_keeps_its_first_200_and_pages_past_them_are_live(
+async def test_a_long_list_keeps_its_first_100_and_pages_past_them_are_live(
     reviews_client, reviews_conn
 ) -> None:
-    """Each order keeps its first 200 elements; a page within them is cut from
+    """Each order keeps its first 100 elements; a page within them is cut from
     the document, a page past them (or across the edge) answered live: all
-    equal to the live query. A write moves a review into the first 200."""
+    equal to the live query. A write moves a review into the first 100."""
     conn = reviews_conn
     await conn.execute(
         """
@@ -298,9 +298,9 @@ async def test_a_long_list_keeps_its_first_200_and_pages_past_them_are_live(
         "SELECT sort_key, cardinality(ends), complete FROM review_lists"
         " WHERE product_id = 4 ORDER BY 1"
     )
-    assert [tuple(r) for r in rows] == [("helpful", 200, False), ("newest", 200, False)]
+    assert [tuple(r) for r in rows] == [("helpful", 100, False), ("newest", 100, False)]
     db = reviews_client.app[DB]
-    pages = [(1, 5), (1, 200), (2, 100), (1, 201), (1, 1000), (40, 5), (41, 5), (52, 5), (53, 5)]
+    pages = [(1, 5), (1, 100), (2, 50), (1, 101), (3, 50), (1, 1000), (20, 5), (21, 5), (53, 5)]
     for sort in ("newest", "helpful", "relevant"):
         for page, count in pages:
             got = await queries.review_page(db, 4, sort, page, count)
@@ -314,10 +314,10 @@ async def test_a_long_list_keeps_its_first_200_and_pages_past_them_are_live(
     first = await queries.review_page(db, 4, "helpful", 1, 1)
     assert f'"review_id":{last},'.encode() in first
     await assert_same(db, {4})
-    # Reported down to 200: complete again.
+    # Reported down to 100: complete again.
     await conn.execute(
         "UPDATE reviews SET reported = true WHERE id IN (SELECT id FROM reviews"
-        " WHERE product_id = 4 ORDER BY id LIMIT 60)"
+        " WHERE product_id = 4 ORDER BY id LIMIT 160)"
     )
     assert await conn.fetchval("SELECT bool_and(complete) FROM review_lists WHERE product_id = 4")
     await assert_same(db, {4})

@@ -13,7 +13,7 @@
 -- `items`: the JSON elements of the results array, comma-joined, in that
 -- order; `ends[k]`: the byte offset where element k (1-based) ends, so a page
 -- is one substring. `relevant` shares `helpful`'s order and row. Only the
--- first 200 elements of each order are kept (`complete`: all of them are):
+-- first 100 elements of each order are kept (`complete`: all of them are):
 -- a write rebuilds its product's lists, so their size bounds what a write
 -- costs (decision 0035); a page past them is read from the live query.
 CREATE TABLE review_lists (
@@ -62,7 +62,7 @@ SELECT convert_to(
     'UTF8')
 $$;
 
--- The list rows of `pids`, from the tables: each order's first 200
+-- The list rows of `pids`, from the tables: each order's first 100
 -- non-reported reviews (the partial indexes), their photos by index, then
 -- each order's elements and running end offsets.
 CREATE FUNCTION read_model_list_rows(pids integer[]) RETURNS SETOF review_lists
@@ -71,17 +71,17 @@ WITH products AS (
     SELECT k.product_id,
            (SELECT count(*) FROM (
                 SELECT 1 FROM reviews c WHERE c.product_id = k.product_id AND NOT c.reported
-                LIMIT 201) c) <= 200 AS complete
+                LIMIT 101) c) <= 100 AS complete
     FROM (SELECT DISTINCT unnest(pids) AS product_id) k
 ), picked AS (
     SELECT p.product_id, t.id
     FROM products p
     CROSS JOIN LATERAL (
         (SELECT r.id FROM reviews r WHERE r.product_id = p.product_id AND NOT r.reported
-         ORDER BY r.date DESC, r.id DESC LIMIT 200)
+         ORDER BY r.date DESC, r.id DESC LIMIT 100)
         UNION
         (SELECT r.id FROM reviews r WHERE r.product_id = p.product_id AND NOT r.reported
-         ORDER BY r.helpfulness DESC, r.date DESC, r.id DESC LIMIT 200)
+         ORDER BY r.helpfulness DESC, r.date DESC, r.id DESC LIMIT 100)
     ) t
 ), elements AS MATERIALIZED (
     SELECT r.product_id, r.id, r.helpfulness, r.date,
@@ -94,8 +94,8 @@ WITH products AS (
         FROM reviews_photos x WHERE x.review_id = r.id
     ) ph ON true
 ), newest AS (
-    -- Numbered among the union of both orders' first 200: the first 200 here
-    -- are this order's first 200.
+    -- Numbered among the union of both orders' first 100: the first 100 here
+    -- are this order's first 100.
     SELECT product_id, element,
            (sum(octet_length(element) + 1) OVER w - 1)::integer AS ends,
            row_number() OVER w AS n
@@ -110,11 +110,11 @@ WITH products AS (
 )
 SELECT e.product_id, 'newest', string_agg(e.element, '\x2c'::bytea ORDER BY e.n),
        array_agg(e.ends ORDER BY e.n), bool_and(p.complete)
-FROM newest e JOIN products p USING (product_id) WHERE e.n <= 200 GROUP BY e.product_id
+FROM newest e JOIN products p USING (product_id) WHERE e.n <= 100 GROUP BY e.product_id
 UNION ALL
 SELECT e.product_id, 'helpful', string_agg(e.element, '\x2c'::bytea ORDER BY e.n),
        array_agg(e.ends ORDER BY e.n), bool_and(p.complete)
-FROM helpful e JOIN products p USING (product_id) WHERE e.n <= 200 GROUP BY e.product_id
+FROM helpful e JOIN products p USING (product_id) WHERE e.n <= 100 GROUP BY e.product_id
 $$;
 
 -- The meta rows of `pids`: keys as the live query folds them (ratings and
