@@ -246,14 +246,15 @@ def make_settings(redis_server: RedisServer) -> Callable[..., Settings]:
 def service_client(aiohttp_client, redis_server: RedisServer, make_settings) -> Callable:
     """A factory for the services' `<service>_client` fixtures: a test client of
     the service's app on an emptied test database and an empty cache; with
-    `wait_cache`, once the app's local cache tier is live."""
+    `wait_cache`, once the app's local cache tier is live; `overrides`:
+    Settings fields."""
     from services.common.resources import CACHE
 
-    async def make(service: str, database_url: str, *, wait_cache: bool = False):
+    async def make(service: str, database_url: str, *, wait_cache: bool = False, **overrides):
         await truncate_all(database_url)
         redis_server.flush()
         create_app = import_module(f"services.{service}.app").create_app
-        app = create_app(make_settings(service, database_url))
+        app = create_app(make_settings(service, database_url, **overrides))
         client = await aiohttp_client(app)
         if POOLER_ENABLED:  # through the tests' PgBouncer, as the app role
             from services.common.resources import DB
