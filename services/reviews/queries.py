@@ -207,11 +207,7 @@ def _photos(ids: list[int] | None, urls: list[str | None] | None) -> list[dict]:
     return [{"id": i, "url": u} for i, u in zip(ids, urls or (), strict=True)]
 
 
-async def review_page_from_tables(
-    db: Database, product_id: int, sort: str, page: int, count: int
-) -> bytes:
-    """The live query and its shaping: the reference the read model is
-    checked against (tests, check_read_model)."""
+async def review_page(db: Database, product_id: int, sort: str, page: int, count: int) -> bytes:
     rows = await db.read_fetch(PAGE_SQL[sort], product_id, count, (page - 1) * count)
     results = [
         {
@@ -236,8 +232,7 @@ async def review_page_from_tables(
 _RATING_KEYS = ("1", "2", "3", "4", "5")
 
 
-async def review_meta_from_tables(db: Database, product_id: int) -> bytes:
-    """The live query and its shaping (the read model's reference)."""
+async def review_meta(db: Database, product_id: int) -> bytes:
     rows = await db.read_fetch(META_SQL, product_id)
     first = rows[0]  # the LEFT JOINs always yield at least one row
     ratings = {k: str(n) for k, n in zip(_RATING_KEYS, first[0:5], strict=True) if n}
@@ -254,54 +249,3 @@ async def review_meta_from_tables(db: Database, product_id: int) -> bytes:
             "characteristics": characteristics,
         }
     )
-
-
-# --- reads from the read model (migrations/004_read_model.sql) ------------------------
-# A cold read is one primary-key read of bytes the triggers keep equal to what
-# the functions above would build. The page is cut in SQL: elements
-# offset+1 .. offset+count of `items`, by their end offsets, so only that
-# slice leaves Postgres (NULL: the page is past its end). A list keeps each
-# order's first 100 elements only: `covered` is false for a page past them
-# (on a product with more), which the live query answers.
-
-LIST_SLICE = """
-SELECT complete OR cardinality(ends) >= $3::integer + $4::integer AS covered,
-       CASE WHEN cardinality(ends) > $3 THEN
-    substring(items
-              FROM (CASE WHEN $3 = 0 THEN 0 ELSE ends[$3] + 1 END) + 1
-              FOR ends[least($3 + $4, cardinality(ends))]
-                  - CASE WHEN $3 = 0 THEN 0 ELSE ends[$3] + 1 END)
-END
-FROM review_lists WHERE product_id = $1 AND sort_key = $2
-"""
-META_DOC = "SELECT body FROM review_meta_docs WHERE product_id = $1"
-
-_LIST_KEYS = {"newest": "newest", "helpful": "helpful", "relevant": "helpful"}
-_MAX_OFFSET = 2**30  # past it, no list (integer subscripts, offset + count in int4)
-
-
-async def review_page(db: Database, product_id: int, sort: str, page: int, count: int) -> bytes:
-    offset = (page - 1) * count
-    items = None
-    if offset < _MAX_OFFSET:
-        row = await db.read_fetchrow(LIST_SLICE, product_id, _LIST_KEYS[sort], offset, count)
-        if row is not None:
-            if not row[0]:
-                return await review_page_from_tables(db, product_id, sort, page, count)
-            items = row[1]
-    return b"".join(
-        (
-            b'{"product":"%d","page":%d,"count":%d,"results":[' % (product_id, page - 1, count),
-            items or b"",
-            b"]}",
-        )
-    )
-
-
-async def review_meta(db: Database, product_id: int) -> bytes:
-    body = await db.read_fetchval(META_DOC, product_id)
-    if body is None:
-        return (
-            b'{"product_id":"%d","ratings":{},"recommended":{},"characteristics":{}}' % product_id
-        )
-    return body

@@ -236,8 +236,6 @@ async def test_reload_is_idempotent_and_sequences_continue(db_url: str, tmp_path
         "characteristic_reviews_pkey",
         "characteristics_pkey",
         "product_ratings_pkey",
-        "review_lists_pkey",  # the read model's (004), truncated and rebuilt by the load
-        "review_meta_docs_pkey",
         "reviews_photos_pkey",
         "reviews_pkey",
         "schema_migrations_pkey",

@@ -7,9 +7,8 @@ reviews, photos and characteristic scores (each file of 16 MB or more parsed
 and checked in a child process while Postgres ingests the previous chunk;
 ServiceLoader), rebuild indexes, build the aggregates (product_ratings,
 characteristics.score_sum/count over non-reported reviews), move the id
-sequences past the loaded ids, build the read model (review_lists,
-review_meta_docs; its triggers off during the load). A failed load rolls
-back and leaves the previous data in place; re-running replaces it.
+sequences past the loaded ids. A failed load rolls back and leaves the
+previous data in place; re-running replaces it.
 
 Rejected (never clamped or silently dropped; see rejects.csv):
 - a review with a rating outside 1-5, and with it its photos and scores
@@ -52,8 +51,7 @@ from .columns import HEADERS
 MAIN_TABLE = "reviews"  # the stack loads demo data when this one is empty
 
 ID_TABLES = ("characteristics", "reviews", "reviews_photos", "characteristic_reviews")
-READ_MODEL = ("review_lists", "review_meta_docs")  # migrations/004_read_model.sql
-TABLES = (*ID_TABLES, "product_ratings", *READ_MODEL)
+TABLES = (*ID_TABLES, "product_ratings")
 
 CHARACTERISTICS = FileSpec("characteristics.csv", "characteristics", HEADERS["characteristics.csv"])
 REVIEWS = FileSpec(
@@ -220,30 +218,12 @@ INSERT INTO characteristics (id, product_id, name, score_sum, score_count)
 SELECT c.id, c.product_id, c.name, coalesce(s.score_sum, 0), coalesce(s.score_count, 0)
 FROM characteristics_load c LEFT JOIN characteristic_scores_load s ON s.id = c.id
 """
-# The read model's triggers would rebuild documents per COPY and per aggregate
-# statement (each with its transition table): off for the load, on again in
-# the same transaction (other sessions never see them off), and every
-# document built once, set-based, at the end.
-READ_MODEL_TRIGGERS_SQL = """
-SELECT tgrelid::regclass::text, tgname FROM pg_trigger
-WHERE tgname LIKE 'read\\_model\\_%' AND NOT tgisinternal
-  AND tgrelid = ANY($1::regclass[])
-ORDER BY 1, 2
-"""
-READ_MODEL_BUILD_SQL = "SELECT read_model_build_all()"
-
-
-async def set_read_model_triggers(conn: asyncpg.Connection, enabled: bool) -> None:
-    action = "ENABLE" if enabled else "DISABLE"
-    for table, name in await conn.fetch(READ_MODEL_TRIGGERS_SQL, list(TABLES)):
-        await conn.execute(f'ALTER TABLE {table} {action} TRIGGER "{name}"')
 
 
 async def _load_files(
     conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
     index_sql = await begin_bulk_load(conn, MIGRATIONS, TABLES)
-    await set_read_model_triggers(conn, False)
     await conn.execute(STAGING_SQL)
     # Unique ids are checked while parsing; building the primary keys after
     # the COPY (sorted, in parallel) beats 31M one-by-one btree inserts.
@@ -282,10 +262,8 @@ async def _load_files(
         TABLES,
         ID_TABLES,
         primary_keys=primary_keys,
-        # The read model last: it reads the aggregates.
-        aggregates={"product_ratings": PRODUCT_RATINGS_SQL, "read_model": READ_MODEL_BUILD_SQL},
+        aggregates={"product_ratings": PRODUCT_RATINGS_SQL},
     )
-    await set_read_model_triggers(conn, True)
 
 
 load = ServiceLoader(
