@@ -24,17 +24,16 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import data
+from bench.env import wait_for as wait_http
 from bench.run import parse_args as bench_args
+from bench.write_ab import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv/bin/python")
@@ -48,25 +47,6 @@ ROUTES = {
     "meta": ("reviews", "/reviews/meta?product_id=", ""),
     "questions": ("qa", "/qa/questions?product_id=", ""),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)  # another process's readiness: nothing to await here
-    raise TimeoutError(url)
 
 
 def wrk(url: str, seconds: int, connections: int, args: list[str]) -> dict:

@@ -31,7 +31,6 @@ import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import uvloop
@@ -39,22 +38,10 @@ import uvloop
 from services.common.db import drop_database, migrate, with_database
 from services.qa import queries
 from services.qa.app import MIGRATIONS
+from services.qa.data.check_read_model import OneConnection
 
 ADMIN = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = ("questions", "answers", "answers_photos")
-
-
-class OneConnection:
-    """The two Database methods the read functions call, on one connection."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-
-    async def read_fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await self.conn.fetch(sql, *args)
-
-    async def read_fetchval(self, sql: str, *args: Any) -> Any:
-        return await self.conn.fetchval(sql, *args)
 
 
 # --- writes ---------------------------------------------------------------------------

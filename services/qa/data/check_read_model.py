@@ -28,7 +28,7 @@ from services.qa import queries
 WHOLE = 2**31 - 1  # a count past any list: the whole list as one page
 
 
-class _OneConnection:
+class OneConnection:
     """The two Database read methods the page functions call, on one connection."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
@@ -49,7 +49,7 @@ async def check(dsn: str, sample: int, seed: int) -> list[int]:
         rng = random.Random(seed)
         if sample and sample < len(products):
             products = rng.sample(products, sample)
-        db = _OneConnection(conn)
+        db = OneConnection(conn)
         bad = []
         for product in sorted(products):
             count = rng.randint(1, 10)
