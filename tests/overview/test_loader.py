@@ -11,6 +11,7 @@ import pytest
 
 from services.common.data.rebuild import index_names
 from services.common.data.values import EtlError
+from services.common.resources import CACHE
 from services.overview import queries
 from services.overview.app import MIGRATIONS
 from services.overview.data import generator, loader
@@ -306,6 +307,9 @@ async def test_load_flushes_the_running_services_cache(load_base, overview_clien
     await (await overview_client.get("/products/1/styles")).json()
     renamed = BASE["product.csv"].replace("Camo Onesie", "Camo Onesie II")
     await load_base(product=renamed, styles=BASE["styles.csv"].replace(",100,", ",90,"))
+    # The loader's flush reaches running processes within the staleness bound,
+    # not at once: wait until this one has applied it.
+    assert await overview_client.server.app[CACHE].drain()
     after = await (await overview_client.get("/products/1")).json()
     assert after["name"] == "Camo Onesie II"
     styles = await (await overview_client.get("/products/1/styles")).json()
