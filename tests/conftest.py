@@ -49,12 +49,33 @@ def port_free(port: int) -> bool:
     return True
 
 
-def free_port(span: int = 0) -> int:
-    """A free port p, below the ephemeral range, with p + span there too."""
+# Ports this test session has handed out: a port picked for one server is
+# never picked again for another, even before the first has bound it (CI saw
+# the e2e stack give overview and reviews the same base port: each found its
+# port taken by the other and the gateway reached the wrong service). Drawn
+# from a generator of their own: a library seeding the global `random` (a
+# property-based test does) would make two draws repeat.
+_HANDED_OUT: set[int] = set()
+_PORTS = random.Random()
+
+
+def claim_ports(ports: list[int]) -> bool:
+    """Hand out `ports` if none was handed out before and each is free now."""
+    if any(p in _HANDED_OUT for p in ports) or not all(port_free(p) for p in ports):
+        return False
+    _HANDED_OUT.update(ports)
+    return True
+
+
+def free_port(span: int = 0, step: int | None = None) -> int:
+    """A free port p below the ephemeral range, never handed out before in this
+    session, with p + span there too. With `step`, the ports p, p + step, ...
+    up to p + span are all handed out (a service's instance ports)."""
     low, high = PORT_RANGE
     for _ in range(500):
-        port = random.randrange(low, high - span)
-        if port_free(port):
+        port = _PORTS.randrange(low, high - span)
+        ports = [port] if step is None else list(range(port, port + span + 1, step))
+        if claim_ports(ports):
             return port
     raise RuntimeError("no free port below the ephemeral range")
 
