@@ -326,8 +326,13 @@ async def test_catalogue_is_cached_until_the_namespace_is_flushed(
     # What this asserts is that answers stay cached: on a loaded CI machine a
     # Redis call over the default 50 ms deadline fails open (the answer then
     # comes from Postgres, fresh), which is right for the service and wrong
-    # for this test, so the deadline is generous here.
-    overview_client = await service_client("overview", overview_db, redis_timeout_ms=5000)
+    # for this test, so the deadline is generous here. And the cache is live
+    # (subscribed, leased, its generation read) before the first read: one
+    # starting up reads Postgres and may fill under a generation it then
+    # leaves (CI caught that).
+    overview_client = await service_client(
+        "overview", overview_db, wait_cache=True, redis_timeout_ms=5000
+    )
     await add_product(overview_conn, 1, name="Before")
     await renumber(overview_conn)
     await add_style(overview_conn, 1, 1)
