@@ -205,5 +205,8 @@ async def test_a_stopped_process_does_not_slow_the_writes(cluster_instances) -> 
         "p99_ms_other_stopped": round(p99(stalled) * 1000, 2),
     }
     record_figures("cluster_stopped_process[reviews]", figures)
-    assert p99(stalled) < 1.5 * p99(before) + 0.01, figures
+    # Waiting on the stopped process cost every write ~300 ms (its ack's
+    # timeout); the margin is for a shared CI machine's noise (a p99 of 400
+    # writes is their 4th slowest), far below that.
+    assert p99(stalled) < 2 * p99(before) + 0.05, figures
     await wait_caching_live([writer, other], 10)
