@@ -1,11 +1,16 @@
 """Ceilings for the benchmark: the least an aiohttp process can do per request.
 
-    python -m bench.ceiling --port 8090 [--query DSN] [--reuse-port]
+    python -m bench.ceiling --port 8090 [--query DSN] [--reuse-port] [--unfair-pool]
 
 Without --query, every request answers fixed bytes (the ceiling for cache
 hits). With --query, every request runs one indexed asyncpg query first (the
 ceiling for cold reads). With --reuse-port, several processes share the port
-(the benchmark starts one per core, as many as it gives the services)."""
+(the benchmark starts one per core, as many as it gives the services).
+
+The query's connection is taken as the services take theirs
+(services/common/db.py, FairPool: first come, first served); --unfair-pool
+takes it straight from asyncpg's pool instead, whose waiters can be passed
+over (MagicStack/asyncpg#1247; docs/decisions/0037-fair-pool-acquire.md)."""
 
 from __future__ import annotations
 
@@ -15,8 +20,10 @@ import asyncpg
 import uvloop
 from aiohttp import web
 
+from services.common.db import FairPool
+
 BODY = b'{"product":"1","page":0,"count":5,"results":[]}'
-POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+POOL: web.AppKey[FairPool | asyncpg.Pool] = web.AppKey("pool", object)
 
 
 async def fixed(request: web.Request) -> web.Response:
@@ -30,7 +37,7 @@ async def one_query(request: web.Request) -> web.Response:
     return web.Response(body=BODY, headers={"Content-Type": "application/json"})
 
 
-def create_app(dsn: str | None) -> web.Application:
+def create_app(dsn: str | None, fair: bool = True) -> web.Application:
     app = web.Application()
     if dsn is None:
         app.router.add_get("/{tail:.*}", fixed)
@@ -40,9 +47,10 @@ def create_app(dsn: str | None) -> web.Application:
         async def no_reset(conn: asyncpg.Connection) -> None:
             return None
 
-        app[POOL] = await asyncpg.create_pool(dsn, min_size=10, max_size=10, reset=no_reset)
+        pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10, reset=no_reset)
+        app[POOL] = FairPool(pool) if fair else pool
         yield
-        await app[POOL].close()
+        await pool.close()
 
     app.cleanup_ctx.append(pool_ctx)
     app.router.add_get("/{tail:.*}", one_query)
@@ -54,9 +62,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--query", metavar="DSN")
     parser.add_argument("--reuse-port", action="store_true")
+    parser.add_argument("--unfair-pool", action="store_true")
     args = parser.parse_args()
     web.run_app(
-        create_app(args.query),
+        create_app(args.query, fair=not args.unfair_pool),
         host="127.0.0.1",
         port=args.port,
         reuse_port=args.reuse_port or None,

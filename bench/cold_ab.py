@@ -126,9 +126,10 @@ def run_service(tree: Path, service: str, dsn: str, route: tuple, max_id: int, a
         redis.stop()
 
 
-def run_ceiling(dsn: str, max_id: int, a) -> dict:
+def run_ceiling(dsn: str, max_id: int, a, unfair: bool = False) -> dict:
     port = free_port()
-    proc = Proc([PYTHON, "-m", "bench.ceiling", "--port", str(port), "--query", dsn], ROOT, {})
+    argv = [PYTHON, "-m", "bench.ceiling", "--port", str(port), "--query", dsn]
+    proc = Proc(argv + (["--unfair-pool"] if unfair else []), ROOT, {})
     try:
         wait_http(f"http://127.0.0.1:{port}/x?id=1")
         start = str(random.randrange(max_id))
@@ -169,6 +170,11 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--routes", default=",".join(ROUTES))
     p.add_argument("--tag", default="wrk", help="only shows in the command line")
+    p.add_argument(
+        "--unfair-ceiling",
+        action="store_true",
+        help="also ceiling-query on asyncpg's own (unfair) pool acquire, each round",
+    )
     a = p.parse_args()
     cfg, _ = bench_args(["--scale", a.scale])
     routes = a.routes.split(",")
@@ -184,6 +190,12 @@ def main() -> None:
         ceiling = run_ceiling(cfg.database_url("reviews"), max_id.get("reviews", 100_000), a)
         runs.append({"round": rnd, "route": "ceiling-query", "tree": "-", **ceiling})
         print(json.dumps(runs[-1]), flush=True)
+        if a.unfair_ceiling:
+            unfair = run_ceiling(
+                cfg.database_url("reviews"), max_id.get("reviews", 100_000), a, unfair=True
+            )
+            runs.append({"round": rnd, "route": "ceiling-query-unfair", "tree": "-", **unfair})
+            print(json.dumps(runs[-1]), flush=True)
         order = ["old", "new"] if rnd % 2 == 0 else ["new", "old"]
         for name in routes:
             route = ROUTES[name]
@@ -202,8 +214,9 @@ def main() -> None:
                 )
                 print(json.dumps(runs[-1]), flush=True)
     summary = {}
-    for name in ["ceiling-query", *routes]:
-        for label in ["-"] if name == "ceiling-query" else ["old", "new"]:
+    ceilings = ["ceiling-query", *(["ceiling-query-unfair"] if a.unfair_ceiling else [])]
+    for name in [*ceilings, *routes]:
+        for label in ["-"] if name in ceilings else ["old", "new"]:
             mine = [r for r in runs if r["route"] == name and r["tree"] == label]
             summary[f"{name} {label}"] = {
                 k: statistics.median(r[k] for r in mine)
@@ -215,7 +228,7 @@ def main() -> None:
                     *(["of_ceiling"] if label != "-" else []),
                 )
             }
-        if name != "ceiling-query":
+        if name not in ceilings:
             pairs = [
                 next(
                     r["rps"]

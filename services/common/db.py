@@ -39,6 +39,48 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's per-release reset query: handlers never leave session state behind."""
 
 
+class FairPool:
+    """An asyncpg pool handed out first come, first served.
+
+    asyncpg's acquire is not fair (MagicStack/asyncpg#1247): a released
+    connection goes to whichever acquire runs next, and a waiter woken for it
+    that finds it gone queues again at the back. Saturated (more requests in
+    flight than connections, as on every cold walk), most requests wait next
+    to nothing and a few are passed over again and again: hundreds of ms at
+    the p99. A semaphore of the pool's size in front hands permits out in
+    arrival order (asyncio.Semaphore is FIFO since Python 3.11.1) and the
+    pool itself then never has a waiter. docs/decisions/0037."""
+
+    __slots__ = ("_permits", "pool")
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._permits = asyncio.Semaphore(pool.get_max_size())
+
+    async def take(self) -> asyncpg.Connection:
+        """A connection, in turn; hand it back with give_back()."""
+        await self._permits.acquire()
+        try:
+            return await self.pool.acquire()
+        except BaseException:
+            self._permits.release()
+            raise
+
+    async def give_back(self, conn: asyncpg.Connection) -> None:
+        try:
+            await self.pool.release(conn)
+        finally:
+            self._permits.release()
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        conn = await self.take()
+        try:
+            yield conn
+        finally:
+            await self.give_back(conn)
+
+
 class Database:
     """The pool plus the few access patterns the services use.
 
@@ -51,19 +93,24 @@ class Database:
 
     def __init__(self, pool: asyncpg.Pool, metrics: Metrics, acquire_timeout_s: float) -> None:
         self.pool = pool
+        self._fair = FairPool(pool)
         self._metrics = metrics
         self._acquire_timeout = acquire_timeout_s
         self._router: ReplicaRouter | None = None
 
     async def acquire(self) -> asyncpg.Connection:
-        """A connection from the pool, timed; hand it back with pool.release().
-        Bounded by asyncio.timeout rather than acquire(timeout=): on Python
-        3.11 asyncpg implements that with wait_for, a new Task per query."""
+        """A connection from the pool, in turn (FairPool), timed; hand it back
+        with release(). Bounded by asyncio.timeout rather than
+        acquire(timeout=): on Python 3.11 asyncpg implements that with
+        wait_for, a new Task per query."""
         start = time.perf_counter()
         async with asyncio.timeout(self._acquire_timeout):
-            conn = await self.pool.acquire()
+            conn = await self._fair.take()
         self._metrics.pool_acquire.observe(time.perf_counter() - start)
         return conn
+
+    async def release(self, conn: asyncpg.Connection) -> None:
+        await self._fair.give_back(conn)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -71,7 +118,7 @@ class Database:
         try:
             yield conn
         finally:
-            await self.pool.release(conn)
+            await self.release(conn)
 
     # The one-statement accesses skip the context managers: a generator-based
     # one costs a few microseconds per request on the read-miss and write paths.
@@ -80,7 +127,7 @@ class Database:
         try:
             return await getattr(conn, method)(sql, *args)
         finally:
-            await self.pool.release(conn)
+            await self.release(conn)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return await self._one_statement("fetch", sql, args)

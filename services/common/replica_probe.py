@@ -15,6 +15,7 @@ import asyncpg
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
+    from .db import FairPool
     from .replicas import ReplicaRouter
 
 PRIMARY_LSN_SQL = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8"
@@ -30,6 +31,7 @@ class ReplicaState:
     url: str
     label: str  # host:port/database, for logs and metrics
     pool: asyncpg.Pool | None = None
+    fair: FairPool | None = None  # the pool, first come, first served
     probe: Probe | None = None
     up: bool = False
     fresh: bool = False  # within the lag bound

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from .db import FairPool
 from .metrics import LoopCounter, Metrics
 from .replica_probe import (
     HISTORY,
@@ -157,6 +158,7 @@ class ReplicaRouter:
                     "statement_timeout": str(self._statement_timeout_ms),
                 },
             )
+            replica.fair = FairPool(replica.pool)
         await self.tick()
         self._task = asyncio.create_task(self._monitor(), name=f"replicas-{self._service}")
 
@@ -255,9 +257,9 @@ class ReplicaRouter:
         return result
 
     async def _on(self, replica: ReplicaState, method: str, sql: str, args: tuple) -> Any:
-        assert replica.pool is not None
+        assert replica.fair is not None
         async with asyncio.timeout(self._connect_timeout_s):
-            conn = await replica.pool.acquire()
+            conn = await replica.fair.take()
         try:
             # A bound with no deadline, until the replica is marked down:
             # _mark_down expires it, so a read stuck on a replica that hangs
@@ -272,7 +274,7 @@ class ReplicaRouter:
             conn.terminate()  # never handed out again in whatever state it is
             raise
         finally:
-            await replica.pool.release(conn)
+            await replica.fair.give_back(conn)
 
     def _mark_down(self, replica: ReplicaState, exc: BaseException) -> None:
         if replica.up:
@@ -302,7 +304,7 @@ class ReplicaRouter:
                 log.warning("reading the LSN after a write failed: %r", exc)
                 lsn = -1
         finally:
-            await primary.pool.release(conn)
+            await primary.release(conn)
         before = WROTE_AT.get()
         if before is None or (before >= 0 and lsn > before) or lsn < 0:
             WROTE_AT.set(lsn)
