@@ -1,7 +1,8 @@
 """The services' own cache counters (runway_cache_requests_total{tier,result}),
 reads by server with read replicas (runway_db_reads_total{server,reason})
 garbage-collector pauses (runway_gc_pause_seconds{generation}) and event-loop
-lag (runway_event_loop_lag_seconds: how late a 10 ms timer ran) scraped from
+lag (runway_event_loop_lag_seconds: how late a 10 ms timer ran; _net_seconds:
+the same less the time the process waited for a CPU) scraped from
 every instance's /metrics, and what they amount to over a window."""
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 CacheCounts = Counter[tuple[str, str]]
 
+LONG_PAUSE_S = 0.01  # a GC_BUCKETS bound in services/common/metrics.py
+# Lateness as measured, and less the time spent waiting for a CPU (the loop's own stall).
+LAG_FAMILIES = {
+    "runway_event_loop_lag_seconds": "lag",
+    "runway_event_loop_lag_net_seconds": "lagnet",
+}
+
 
 def scrape_cache(ports: list[int]) -> CacheCounts:
     total: CacheCounts = Counter()
@@ -22,39 +30,42 @@ def scrape_cache(ports: list[int]) -> CacheCounts:
                 text = r.read().decode()
         except OSError:
             continue  # an instance down is visible in errors, not here
-        for family in text_string_to_metric_families(text):
-            if family.name == "runway_cache_requests":
-                for sample in family.samples:
-                    if sample.name.endswith("_total"):
-                        key = (sample.labels["tier"], sample.labels["result"])
-                        total[key] += int(sample.value)
-            elif family.name == "runway_db_reads":
-                for sample in family.samples:
-                    if sample.name.endswith("_total"):
-                        where = f"{sample.labels['server']}:{sample.labels['reason']}"
-                        total[("db", where)] += int(sample.value)
-            elif family.name == "runway_gc_pause_seconds":
-                for sample in family.samples:
-                    if sample.labels.get("generation") != "2":
-                        continue  # young collections are short; full ones walk everything
-                    if sample.name.endswith("_count"):
-                        total[("gc2", "count")] += int(sample.value)
-                    elif sample.name.endswith("_sum"):
-                        total[("gc2", "us")] += int(sample.value * 1e6)
-                    elif sample.labels.get("le") == str(LONG_PAUSE_S):
-                        total[("gc2", "short")] += int(sample.value)
-            elif family.name == "runway_event_loop_lag_seconds":
-                for sample in family.samples:
-                    if sample.name.endswith("_count"):
-                        total[("lag", "count")] += int(sample.value)
-                    elif sample.name.endswith("_sum"):
-                        total[("lag", "us")] += int(sample.value * 1e6)
-                    elif sample.name.endswith("_bucket"):
-                        total[("lag", "le:" + sample.labels["le"])] += int(sample.value)
+        add_counts(total, text)
     return total
 
 
-LONG_PAUSE_S = 0.01  # a GC_BUCKETS bound in services/common/metrics.py
+def add_counts(total: CacheCounts, text: str) -> None:
+    """Add one instance's exposition `text` to `total`."""
+    for family in text_string_to_metric_families(text):
+        if family.name == "runway_cache_requests":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = (sample.labels["tier"], sample.labels["result"])
+                    total[key] += int(sample.value)
+        elif family.name == "runway_db_reads":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    where = f"{sample.labels['server']}:{sample.labels['reason']}"
+                    total[("db", where)] += int(sample.value)
+        elif family.name == "runway_gc_pause_seconds":
+            for sample in family.samples:
+                if sample.labels.get("generation") != "2":
+                    continue  # young collections are short; full ones walk everything
+                if sample.name.endswith("_count"):
+                    total[("gc2", "count")] += int(sample.value)
+                elif sample.name.endswith("_sum"):
+                    total[("gc2", "us")] += int(sample.value * 1e6)
+                elif sample.labels.get("le") == str(LONG_PAUSE_S):
+                    total[("gc2", "short")] += int(sample.value)
+        elif family.name in LAG_FAMILIES:
+            kind = LAG_FAMILIES[family.name]
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    total[(kind, "count")] += int(sample.value)
+                elif sample.name.endswith("_sum"):
+                    total[(kind, "us")] += int(sample.value * 1e6)
+                elif sample.name.endswith("_bucket"):
+                    total[(kind, "le:" + sample.labels["le"])] += int(sample.value)
 
 
 def gc_pauses(before: CacheCounts, after: CacheCounts) -> dict[str, float | int | None]:
@@ -70,21 +81,21 @@ def gc_pauses(before: CacheCounts, after: CacheCounts) -> dict[str, float | int 
     }
 
 
-def loop_lag(before: CacheCounts, after: CacheCounts) -> dict[str, float | int | None]:
+def loop_lag(
+    before: CacheCounts, after: CacheCounts, kind: str = "lag"
+) -> dict[str, float | int | None]:
     """Event-loop lag in the window, over the instances' 10 ms timer ticks: how
     many ticks, their mean lateness, how many ran over LONG_PAUSE_S late (the
     loop stood still that long: a GC pause, a long callback, a batch), and the
     bucket bound under which the worst one fell."""
 
     def delta(key: str) -> int:
-        return after[("lag", key)] - before.get(("lag", key), 0)
+        return after[(kind, key)] - before.get((kind, key), 0)
 
     count = delta("count")
     if not count:
         return {"ticks": 0}
-    bounds = sorted(
-        (float(k[3:]), k) for (kind, k) in after if kind == "lag" and k.startswith("le:")
-    )
+    bounds = sorted((float(k[3:]), k) for (kd, k) in after if kd == kind and k.startswith("le:"))
     under_long = delta(f"le:{LONG_PAUSE_S}")
     worst = next((b for b, k in bounds if delta(k) == count), None)
     return {

@@ -292,6 +292,8 @@ def measure(cfg: BenchConfig, env: Processes, w: Workload) -> Result:
     if ports:
         result.extra["gc"] = scrape.gc_pauses(before, after)
         result.extra["loop_lag"] = scrape.loop_lag(before, after)
+        # The same less the time each process waited for a CPU: its own stalls.
+        result.extra["loop_lag_net"] = scrape.loop_lag(before, after, "lagnet")
         reads = scrape.db_reads(before, after)
         if reads:
             result.extra["db_reads"] = reads

@@ -213,6 +213,14 @@ class Metrics:
             [],
             LOOP_LAG_BUCKETS,
         )
+        self.loop_lag_net = LoopHistogram(
+            r,
+            "runway_event_loop_lag_net_seconds",
+            "runway_event_loop_lag_seconds less the time the process waited for a CPU "
+            "(run queue) since the previous tick: the loop's own stall, a lower bound",
+            [],
+            LOOP_LAG_BUCKETS,
+        )
         self.gc_frozen = Gauge(
             "runway_gc_frozen_objects",
             "Objects alive at start-up that the collector no longer walks (gc.freeze)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
@@ -219,6 +220,24 @@ async def gc_pause_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 LOOP_LAG_INTERVAL_S = 0.01
+# This thread's scheduler statistics: time on a CPU, time waiting on a run
+# queue (runnable, every CPU busy with something else), in ns (Linux).
+SCHEDSTAT = "/proc/thread-self/schedstat"
+
+
+def open_schedstat() -> int | None:
+    """A descriptor to pread SCHEDSTAT from (a few microseconds a read), or
+    None where the kernel has none."""
+    try:
+        fd = os.open(SCHEDSTAT, os.O_RDONLY)
+        runqueue_wait_ns(fd)
+    except (OSError, ValueError, IndexError):
+        return None
+    return fd
+
+
+def runqueue_wait_ns(fd: int) -> int:
+    return int(os.pread(fd, 96, 0).split()[1])
 
 
 async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -228,17 +247,32 @@ async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
     lateness, and every request in flight waited as long. One callback per
     10 ms (a few microseconds: well under 0.1% of a core); the next tick is
     due one interval after this one ran, so a stall is counted once, not as
-    a burst of overdue ticks."""
+    a burst of overdue ticks.
+
+    A tick is also late when the process was ready but every CPU was busy
+    elsewhere (on two cores, with Postgres, NGINX and the load generator,
+    often). runway_event_loop_lag_net_seconds takes that out: each tick's
+    lateness less the time this thread waited on a run queue since the last
+    tick (the kernel's schedstat), at least 0. What stays is a lower bound of
+    the loop's own stall: its callbacks, collections and batches."""
     loop = asyncio.get_running_loop()
     histogram = app[METRICS].loop_lag
     series = histogram.series()
     add = histogram.add
+    net_series = app[METRICS].loop_lag_net.series()
+    schedstat = open_schedstat()
+    waited = runqueue_wait_ns(schedstat) if schedstat is not None else 0
     handle: asyncio.TimerHandle | None = None
 
     def tick(due: float) -> None:
-        nonlocal handle
+        nonlocal handle, waited
         now = loop.time()
-        add(series, max(0.0, now - due))
+        late = max(0.0, now - due)
+        add(series, late)
+        if schedstat is not None:
+            total = runqueue_wait_ns(schedstat)
+            add(net_series, max(0.0, late - (total - waited) / 1e9))
+            waited = total
         handle = loop.call_at(now + LOOP_LAG_INTERVAL_S, tick, now + LOOP_LAG_INTERVAL_S)
 
     due = loop.time() + LOOP_LAG_INTERVAL_S
@@ -247,3 +281,5 @@ async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         handle.cancel()
+        if schedstat is not None:
+            os.close(schedstat)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench import scrape
+from services.common.metrics import Metrics
 
 
 def lag(count: int, seconds: float, buckets: dict[str, int]) -> scrape.CacheCounts:
@@ -22,3 +23,23 @@ def test_loop_lag_over_a_window() -> None:
     before[("lag", "le:0.05")], after[("lag", "le:0.05")] = 100, 300
     assert scrape.loop_lag(before, after)["max_under_ms"] == 50.0
     assert scrape.loop_lag(before, before) == {"ticks": 0}
+
+
+def test_both_lag_histograms_are_read_apart() -> None:
+    """A service's exposition, parsed: the lateness as measured and the net
+    one (less the CPU wait) are counted each under its own kind."""
+    metrics = Metrics("reviews")
+    gross, net = metrics.loop_lag, metrics.loop_lag_net
+    for seconds in (0.0005, 0.02, 0.03):
+        gross.add(gross.series(), seconds)
+    net.add(net.series(), 0.0005)
+    total: scrape.CacheCounts = scrape.Counter()
+    scrape.add_counts(total, metrics.exposition().decode())
+    empty: scrape.CacheCounts = scrape.Counter()
+    assert scrape.loop_lag(empty, total)["over_10ms"] == 2
+    assert scrape.loop_lag(empty, total, "lagnet") == {
+        "ticks": 1,
+        "mean_ms": 0.5,
+        "over_10ms": 0,
+        "max_under_ms": 0.5,
+    }
