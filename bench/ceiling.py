@@ -15,6 +15,7 @@ over (MagicStack/asyncpg#1247; docs/decisions/0037-fair-pool-acquire.md)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import asyncpg
 import uvloop
@@ -47,7 +48,8 @@ def create_app(dsn: str | None, fair: bool = True) -> web.Application:
         async def no_reset(conn: asyncpg.Connection) -> None:
             return None
 
-        pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10, reset=no_reset)
+        size = int(os.environ.get("DB_POOL_MAX", "10"))  # as the services' pools
+        pool = await asyncpg.create_pool(dsn, min_size=size, max_size=size, reset=no_reset)
         app[POOL] = FairPool(pool) if fair else pool
         yield
         await pool.close()

@@ -100,7 +100,9 @@ class Proc:
             self.p.kill()
 
 
-def run_service(tree: Path, service: str, dsn: str, route: tuple, max_id: int, a) -> dict:
+def run_service(
+    tree: Path, service: str, dsn: str, route: tuple, max_id: int, a, extra_env: dict[str, str]
+) -> dict:
     redis_port, port = free_port(), free_port()
     redis = Proc(
         ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], ROOT, {}
@@ -110,6 +112,7 @@ def run_service(tree: Path, service: str, dsn: str, route: tuple, max_id: int, a
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "PORT": str(port),
         "PYTHONPATH": str(tree),
+        **extra_env,
     }
     svc = Proc([PYTHON, "-m", f"services.{service}.app"], tree, env)
     try:
@@ -170,6 +173,8 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--routes", default=",".join(ROUTES))
     p.add_argument("--tag", default="wrk", help="only shows in the command line")
+    p.add_argument("--old-env", default="", help="KEY=VALUE,... for the old tree's service")
+    p.add_argument("--new-env", default="", help="KEY=VALUE,... for the new tree's service")
     p.add_argument(
         "--unfair-ceiling",
         action="store_true",
@@ -185,6 +190,10 @@ def main() -> None:
     dsn = {s: cfg.database_url(s) for s in services}
     max_id = {s: max_product(dsn[s], s) for s in services}
     trees = {"old": a.old.resolve(), "new": a.new.resolve()}
+    tree_env = {
+        "old": dict(kv.split("=", 1) for kv in a.old_env.split(",") if kv),
+        "new": dict(kv.split("=", 1) for kv in a.new_env.split(",") if kv),
+    }
     runs: list[dict] = []
     for rnd in range(a.rounds):
         ceiling = run_ceiling(cfg.database_url("reviews"), max_id.get("reviews", 100_000), a)
@@ -200,8 +209,9 @@ def main() -> None:
         for name in routes:
             route = ROUTES[name]
             for label in order:
+                service, db = route[0], dsn[route[0]]
                 result = run_service(
-                    trees[label], route[0], dsn[route[0]], route, max_id[route[0]], a
+                    trees[label], service, db, route, max_id[service], a, tree_env[label]
                 )
                 runs.append(
                     {

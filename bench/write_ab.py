@@ -1,6 +1,7 @@
 """Write throughput, old code against new: wrk straight at one service process.
 
     python -m bench.write_ab OLD_DIR NEW_DIR [--rounds 3] [--seconds 10] [--peers 1]
+                             [--old-env K=V,...] [--new-env K=V,...]
 
 For each round, each tree in turn (old, new: alternated): a private Redis
 (its own port, empty), the tree's service process under test plus `--peers`
@@ -126,13 +127,16 @@ def prepare(tree: Path, service: str, label: str) -> None:
     )
 
 
-def start(tree: Path, service: str, label: str, port: int, redis_url: str, log) -> subprocess.Popen:
+def start(
+    tree: Path, service: str, label: str, port: int, redis_url: str, log, extra: dict[str, str]
+) -> subprocess.Popen:
     env = {
         **os.environ,
         f"{service.upper()}_DATABASE_URL": database(service, label),
         "PORT": str(port),
         "REDIS_URL": redis_url,
         "DB_POOL_MAX": "10",
+        **extra,
     }
     return subprocess.Popen(
         [PYTHON, "-m", f"services.{service}.app"], cwd=tree, env=env, stdout=log, stderr=log
@@ -176,8 +180,14 @@ def main() -> None:
     parser.add_argument("--peers", type=int, default=1)
     parser.add_argument("--tag", default="wrk", help="only shows in the command line")
     parser.add_argument("--runs", default=",".join(run for _, run in RUNS))
+    parser.add_argument("--old-env", default="", help="KEY=VALUE,... for the old tree's processes")
+    parser.add_argument("--new-env", default="", help="KEY=VALUE,... for the new tree's processes")
     args = parser.parse_args()
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
+    tree_env = {
+        "old": dict(kv.split("=", 1) for kv in args.old_env.split(",") if kv),
+        "new": dict(kv.split("=", 1) for kv in args.new_env.split(",") if kv),
+    }
     work = Path(tempfile.mkdtemp(prefix="write_ab-"))
     scripts = {}
     for name, text in LUA.items():
@@ -209,9 +219,12 @@ def main() -> None:
                     )
                     log = (work / f"{label}-{service}.log").open("a")
                     port = free_port()
-                    procs = [start(tree, service, label, port, redis_url, log)]
+                    extra = tree_env[label]
+                    procs = [start(tree, service, label, port, redis_url, log, extra)]
                     for _ in range(args.peers):
-                        procs.append(start(tree, service, label, free_port(), redis_url, log))
+                        procs.append(
+                            start(tree, service, label, free_port(), redis_url, log, extra)
+                        )
                     try:
                         wait_http(f"http://127.0.0.1:{port}/readyz")
                         time.sleep(1.0)  # the peers subscribe; leases granted
