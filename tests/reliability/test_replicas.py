@@ -603,12 +603,15 @@ def replica_reads_of(port: int) -> float:
 async def test_primary_down_gives_503s_as_before(
     aiohttp_client, pair: Pair, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """Last in this module: the private primary is stopped and started again."""
+    """Last in this module: the private primary is stopped (immediate: no
+    shutdown checkpoint, as a crash) and started again; the write acknowledged
+    before is there after the restart, the refused one is not."""
     await fresh(pair, redis_server)
     client = await make_app(aiohttp_client, pair, redis_server)
     await post_review(client, 7, "x")
     await settle(pair, client)
     await asyncio.to_thread(pair.primary.stop, "immediate")
+    restarted = False
     try:
         started = time.monotonic()
         resp = await client.post("/reviews", json={**NEW, "product_id": 7, "summary": "y"})
@@ -622,5 +625,14 @@ async def test_primary_down_gives_503s_as_before(
             await asyncio.sleep(0.15)
         assert statuses <= {200, 503}
         assert 503 in statuses, "reads kept succeeding with the primary down past the lag bound"
-    finally:
         await asyncio.to_thread(pair.primary.start)
+        restarted = True
+        conn = await asyncpg.connect(pair.dsns["reviews"])
+        try:
+            kept = await conn.fetch("SELECT summary FROM reviews WHERE product_id = 7")
+        finally:
+            await conn.close()
+        assert sorted(r["summary"] for r in kept) == ["x"]
+    finally:
+        if not restarted:
+            await asyncio.to_thread(pair.primary.start)
