@@ -124,8 +124,10 @@ def test_prometheus_on_the_stack_config_has_every_exporter_up(
     command = gateway_and_prometheus.prometheus_command(
         gateway_and_prometheus.prometheus_binary() or "prometheus", path, tmp_path, port
     )
+    # exec: the shell becomes Prometheus, so terminate() below stops it (it
+    # stopped only the shell, and every test session left a Prometheus behind).
     process = subprocess.Popen(
-        command, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        "exec " + command, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/-/ready", timeout_s=20)
