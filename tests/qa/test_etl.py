@@ -13,6 +13,7 @@ import pytest
 
 from services.common.data.rebuild import index_names, indexes_file
 from services.common.data.values import EtlError
+from services.common.resources import CACHE
 from services.qa.app import MIGRATIONS
 from services.qa.data import generator, loader
 
@@ -171,6 +172,9 @@ async def test_load_sequences_indexes_cache_flush_and_rerun(
     assert (await questions(qa_client, 5))["results"] == []
     data = write_export(tmp_path / "data", QUIRKY_QUESTIONS, QUIRKY_ANSWERS, QUIRKY_PHOTOS)
     first = await run_load(qa_db, data, tmp_path / "report", redis_server.url, parse_in_child=False)
+    # The loader's flush reaches running processes within the staleness bound,
+    # not at once: wait until this one has applied it (CI caught the race).
+    assert await qa_client.server.app[CACHE].drain()
     assert [q["question_id"] for q in (await questions(qa_client, 5))["results"]] == [1]
 
     # Re-running replaces the data (same counts, no duplicates).
