@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
 import asyncpg
 import uvloop
@@ -24,7 +25,8 @@ from aiohttp import web
 from services.common.db import FairPool
 
 BODY = b'{"product":"1","page":0,"count":5,"results":[]}'
-POOL: web.AppKey[FairPool | asyncpg.Pool] = web.AppKey("pool", object)
+# (take, give back): FairPool's, as the services take connections, or asyncpg's own.
+POOL: web.AppKey[tuple[Callable, Callable]] = web.AppKey("pool", tuple)
 
 
 async def fixed(request: web.Request) -> web.Response:
@@ -33,8 +35,12 @@ async def fixed(request: web.Request) -> web.Response:
 
 async def one_query(request: web.Request) -> web.Response:
     key = int(request.query.get("id", "1"))
-    async with request.app[POOL].acquire() as conn:
+    take, give_back = request.app[POOL]
+    conn = await take()
+    try:
         await conn.fetchval("SELECT id FROM reviews WHERE id = $1", key)
+    finally:
+        await give_back(conn)
     return web.Response(body=BODY, headers={"Content-Type": "application/json"})
 
 
@@ -50,7 +56,11 @@ def create_app(dsn: str | None, fair: bool = True) -> web.Application:
 
         size = int(os.environ.get("DB_POOL_MAX", "10"))  # as the services' pools
         pool = await asyncpg.create_pool(dsn, min_size=size, max_size=size, reset=no_reset)
-        app[POOL] = FairPool(pool) if fair else pool
+        if fair:
+            fair_pool = FairPool(pool)
+            app[POOL] = (fair_pool.take, fair_pool.give_back)
+        else:
+            app[POOL] = (pool.acquire, pool.release)
         yield
         await pool.close()
 

@@ -72,14 +72,6 @@ class FairPool:
         finally:
             self._permits.release()
 
-    @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        conn = await self.take()
-        try:
-            yield conn
-        finally:
-            await self.give_back(conn)
-
 
 class Database:
     """The pool plus the few access patterns the services use.
