@@ -62,6 +62,8 @@ def create_app(dsn: str | None, fair: bool = True) -> web.Application:
         else:
             app[POOL] = (pool.acquire, pool.release)
         yield
+        if fair:
+            await fair_pool.release_idle()
         await pool.close()
 
     app.cleanup_ctx.append(pool_ctx)

@@ -39,8 +39,15 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's per-release reset query: handlers never leave session state behind."""
 
 
+def _open(conn: asyncpg.Connection) -> bool:
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:  # asyncpg took it back itself when it was lost
+        return False
+
+
 class FairPool:
-    """An asyncpg pool handed out first come, first served.
+    """An asyncpg pool handed out first come, first served, and kept.
 
     asyncpg's acquire is not fair (MagicStack/asyncpg#1247): a released
     connection goes to whichever acquire runs next, and a waiter woken for it
@@ -49,28 +56,75 @@ class FairPool:
     to nothing and a few are passed over again and again: hundreds of ms at
     the p99. A semaphore of the pool's size in front hands permits out in
     arrival order (asyncio.Semaphore is FIFO since Python 3.11.1) and the
-    pool itself then never has a waiter. docs/decisions/0037."""
+    pool itself then never has a waiter. docs/decisions/0037.
 
-    __slots__ = ("_permits", "pool")
+    A connection given back in a clean state (open, not cancelling a query,
+    not in a transaction, of the current generation) is kept here for the
+    next take() instead of going back through asyncpg's release and acquire,
+    which cost a writer or a cold read 5-8% of its process's CPU (release
+    runs in a new Task): docs/decisions/0038. Anything else goes back to
+    asyncpg, which closes or resets it as it always did. Before closing or
+    expiring the asyncpg pool, call release_idle() or expire()."""
+
+    __slots__ = ("_generation", "_held", "_idle", "_permits", "pool")
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._permits = asyncio.Semaphore(pool.get_max_size())
+        self._idle: list[asyncpg.Connection] = []
+        self._held: dict[asyncpg.Connection, int] = {}  # taken from asyncpg: its generation
+        self._generation = 0
 
     async def take(self) -> asyncpg.Connection:
         """A connection, in turn; hand it back with give_back()."""
         await self._permits.acquire()
         try:
-            return await self.pool.acquire()
+            while self._idle:
+                conn = self._idle.pop()
+                if _open(conn):
+                    return conn
+                # Lost while idle (a server restart): asyncpg replaces it.
+                self._held.pop(conn, None)
+                await self.pool.release(conn)
+            conn = await self.pool.acquire()
         except BaseException:
             self._permits.release()
             raise
+        self._held[conn] = self._generation
+        return conn
 
     async def give_back(self, conn: asyncpg.Connection) -> None:
         try:
+            if (
+                self._held.get(conn) == self._generation
+                and _open(conn)
+                and not conn.is_in_transaction()
+                and not conn._protocol._is_cancelling()  # a query cancelled under it
+            ):
+                self._idle.append(conn)
+                return
+            self._held.pop(conn, None)
             await self.pool.release(conn)
         finally:
             self._permits.release()
+
+    def idle_size(self) -> int:
+        """Connections idle here or in asyncpg's pool."""
+        return len(self._idle) + self.pool.get_idle_size()
+
+    async def release_idle(self) -> None:
+        """Give every connection kept here back to asyncpg (before its close())."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._held.pop(conn, None)
+            await self.pool.release(conn)
+
+    async def expire(self) -> None:
+        """asyncpg's expire_connections(), for the connections kept here and
+        those in use too: they go back to asyncpg, which closes them."""
+        self._generation += 1
+        await self.release_idle()
+        await self.pool.expire_connections()
 
 
 class Database:
@@ -103,6 +157,13 @@ class Database:
 
     async def release(self, conn: asyncpg.Connection) -> None:
         await self._fair.give_back(conn)
+
+    def idle_size(self) -> int:
+        return self._fair.idle_size()
+
+    async def release_idle(self) -> None:
+        """Before the pool's close(): the connections kept idle go back to it."""
+        await self._fair.release_idle()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:

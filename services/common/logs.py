@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 
 FLUSH_S = 0.2
 MAX_BUFFERED = 64 * 1024
@@ -34,9 +35,17 @@ class BatchedStderrHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self._buffer(line, record.levelno >= logging.WARNING)
+
+    def append_info(self, line: str) -> None:
+        """Buffer a line formatted by the caller, as an INFO record's would be."""
+        with self.lock:
+            self._buffer(line, False)
+
+    def _buffer(self, line: str, urgent: bool) -> None:
         self._lines.append(line)
         self._size += len(line)
-        if record.levelno >= logging.WARNING or self._size >= MAX_BUFFERED:
+        if urgent or self._size >= MAX_BUFFERED:
             self._write()
             return
         if not self._scheduled:
@@ -70,9 +79,44 @@ class BatchedStderrHandler(logging.Handler):
         super().close()
 
 
+class InfoLines:
+    """`logger.info(message)` for one hot logger (a line per write), in the
+    same format, at a fifth of the cost: the logging module's record, lock
+    and formatter took 10% of a writer process's CPU (decision 0038). Falls
+    back to `logger.info` unless configure_logging's handler is the only one."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._second = -1
+        self._stamp = ""
+
+    def info(self, message: str) -> None:
+        logger = self._logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = _handler
+        if handler is None or logger.handlers or logging.root.handlers != [handler]:
+            logger.info("%s", message)
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:  # logging.Formatter's default asctime, per second
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        millis = int((now - second) * 1000)
+        prefix = f"{self._stamp},{millis:03d} INFO {_service} {logger.name}"
+        handler.append_info(f"{prefix}: {message}\n")
+
+
+_handler: BatchedStderrHandler | None = None
+_service = ""
+
+
 def configure_logging(service: str, level: str) -> None:
+    global _handler, _service
     handler = BatchedStderrHandler()
     handler.setFormatter(
         logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s")
     )
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    _handler, _service = handler, service

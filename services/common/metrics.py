@@ -169,7 +169,8 @@ class Metrics:
         )
         self.cache_invalidations = Counter(
             "runway_cache_invalidations_total",
-            "Invalidations after writes, by result (ok; failed: Redis unreachable or, on a "
+            "Invalidation calls to Redis, each for one or more writes (cache/grouping.py), by "
+            "result (ok; failed: Redis unreachable or, on a "
             "cluster, no replica confirmed: replayed)",
             ["result"],
             registry=r,

@@ -12,9 +12,10 @@ from aiohttp import web
 
 from . import tracing
 from .errors import error_response
+from .logs import InfoLines
 from .metrics import Metrics
 
-write_log = logging.getLogger("runway.requests")
+write_lines = InfoLines(logging.getLogger("runway.requests"))
 
 
 def log_write(
@@ -23,14 +24,9 @@ def log_write(
     """One line per write or server error, with the gateway's request id and
     the trace id (reads are not logged: at thousands per second the log would
     cost more than the answer)."""
-    write_log.info(
-        "%s %s %d %.1fms request_id=%s trace_id=%s",
-        method,
-        request.path_qs,
-        status,
-        elapsed * 1000,
-        request.headers.get("X-Request-Id", "-"),
-        trace_id,
+    write_lines.info(
+        f"{method} {request.path_qs} {status} {elapsed * 1000:.1f}ms "
+        f"request_id={request.headers.get('X-Request-Id', '-')} trace_id={trace_id}"
     )
 
 

@@ -172,6 +172,8 @@ class ReplicaRouter:
             if replica.probe is not None:
                 replica.probe.close()
             if replica.pool is not None:
+                if replica.fair is not None:
+                    await replica.fair.release_idle()
                 try:
                     await asyncio.wait_for(replica.pool.close(), 5)
                 except TimeoutError:
@@ -246,8 +248,8 @@ class ReplicaRouter:
         except REPLICA_FAILURES as exc:
             if not isinstance(exc, _QUERY_FAILURES):
                 self._mark_down(replica, exc)
-                if replica.pool is not None:
-                    await replica.pool.expire_connections()  # the others are likely broken
+                if replica.fair is not None:
+                    await replica.fair.expire()  # the others are likely broken
             self._on_primary["replica_failed"].value += 1
             return await self._primary._one_statement(method, sql, args)
         self._on_replica.value += 1

@@ -57,11 +57,13 @@ def database_ctx(migrations_dir: Path | None) -> CleanupCtx:
         if migrations_dir is not None:
             await require_schema(pool, settings, migrations_dir)
         metrics = app[METRICS]
+        db = Database(pool, metrics, settings.db_acquire_timeout_s)
         metrics.pool_size.set_function(pool.get_size)
-        metrics.pool_idle.set_function(pool.get_idle_size)
+        metrics.pool_idle.set_function(db.idle_size)
         metrics.pool_max.set_function(pool.get_max_size)
-        app[DB] = Database(pool, metrics, settings.db_acquire_timeout_s)
+        app[DB] = db
         yield
+        await db.release_idle()
         try:
             # close() waits for every connection to come back; one that never
             # does (a stuck query) must not hold up the shutdown. Cancelled,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 COOKIE = "runway_w"
 HEADER = "X-Runway-Write"
@@ -27,12 +27,17 @@ FRESH_S = 1.0
 MARKER_MAX_AGE_S = 1  # the cookie's Max-Age (whole seconds)
 
 
+# The Set-Cookie value after the marker, as http.cookies writes it for
+# set_cookie(COOKIE, marker, max_age=..., httponly=True, samesite="Lax", path="/"),
+# which cost 15 us a write (a marker is digits, "." and hex: nothing to quote).
+_COOKIE_ATTRIBUTES = f"; HttpOnly; Max-Age={MARKER_MAX_AGE_S}; Path=/; SameSite=Lax"
+
+
 def mark(response: web.StreamResponse, marker: str) -> web.StreamResponse:
     """Attach a write's marker (ResponseCache.invalidate's) to its response."""
-    response.set_cookie(
-        COOKIE, marker, max_age=MARKER_MAX_AGE_S, httponly=True, samesite="Lax", path="/"
-    )
-    response.headers[HEADER] = marker
+    headers = response.headers
+    headers.add(hdrs.SET_COOKIE, f"{COOKIE}={marker}{_COOKIE_ATTRIBUTES}")
+    headers[HEADER] = marker
     return response
 
 

@@ -244,6 +244,30 @@ async def test_an_invalidation_loads_its_script_again_after_redis_lost_it(caches
     assert counter(a, "redis", "error") == 0
 
 
+async def test_concurrent_invalidations_go_out_in_groups(caches):
+    """Twenty writes committing together: their invalidations share one Redis
+    call (grouping.py), and when each returns, its scope's old answer is gone
+    from Redis (the other process's marked read finds the new value) and, once
+    the message is applied, from the other process's local tier."""
+    a, b = caches
+    db = {i: FakeDatabase() for i in range(20)}
+    for i, d in db.items():
+        assert await b.get(f"p:{i}", "k", d.load) == b"v1"
+    assert await b.drain()  # b's fills are in Redis
+    for d in db.values():
+        d.value = b"v2"
+    groups = a._coherence._groups
+    calls_before = groups.calls
+    await asyncio.gather(*(a.invalidate(f"p:{i}") for i in db))
+    assert groups.calls - calls_before == 1
+    for i, d in db.items():
+        body, source = await b.lookup_after_write(f"p:{i}", "k", d.load)
+        assert (body, source) == (b"v2", "db")
+    assert await b.drain()
+    for i, d in db.items():
+        assert await b.get(f"p:{i}", "k", d.load) == b"v2"
+
+
 async def test_a_writer_does_not_wait_for_a_slow_process(caches):
     """No acknowledgements: a process slow to read its messages (a stalled
     loop) costs the writer nothing."""

@@ -9,7 +9,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from services.common.db import FairPool, database_name, with_database
+from services.common.db import FairPool, _open, database_name, with_database
 from tests.conftest import PG_ADMIN_URL
 
 
@@ -63,5 +63,102 @@ async def test_fair_pool_serves_acquirers_in_arrival_order(late_by: int) -> None
         late = asyncio.create_task(acquirer("late", late_by))
         await asyncio.gather(giving_back, late, *waiters)
         assert served == asked
+        await fair.release_idle()
     finally:
-        await pool.close()
+        await asyncio.wait_for(pool.close(), 5)
+
+
+# --- FairPool keeps clean connections ------------------------------------------
+
+
+async def test_fair_pool_keeps_a_clean_connection_and_hands_it_out_again() -> None:
+    """A connection given back clean stays with FairPool (asyncpg's pool sees
+    it in use) and the next take() hands out the same one; release_idle()
+    returns it, after which asyncpg's close() does not wait."""
+    pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=1, max_size=2, reset=_no_reset)
+    try:
+        fair = FairPool(pool)
+        conn = await fair.take()
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        await fair.give_back(conn)
+        assert fair.idle_size() == 1 and pool.get_idle_size() == 0
+        again = await fair.take()
+        assert again is conn
+        assert await again.fetchval("SELECT pg_backend_pid()") == backend
+        await fair.give_back(again)
+        await fair.release_idle()
+        assert pool.get_idle_size() == 1 and fair.idle_size() == 1
+    finally:
+        await asyncio.wait_for(pool.close(), 5)
+
+
+async def test_fair_pool_returns_a_connection_left_in_a_transaction_to_asyncpg() -> None:
+    """A connection given back inside a transaction is not kept: asyncpg's
+    release rolls it back, so the next holder never inherits the transaction."""
+    pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=1, max_size=1, reset=_no_reset)
+    try:
+        fair = FairPool(pool)
+        conn = await fair.take()
+        await conn.execute("BEGIN")
+        await conn.execute("CREATE TEMP TABLE left_behind (x int)")
+        await fair.give_back(conn)
+        assert fair.idle_size() == pool.get_idle_size() == 1  # in asyncpg's pool, not kept
+        conn = await fair.take()
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT to_regclass('pg_temp.left_behind')") is None
+        await fair.give_back(conn)
+        await fair.release_idle()
+    finally:
+        await asyncio.wait_for(pool.close(), 5)
+
+
+async def test_fair_pool_replaces_a_connection_lost_while_kept() -> None:
+    """A kept connection whose server process ended (a restart, a kill) is
+    not handed out: take() gives a new one."""
+    pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=1, max_size=1, reset=_no_reset)
+    try:
+        fair = FairPool(pool)
+        conn = await fair.take()
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        await fair.give_back(conn)
+        killer = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", backend)
+        finally:
+            await killer.close()
+        async with asyncio.timeout(5):  # the client notices the closed socket
+            while _open(conn):  # noqa: ASYNC110 (asyncpg has no event for it)
+                await asyncio.sleep(0.01)
+        fresh = await fair.take()
+        assert fresh is not conn
+        assert await fresh.fetchval("SELECT pg_backend_pid()") != backend
+        await fair.give_back(fresh)
+        await fair.release_idle()
+    finally:
+        await asyncio.wait_for(pool.close(), 5)
+
+
+async def test_fair_pool_expire_closes_kept_and_in_use_connections() -> None:
+    """expire() (a replica marked down): the kept connections and, when given
+    back, those in use are closed, never handed out again."""
+    pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=2, max_size=2, reset=_no_reset)
+    watcher = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        fair = FairPool(pool)
+        kept, in_use = await fair.take(), await fair.take()
+        old = {await c.fetchval("SELECT pg_backend_pid()") for c in (kept, in_use)}
+        await fair.give_back(kept)
+        await fair.expire()
+        await fair.give_back(in_use)
+        conn = await fair.take()
+        assert await conn.fetchval("SELECT pg_backend_pid()") not in old
+        await fair.give_back(conn)
+        await fair.release_idle()
+        async with asyncio.timeout(5):  # both old server processes end
+            while await watcher.fetchval(  # noqa: ASYNC110 (another server's state)
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", list(old)
+            ):
+                await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()
+        await asyncio.wait_for(pool.close(), 5)

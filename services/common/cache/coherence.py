@@ -42,6 +42,7 @@ from redis.exceptions import MaxConnectionsError
 from ..metrics import Metrics
 from . import cluster as cluster_ops
 from .bus import Bus
+from .grouping import InvalidationGroups
 from .lease import LEASE_S, PING_INTERVAL_S, RECOVERY_GRACE_S, Lease, ping_loop
 from .resilience import (
     _REDIS_FAILURES,
@@ -104,6 +105,7 @@ class Coherence:
         self.pending_all = False
         self.pending_lsn: int | None = 0  # the largest LSN pending (None: one unknown)
         self._invalidate_script = LuaScript(INVALIDATE_SCRIPT)
+        self._groups = InvalidationGroups(self._invalidate_group)
         self.tasks: list[asyncio.Task] = []  # the listener, then the pinger
         self._ping_lock = asyncio.Lock()
         self._process = f"{os.getpid()}-{secrets.token_hex(3)}"
@@ -136,15 +138,22 @@ class Coherence:
         self._drop(scopes, lsn)
         if self._redis is None:
             return True
-        message: dict = {"scopes": list(scopes)}
-        if lsn is not None:
-            message["lsn"] = lsn
         try:
-            return await self._broadcast(message, scopes)
+            taken = await self._groups.submit(scopes, lsn)
         finally:
             # Again: until the delete reached Redis, a read here could still
             # find the old answer there and put it in this local tier.
             self._drop(scopes, lsn)
+        if not taken:
+            await self._wait_out_leases()
+        return taken
+
+    async def _invalidate_group(self, scopes: list[str], lsn: int | None) -> bool:
+        """One Redis call for a group of writes' scopes (grouping.py)."""
+        message: dict = {"scopes": scopes}
+        if lsn is not None:
+            message["lsn"] = lsn
+        return await self._broadcast(message, scopes)
 
     async def flush_all(self) -> bool:
         """Start a new generation and have every process drop everything.
@@ -166,11 +175,15 @@ class Coherence:
             return False
         finally:
             self._drop_all()  # as in invalidate(): reads meanwhile saw the old generation
-        return await self._broadcast({"all": True, "gen": self.gen}, ())
+        taken = await self._broadcast({"all": True, "gen": self.gen}, ())
+        if not taken:
+            await self._wait_out_leases()
+        return taken
 
     async def _broadcast(self, message: dict, scopes: Sequence[str]) -> bool:
         """Replace the scopes' tokens and publish the message. Returns False when
-        Redis failed (the scopes are then replayed later)."""
+        Redis failed (the scopes are then replayed later; the callers wait out
+        the leases)."""
         assert self._redis is not None
         redis = self._redis
         nonce = secrets.token_hex(8)
@@ -213,7 +226,6 @@ class Coherence:
                 else:
                     self.pending_lsn = max(pending_lsn, lsn)
             self.pending.update(scopes)
-            await self._wait_out_leases()
             return False
         self._metrics.cache_invalidations.labels("ok").inc()
         return True
