@@ -34,9 +34,11 @@ Also relied on, public modules but undocumented behaviour:
       (tests/common/test_app.py compares both paths byte for byte).
 
 What ReadyResponse leaves out, so it is only for a request the regular path
-would answer with exactly these headers: a GET on a persistent HTTP/1.1
-connection (no Connection header then), in an app without
-on_response_prepare handlers (their hook, request._prepare_hook, is skipped)."""
+would answer with exactly these headers: a request on a persistent HTTP/1.1
+connection (no Connection header then), not a HEAD (its answer has no
+body), in an app without on_response_prepare handlers (their hook,
+request._prepare_hook, is skipped). responses.py uses it for cached GETs and
+for the writes' 201 and 204."""
 
 from __future__ import annotations
 
@@ -53,12 +55,13 @@ REQUEST_ATTRIBUTES = ("_payload_writer",)
 
 
 class ReadyResponse(web.StreamResponse):
-    """A 200 answered with `ready`, the whole answer (see ready_bytes)."""
+    """An answer written as `ready`, its whole bytes (see ready_bytes and
+    ready_empty); `status` is what its head says (for the metrics and logs)."""
 
     __slots__ = ("_ready",)
 
-    def __init__(self, ready: bytes) -> None:
-        super().__init__()
+    def __init__(self, ready: bytes, status: int = 200) -> None:
+        super().__init__(status=status)
         self._ready = ready
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
@@ -94,10 +97,26 @@ _SERVER = SERVER_SOFTWARE.encode()
 _date = ["", b""]  # aiohttp's Date string of this second, and its bytes
 
 
-def ready_bytes(head: bytes, body: bytes) -> bytes:
-    """The whole answer: `head` (from ready_head), the body's length, Date,
-    Server, then the body."""
+def _date_bytes() -> bytes:
     date = rfc822_formatted_time()  # the same object all second long
     if date is not _date[0]:
         _date[:] = date, date.encode()
-    return b"%s%d\r\nDate: %s\r\nServer: %s\r\n\r\n%s" % (head, len(body), _date[1], _SERVER, body)
+    return _date[1]
+
+
+def ready_bytes(head: bytes, body: bytes) -> bytes:
+    """The whole answer: `head` (from ready_head, or any head up to its
+    Content-Length value), the body's length, Date, Server, then the body."""
+    return b"%s%d\r\nDate: %s\r\nServer: %s\r\n\r\n%s" % (
+        head,
+        len(body),
+        _date_bytes(),
+        _SERVER,
+        body,
+    )
+
+
+def ready_empty(head: bytes) -> bytes:
+    """A bodiless answer (a 204: no Content-Length either): `head` (its status
+    line and headers, each line ending in CRLF), then Date and Server."""
+    return b"%sDate: %s\r\nServer: %s\r\n\r\n" % (head, _date_bytes(), _SERVER)

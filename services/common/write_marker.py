@@ -33,6 +33,11 @@ MARKER_MAX_AGE_S = 1  # the cookie's Max-Age (whole seconds)
 _COOKIE_ATTRIBUTES = f"; HttpOnly; Max-Age={MARKER_MAX_AGE_S}; Path=/; SameSite=Lax"
 
 
+def header_lines(marker: str) -> bytes:
+    """The two headers mark() adds, as lines of a prebuilt head (responses.py)."""
+    return f"Set-Cookie: {COOKIE}={marker}{_COOKIE_ATTRIBUTES}\r\n{HEADER}: {marker}\r\n".encode()
+
+
 def mark(response: web.StreamResponse, marker: str) -> web.StreamResponse:
     """Attach a write's marker (ResponseCache.invalidate's) to its response."""
     headers = response.headers

@@ -15,9 +15,8 @@ from aiohttp import web
 from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import DB, OUTBOX
-from services.common.responses import cached_json
+from services.common.responses import cached_json, written
 from services.common.validation import parse_id, parse_paging, read_body
-from services.common.write_marker import mark
 
 from . import queries
 from .schemas import NewAnswer, NewQuestion
@@ -70,7 +69,7 @@ async def add_question(request: web.Request) -> web.Response:
     question = await read_body(request, NewQuestion)
     outbox_id = await queries.add_question(request.app[DB], question)
     marker = await request.app[OUTBOX].invalidate(outbox_id, product_scope(question.product_id))
-    return mark(web.Response(status=201, text="Created"), marker)
+    return written(request, 201, marker)
 
 
 async def add_answer(request: web.Request) -> web.Response:
@@ -84,7 +83,7 @@ async def add_answer(request: web.Request) -> web.Response:
     marker = await request.app[OUTBOX].invalidate(
         outbox_id, question_scope(question_id), product_scope(product_id)
     )
-    return mark(web.Response(status=201, text="Created"), marker)
+    return written(request, 201, marker)
 
 
 async def _update_question(
@@ -96,7 +95,7 @@ async def _update_question(
         raise ApiError(404, f"question_id {question_id} does not exist")
     product_id, outbox_id = row
     marker = await request.app[OUTBOX].invalidate(outbox_id, product_scope(product_id))
-    return mark(web.Response(status=204), marker)
+    return written(request, 204, marker)
 
 
 async def _update_answer(
@@ -111,7 +110,7 @@ async def _update_answer(
     if product_id is not None:
         scopes.append(product_scope(product_id))
     marker = await request.app[OUTBOX].invalidate(outbox_id, *scopes)
-    return mark(web.Response(status=204), marker)
+    return written(request, 204, marker)
 
 
 async def mark_question_helpful(request: web.Request) -> web.Response:

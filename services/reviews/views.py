@@ -11,9 +11,8 @@ from aiohttp import web
 from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import DB, OUTBOX
-from services.common.responses import cached_json
+from services.common.responses import cached_json, written
 from services.common.validation import MAX_ID, parse_id, parse_paging, read_body
-from services.common.write_marker import mark
 
 from . import queries
 from .schemas import NewReview
@@ -65,7 +64,7 @@ async def add_review(request: web.Request) -> web.Response:
             f"characteristics: {foreign_id} is not a characteristic of product {review.product_id}",
         )
     marker = await request.app[OUTBOX].invalidate(outbox_id, product_scope(review.product_id))
-    return mark(web.Response(status=201, text="Created"), marker)
+    return written(request, 201, marker)
 
 
 async def _update_review(
@@ -77,7 +76,7 @@ async def _update_review(
         raise ApiError(404, f"review_id {review_id} does not exist")
     product_id, outbox_id = row
     marker = await request.app[OUTBOX].invalidate(outbox_id, product_scope(product_id))
-    return mark(web.Response(status=204), marker)
+    return written(request, 204, marker)
 
 
 async def mark_helpful(request: web.Request) -> web.Response:

@@ -14,9 +14,10 @@ from services.common.cache import ResponseCache
 from services.common.metrics import Metrics
 from services.common.ready_response import ReadyResponse
 from services.common.resources import CACHE
-from services.common.responses import cached_json
+from services.common.responses import cached_json, written
 
 BODY = b'{"product_id":"7","results":[' + b'{"x":1},' * 400 + b'{"x":2}]}'
+MARKER = "1764950400123.16b3f2a8"
 
 
 @pytest.fixture
@@ -31,6 +32,13 @@ async def server(aiohttp_server):
         return response
 
     app.router.add_route("GET", "/x", view)
+
+    async def write_view(request: web.Request) -> web.StreamResponse:
+        response = written(request, int(request.match_info["status"]), MARKER)
+        seen.append((type(response), response.status))
+        return response
+
+    app.router.add_route("POST", "/w/{status}", write_view)
     srv = await aiohttp_server(app)
     srv.seen = seen
     return srv
@@ -46,7 +54,9 @@ async def exchange(port: int, *requests: bytes) -> list[tuple[list[bytes], bytes
         for _ in requests:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head[:-4].split(b"\r\n")
-            length = next(int(x.split(b":")[1]) for x in lines if x.startswith(b"Content-Length"))
+            length = next(
+                (int(x.split(b":")[1]) for x in lines if x.startswith(b"Content-Length")), 0
+            )
             answers.append((lines, await reader.readexactly(length)))
         return answers
     finally:
@@ -90,3 +100,39 @@ async def test_an_aiohttp_client_reads_the_fast_path(server, aiohttp_client):
         assert resp.headers["X-Cache"] == "db"
         assert await resp.read() == BODY
     assert server.seen == [ReadyResponse] * 3
+
+
+@pytest.mark.parametrize("status", [201, 204])
+async def test_a_write_s_ready_and_regular_answers_are_the_same(server, status):
+    """A write's 201 "Created" or 204 with the session's marker: prebuilt on a
+    persistent HTTP/1.1 connection, web.Response with write_marker.mark()
+    otherwise; the same bytes but for the slow path's Connection header, and
+    the status the metrics record is the answer's."""
+    post = b"POST /w/%d HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n" % status
+    close = b"POST /w/%d HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % (
+        status
+    )
+    (fast_head, fast_body), (again_head, _), (slow_head, slow_body) = await exchange(
+        server.port, post, post, close
+    )
+    assert server.seen == [(ReadyResponse, status)] * 2 + [(web.Response, status)]
+    assert without_date(slow_head) == [*without_date(fast_head), b"Connection: close"]
+    assert without_date(fast_head) == without_date(again_head)
+    assert fast_body == slow_body == (b"Created" if status == 201 else b"")
+    status_line = b"HTTP/1.1 201 Created" if status == 201 else b"HTTP/1.1 204 No Content"
+    assert fast_head[0] == status_line
+    cookie = f"Set-Cookie: runway_w={MARKER}; HttpOnly; Max-Age=1; Path=/; SameSite=Lax"
+    assert cookie.encode() in fast_head
+    assert f"X-Runway-Write: {MARKER}".encode() in fast_head
+
+
+async def test_an_aiohttp_client_reads_a_ready_write_answer(server, aiohttp_client):
+    client = await aiohttp_client(server)
+    for status in (201, 204, 201):  # over one pooled connection
+        resp = await client.post(f"/w/{status}")
+        assert resp.status == status
+        assert resp.headers["X-Runway-Write"] == MARKER
+        assert resp.cookies["runway_w"].value == MARKER
+        assert resp.cookies["runway_w"]["httponly"]
+        assert await resp.read() == (b"Created" if status == 201 else b"")
+    assert [kind for kind, _ in server.seen] == [ReadyResponse] * 3
