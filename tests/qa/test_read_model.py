@@ -224,6 +224,71 @@ async def test_concurrent_writes_to_one_question_lose_nothing(qa_client, qa_conn
     assert [a["helpfulness"] for a in embedded] == [5, 3]
 
 
+async def element_of(conn: asyncpg.Connection, question: int) -> dict:
+    sql = "SELECT element FROM question_documents WHERE question_id = $1"
+    return orjson.loads(await conn.fetchval(sql, question))
+
+
+async def test_a_helpful_vote_patches_the_number_and_rebuilds_nothing(qa_client, qa_conn):
+    """PUT /qa/questions/:id/helpful patches the element's number in place
+    (005_helpful_patch.sql): an answer changed behind the triggers' back
+    stays as it was in the element (a rebuild would pick it up), while the
+    number, across digit-count changes, and the list's order follow the votes."""
+    db = qa_client.app[DB]
+    voted = await add_question(qa_conn, 14, helpful=9, body='a "quoted" ,"question_helpfulness":9,')
+    other = await add_question(qa_conn, 14, helpful=10)
+    answer = await add_answer(qa_conn, voted, body="before")
+    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
+    await qa_conn.execute("UPDATE answers SET body = 'behind' WHERE id = $1", answer)
+    await qa_conn.execute("RESET session_replication_role")
+    assert (await qa_client.put(f"/qa/questions/{voted}/helpful")).status == 204
+    element = await element_of(qa_conn, voted)
+    assert element["question_helpfulness"] == 10
+    assert element["question_body"] == 'a "quoted" ,"question_helpfulness":9,'
+    assert element["answers"][str(answer)]["body"] == "before"  # patched, not rebuilt
+    assert (await qa_client.put(f"/qa/questions/{voted}/helpful")).status == 204
+    assert (await element_of(qa_conn, voted))["question_helpfulness"] == 11
+    served = orjson.loads(await queries.questions_page(db, 14, 1, 5))
+    assert [q["question_id"] for q in served["results"]] == [voted, other]
+    # Once rebuilt (the answer written through the triggers), all matches the tables.
+    await qa_conn.execute("UPDATE answers SET body = 'after' WHERE id = $1", answer)
+    await assert_pages_match(db, 14)
+
+
+async def test_a_helpful_vote_on_a_row_out_of_step_rebuilds_it(qa_client, qa_conn):
+    """The patch applies only to a row holding what the vote changed from; a
+    row out of step with the tables is rebuilt instead (the vote's fallback)."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 15, helpful=99)
+    await add_answer(qa_conn, question)
+    await qa_conn.execute("SET session_replication_role = replica")
+    await qa_conn.execute(
+        "UPDATE question_documents SET helpful = 7 WHERE question_id = $1", question
+    )
+    await qa_conn.execute("RESET session_replication_role")
+    assert (await qa_client.put(f"/qa/questions/{question}/helpful")).status == 204
+    assert (await element_of(qa_conn, question))["question_helpfulness"] == 100
+    await assert_pages_match(db, 15)
+
+
+async def test_concurrent_votes_and_answers_on_one_question_lose_nothing(qa_client, qa_conn):
+    """Votes (patched) and answers (rebuilt) on one question at once, over
+    the service's pool: every vote and every answer is in the element."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 16, helpful=8)
+    votes = [qa_client.put(f"/qa/questions/{question}/helpful") for _ in range(12)]
+    answers = [
+        qa_client.post(f"/qa/questions/{question}/answers", json=answer_body(body=f"a{i}"))
+        for i in range(6)
+    ]
+    for resp in await asyncio.gather(*votes, *answers):
+        assert resp.status in (201, 204)
+    element = await element_of(qa_conn, question)
+    assert element["question_helpfulness"] == 20
+    assert len(element["answers"]) == 6
+    await assert_pages_match(db, 16)
+
+
 async def test_unchanged_update_and_unrelated_writes_keep_the_row(qa_client, qa_conn):
     """A second report changes nothing visible: the row is not rewritten."""
     question = await add_question(qa_conn, 6)
