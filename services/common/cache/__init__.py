@@ -8,6 +8,7 @@ module that upholds it and the test that fails when it breaks:
 * ``flights.py``: single-flight;
 * ``redis_tier.py``: batched Redis reads and fills, the adaptive Redis skip;
 * ``coherence.py``: invalidations, their replay, the generation;
+* ``grouping.py``: invalidations sent to Redis in groups, one call in flight;
 * ``lease.py``: the lease and the namespace's beacon;
 * ``bus.py``: the invalidation channel's listener;
 * ``cluster.py``: the commands on a Redis Cluster (per slot, WAIT);
