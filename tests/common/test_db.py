@@ -5,6 +5,8 @@ lose the directory and name a database "postgresql"), and FairPool's order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -32,6 +34,21 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """As the services' pools: no reset query on release."""
 
 
+@contextlib.asynccontextmanager
+async def fair_pool(size: int, min_size: int = 1) -> AsyncIterator[tuple[asyncpg.Pool, FairPool]]:
+    """An asyncpg pool as the services make it (no reset) and a FairPool on it;
+    the kept connections go back to asyncpg before its close()."""
+    pool = await asyncpg.create_pool(
+        PG_ADMIN_URL, min_size=min_size, max_size=size, reset=_no_reset
+    )
+    fair = FairPool(pool)
+    try:
+        yield pool, fair
+    finally:
+        await fair.release_idle()
+        await asyncio.wait_for(pool.close(), 5)
+
+
 @pytest.mark.parametrize("late_by", range(8))
 async def test_fair_pool_serves_acquirers_in_arrival_order(late_by: int) -> None:
     """One connection, two waiters, then a third acquirer arriving `late_by`
@@ -40,9 +57,7 @@ async def test_fair_pool_serves_acquirers_in_arrival_order(late_by: int) -> None
     late_by 1 it is served first and waiter 0 last: MagicStack/asyncpg#1247),
     which under saturation is the cold reads' p99; FairPool serves them in
     the order they asked."""
-    pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=1, max_size=1, reset=_no_reset)
-    try:
-        fair = FairPool(pool)
+    async with fair_pool(1) as (_, fair):
         asked: list[str] = []
         served: list[str] = []
 
@@ -63,9 +78,6 @@ async def test_fair_pool_serves_acquirers_in_arrival_order(late_by: int) -> None
         late = asyncio.create_task(acquirer("late", late_by))
         await asyncio.gather(giving_back, late, *waiters)
         assert served == asked
-        await fair.release_idle()
-    finally:
-        await asyncio.wait_for(pool.close(), 5)
 
 
 # --- FairPool keeps clean connections ------------------------------------------
@@ -75,9 +87,7 @@ async def test_fair_pool_keeps_a_clean_connection_and_hands_it_out_again() -> No
     """A connection given back clean stays with FairPool (asyncpg's pool sees
     it in use) and the next take() hands out the same one; release_idle()
     returns it, after which asyncpg's close() does not wait."""
-    pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=1, max_size=2, reset=_no_reset)
-    try:
-        fair = FairPool(pool)
+    async with fair_pool(2) as (pool, fair):
         conn = await fair.take()
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         await fair.give_back(conn)
@@ -88,16 +98,12 @@ async def test_fair_pool_keeps_a_clean_connection_and_hands_it_out_again() -> No
         await fair.give_back(again)
         await fair.release_idle()
         assert pool.get_idle_size() == 1 and fair.idle_size() == 1
-    finally:
-        await asyncio.wait_for(pool.close(), 5)
 
 
 async def test_fair_pool_returns_a_connection_left_in_a_transaction_to_asyncpg() -> None:
     """A connection given back inside a transaction is not kept: asyncpg's
     release rolls it back, so the next holder never inherits the transaction."""
-    pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=1, max_size=1, reset=_no_reset)
-    try:
-        fair = FairPool(pool)
+    async with fair_pool(1) as (pool, fair):
         conn = await fair.take()
         await conn.execute("BEGIN")
         await conn.execute("CREATE TEMP TABLE left_behind (x int)")
@@ -107,17 +113,12 @@ async def test_fair_pool_returns_a_connection_left_in_a_transaction_to_asyncpg()
         assert not conn.is_in_transaction()
         assert await conn.fetchval("SELECT to_regclass('pg_temp.left_behind')") is None
         await fair.give_back(conn)
-        await fair.release_idle()
-    finally:
-        await asyncio.wait_for(pool.close(), 5)
 
 
 async def test_fair_pool_replaces_a_connection_lost_while_kept() -> None:
     """A kept connection whose server process ended (a restart, a kill) is
     not handed out: take() gives a new one."""
-    pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=1, max_size=1, reset=_no_reset)
-    try:
-        fair = FairPool(pool)
+    async with fair_pool(1) as (_, fair):
         conn = await fair.take()
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         await fair.give_back(conn)
@@ -133,27 +134,22 @@ async def test_fair_pool_replaces_a_connection_lost_while_kept() -> None:
         assert fresh is not conn
         assert await fresh.fetchval("SELECT pg_backend_pid()") != backend
         await fair.give_back(fresh)
-        await fair.release_idle()
-    finally:
-        await asyncio.wait_for(pool.close(), 5)
 
 
 async def test_fair_pool_expire_closes_kept_and_in_use_connections() -> None:
     """expire() (a replica marked down): the kept connections and, when given
     back, those in use are closed, never handed out again."""
-    pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=2, max_size=2, reset=_no_reset)
     watcher = await asyncpg.connect(PG_ADMIN_URL)
     try:
-        fair = FairPool(pool)
-        kept, in_use = await fair.take(), await fair.take()
-        old = {await c.fetchval("SELECT pg_backend_pid()") for c in (kept, in_use)}
-        await fair.give_back(kept)
-        await fair.expire()
-        await fair.give_back(in_use)
-        conn = await fair.take()
-        assert await conn.fetchval("SELECT pg_backend_pid()") not in old
-        await fair.give_back(conn)
-        await fair.release_idle()
+        async with fair_pool(2, min_size=2) as (_, fair):
+            kept, in_use = await fair.take(), await fair.take()
+            old = {await c.fetchval("SELECT pg_backend_pid()") for c in (kept, in_use)}
+            await fair.give_back(kept)
+            await fair.expire()
+            await fair.give_back(in_use)
+            conn = await fair.take()
+            assert await conn.fetchval("SELECT pg_backend_pid()") not in old
+            await fair.give_back(conn)
         async with asyncio.timeout(5):  # both old server processes end
             while await watcher.fetchval(  # noqa: ASYNC110 (another server's state)
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", list(old)
@@ -161,4 +157,3 @@ async def test_fair_pool_expire_closes_kept_and_in_use_connections() -> None:
                 await asyncio.sleep(0.01)
     finally:
         await watcher.close()
-        await asyncio.wait_for(pool.close(), 5)
