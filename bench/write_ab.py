@@ -8,7 +8,9 @@ For each round, each tree in turn (old, new: alternated): a private Redis
 idle processes of the same service and tree subscribed to the same namespace
 (as in the stack, where a write's invalidation reaches the other instances),
 then `wrk -t1 -c16 --latency` with a Lua POST/PUT script for each write:
-POST /qa/questions, POST /reviews, PUT /qa/questions/:id/helpful. Each tree
+POST /qa/questions, POST /reviews, PUT /qa/questions/:id/helpful, POST
+/qa/questions/:id/answers, PUT /reviews/:id/helpful, PUT /qa/answers/:id/helpful
+(each after the POST that made its ids). Each tree
 writes into a database of its own (runway_wab_<service>_<old|new>, created
 and migrated by that tree, empty at the start): both grow alike. Prints
 requests/s, p50 and p99 per run and the medians. Docs:
@@ -54,6 +56,28 @@ request = function()
   return wrk.format("POST", "/reviews", nil, body)
 end
 """,
+    "post_answer": """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local q = math.random(1, 1000)
+  local body = '{"body":"write_ab answer body","name":"wab",'
+    .. '"email":"wab@example.com","photos":[]}'
+  return wrk.format("POST", "/qa/questions/" .. q .. "/answers", nil, body)
+end
+""",
+    "put_review_helpful": """
+request = function()
+  local r = math.random(1, 1000)
+  return wrk.format("PUT", "/reviews/" .. r .. "/helpful", nil, nil)
+end
+""",
+    "put_answer_helpful": """
+request = function()
+  local a = math.random(1, 1000)
+  return wrk.format("PUT", "/qa/answers/" .. a .. "/helpful", nil, nil)
+end
+""",
     "get_questions": """
 request = function()
   local p = math.random(1, 1000)
@@ -71,6 +95,11 @@ RUNS = [
     ("qa", "post_question"),
     ("reviews", "post_review"),
     ("qa", "put_question_helpful"),
+    # Each after the POST that made its ids 1..1000 (questions, then answers;
+    # reviews): a PUT on a missing id is a 404 and stops the run.
+    ("qa", "post_answer"),
+    ("reviews", "put_review_helpful"),
+    ("qa", "put_answer_helpful"),
     # Cached reads under load: the lease (every 50 ms, through the beacon)
     # must hold there as it did (a lapse drops the local tier).
     ("qa", "get_questions"),
