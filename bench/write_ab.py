@@ -1,7 +1,8 @@
 """Write throughput, old code against new: wrk straight at one service process.
 
     python -m bench.write_ab OLD_DIR NEW_DIR [--rounds 3] [--seconds 10] [--peers 1]
-                             [--old-env K=V,...] [--new-env K=V,...]
+                             [--old-env K=V,...] [--new-env K=V,...] [--runs A,B]
+                             [--spread 1000] [--fresh]
 
 For each round, each tree in turn (old, new: alternated): a private Redis
 (its own port, empty), the tree's service process under test plus `--peers`
@@ -12,7 +13,11 @@ POST /qa/questions, POST /reviews, PUT /qa/questions/:id/helpful, POST
 /qa/questions/:id/answers, PUT /reviews/:id/helpful, PUT /qa/answers/:id/helpful
 (each after the POST that made its ids). Each tree
 writes into a database of its own (runway_wab_<service>_<old|new>, created
-and migrated by that tree, empty at the start): both grow alike. Prints
+and migrated by that tree; kept between invocations unless `--fresh` drops
+them first): both grow alike. The answers' question ids and the answer PUTs'
+ids come from 1..`--spread` (1000): with 1000, every question soon holds
+dozens of answers, which the qa read model's rebuild reads on each answer
+write (a real question has about two; decision 0038). Prints
 requests/s, p50 and p99 per run and the medians. Docs:
 docs/decisions/0032-cache-without-acks.md."""
 
@@ -60,7 +65,7 @@ end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
-  local q = math.random(1, 1000)
+  local q = math.random(1, SPREAD)
   local body = '{"body":"write_ab answer body","name":"wab",'
     .. '"email":"wab@example.com","photos":[]}'
   return wrk.format("POST", "/qa/questions/" .. q .. "/answers", nil, body)
@@ -74,7 +79,7 @@ end
 """,
     "put_answer_helpful": """
 request = function()
-  local a = math.random(1, 1000)
+  local a = math.random(1, SPREAD)
   return wrk.format("PUT", "/qa/answers/" .. a .. "/helpful", nil, nil)
 end
 """,
@@ -145,6 +150,15 @@ def database(service: str, label: str) -> str:
     return f"{PG}/runway_wab_{service}_{label}"
 
 
+def drop(service: str, label: str) -> None:
+    name = database(service, label).rsplit("/", 1)[1]
+    subprocess.run(
+        ["psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def prepare(tree: Path, service: str, label: str) -> None:
     env = {**os.environ, f"{service.upper()}_DATABASE_URL": database(service, label)}
     subprocess.run(
@@ -209,6 +223,15 @@ def main() -> None:
     parser.add_argument("--peers", type=int, default=1)
     parser.add_argument("--tag", default="wrk", help="only shows in the command line")
     parser.add_argument("--runs", default=",".join(run for _, run in RUNS))
+    parser.add_argument(
+        "--spread",
+        type=int,
+        default=1000,
+        help="POST answer's question ids and the answer PUTs' ids are drawn from 1..SPREAD",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="drop both trees' databases first (empty at the start)"
+    )
     parser.add_argument("--old-env", default="", help="KEY=VALUE,... for the old tree's processes")
     parser.add_argument("--new-env", default="", help="KEY=VALUE,... for the new tree's processes")
     args = parser.parse_args()
@@ -221,9 +244,11 @@ def main() -> None:
     scripts = {}
     for name, text in LUA.items():
         scripts[name] = work / f"{name}.lua"
-        scripts[name].write_text(text)
+        scripts[name].write_text(text.replace("SPREAD", str(args.spread)))
     for label, tree in trees.items():
         for service in ("qa", "reviews"):
+            if args.fresh:
+                drop(service, label)
             prepare(tree, service, label)
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     redis_port = free_port()
