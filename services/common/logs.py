@@ -81,8 +81,8 @@ class BatchedStderrHandler(logging.Handler):
 
 class InfoLines:
     """`logger.info(message)` for one hot logger (a line per write), in the
-    same format, at a fifth of the cost: the logging module's record, lock
-    and formatter took 10% of a writer process's CPU (decision 0038). Falls
+    same format, at about a third of the cost: the logging module's record,
+    lock and formatter took 7-10% of a writer process's CPU (decision 0038). Falls
     back to `logger.info` unless configure_logging's handler is the only one."""
 
     def __init__(self, logger: logging.Logger) -> None:

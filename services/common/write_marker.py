@@ -33,15 +33,19 @@ MARKER_MAX_AGE_S = 1  # the cookie's Max-Age (whole seconds)
 _COOKIE_ATTRIBUTES = f"; HttpOnly; Max-Age={MARKER_MAX_AGE_S}; Path=/; SameSite=Lax"
 
 
+def _cookie(marker: str) -> str:
+    return f"{COOKIE}={marker}{_COOKIE_ATTRIBUTES}"
+
+
 def header_lines(marker: str) -> bytes:
     """The two headers mark() adds, as lines of a prebuilt head (responses.py)."""
-    return f"Set-Cookie: {COOKIE}={marker}{_COOKIE_ATTRIBUTES}\r\n{HEADER}: {marker}\r\n".encode()
+    return f"Set-Cookie: {_cookie(marker)}\r\n{HEADER}: {marker}\r\n".encode()
 
 
 def mark(response: web.StreamResponse, marker: str) -> web.StreamResponse:
     """Attach a write's marker (ResponseCache.invalidate's) to its response."""
     headers = response.headers
-    headers.add(hdrs.SET_COOKIE, f"{COOKIE}={marker}{_COOKIE_ATTRIBUTES}")
+    headers.add(hdrs.SET_COOKIE, _cookie(marker))
     headers[HEADER] = marker
     return response
 
