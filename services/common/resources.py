@@ -143,6 +143,7 @@ def cache_ctx(namespace: str) -> CleanupCtx:
             timeout_s=settings.redis_timeout_ms / 1000,
             pubsub_factory=None if settings.redis_cluster else lambda: redis_client(settings),
             cluster=settings.redis_cluster,
+            admit_on_second_access=settings.cache_admit_on_second,
         )
         app[CACHE] = response_cache
         await response_cache.start()

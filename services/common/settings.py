@@ -66,6 +66,13 @@ def db_pooler(env: Mapping[str, str] = os.environ) -> str:
     return mode
 
 
+def _admit_on_second(env: Mapping[str, str]) -> bool:
+    mode = (env.get("CACHE_ADMIT_ON") or "second").strip().lower()
+    if mode not in ("first", "second"):
+        raise SystemExit(f"setting CACHE_ADMIT_ON must be first or second, got {mode!r}")
+    return mode == "second"
+
+
 def base_port(service: str, env: Mapping[str, str] = os.environ) -> int:
     return _int(env, f"{service.upper()}_PORT", BASE_PORTS[service])
 
@@ -115,6 +122,9 @@ class Settings:
     # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster
     # (services/common/cache/cluster.py).
     redis_cluster: bool = False
+    # CACHE_ADMIT_ON=second (default): a body is cached from its key's second
+    # miss on (services/common/cache/admission.py); first: from the first.
+    cache_admit_on_second: bool = True
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] = os.environ) -> Settings:
@@ -141,4 +151,5 @@ class Settings:
             replica_urls=replica_urls(service, env),
             replica_max_lag_ms=_int(env, "DB_REPLICA_MAX_LAG_MS", 1000),
             redis_cluster=env.get("REDIS_CLUSTER", "0") in ("1", "true", "yes"),
+            cache_admit_on_second=_admit_on_second(env),
         )

@@ -66,7 +66,10 @@ def returns(body: bytes) -> Loader:
 
 def make_cache(url: str, namespace: str = "t", *, cluster: bool = False, **kwargs) -> ResponseCache:
     # No socket timeout, as in the services (app.redis_client): the cache's own
-    # deadlines must bound every call, stalled Redis included.
+    # deadlines must bound every call, stalled Redis included. Every miss is
+    # cached, so each test's first read exercises the tiers; admission on
+    # second access has tests of its own (test_admission.py).
+    kwargs.setdefault("admit_on_second_access", False)
     if cluster:  # the services' own client (resources.cache_redis_client)
         return ResponseCache(
             cache_redis_client(url, 50, cluster=True),
@@ -891,7 +894,12 @@ async def test_an_exhausted_connection_pool_is_waited_for_not_taken_for_an_outag
     url = redis_server.url
     tight = Redis.from_url(url, max_connections=2)
     a = ResponseCache(
-        tight, "t", Metrics("test"), timeout_s=0.05, pubsub_factory=lambda: Redis.from_url(url)
+        tight,
+        "t",
+        Metrics("test"),
+        timeout_s=0.05,
+        pubsub_factory=lambda: Redis.from_url(url),
+        admit_on_second_access=False,
     )
     await a.start()
     assert await a.wait_ready()
