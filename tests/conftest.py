@@ -226,6 +226,10 @@ def test_pooler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 def settings_for(service: str, database_url: str, redis_url: str, **overrides) -> Settings:
     base = Settings.from_env(service, env={})
+    # In-process apps cache every miss, so one read sets up a cached page; the
+    # default (admission on second access) has tests of its own
+    # (tests/common/test_admission.py) and runs in every stack a test starts.
+    overrides.setdefault("cache_admit_on_second", False)
     if POOLER_ENABLED and _pooler_port is not None:
         database_url = pooled(service, database_url)
         overrides.setdefault("db_pooler", "transaction")

@@ -6,7 +6,6 @@ refuses to start on a database whose schema is older than its code."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from .fair_pool import FairPool
 from .metrics import Metrics
 from .settings import Settings
 
@@ -39,94 +39,6 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's per-release reset query: handlers never leave session state behind."""
 
 
-def _open(conn: asyncpg.Connection) -> bool:
-    try:
-        return not conn.is_closed()
-    except asyncpg.InterfaceError:  # asyncpg took it back itself when it was lost
-        return False
-
-
-class FairPool:
-    """An asyncpg pool handed out first come, first served, and kept.
-
-    asyncpg's acquire is not fair (MagicStack/asyncpg#1247): a released
-    connection goes to whichever acquire runs next, and a waiter woken for it
-    that finds it gone queues again at the back. Saturated (more requests in
-    flight than connections, as on every cold walk), most requests wait next
-    to nothing and a few are passed over again and again: hundreds of ms at
-    the p99. A semaphore of the pool's size in front hands permits out in
-    arrival order (asyncio.Semaphore is FIFO since Python 3.11.1) and the
-    pool itself then never has a waiter. docs/decisions/0037.
-
-    A connection given back in a clean state (open, not cancelling a query,
-    not in a transaction, of the current generation) is kept here for the
-    next take() instead of going back through asyncpg's release and acquire,
-    which cost a writer or a cold read 5-8% of its process's CPU (release
-    runs in a new Task): docs/decisions/0038. Anything else goes back to
-    asyncpg, which closes or resets it as it always did. Before closing or
-    expiring the asyncpg pool, call release_idle() or expire()."""
-
-    __slots__ = ("_generation", "_held", "_idle", "_permits", "pool")
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self._permits = asyncio.Semaphore(pool.get_max_size())
-        self._idle: list[asyncpg.Connection] = []
-        self._held: dict[asyncpg.Connection, int] = {}  # taken from asyncpg: its generation
-        self._generation = 0
-
-    async def take(self) -> asyncpg.Connection:
-        """A connection, in turn; hand it back with give_back()."""
-        await self._permits.acquire()
-        try:
-            while self._idle:
-                conn = self._idle.pop()
-                if _open(conn):
-                    return conn
-                # Lost while idle (a server restart): asyncpg replaces it.
-                self._held.pop(conn, None)
-                await self.pool.release(conn)
-            conn = await self.pool.acquire()
-        except BaseException:
-            self._permits.release()
-            raise
-        self._held[conn] = self._generation
-        return conn
-
-    async def give_back(self, conn: asyncpg.Connection) -> None:
-        try:
-            if (
-                self._held.get(conn) == self._generation
-                and _open(conn)
-                and not conn.is_in_transaction()
-                and not conn._protocol._is_cancelling()  # a query cancelled under it
-            ):
-                self._idle.append(conn)
-                return
-            self._held.pop(conn, None)
-            await self.pool.release(conn)
-        finally:
-            self._permits.release()
-
-    def idle_size(self) -> int:
-        """Connections idle here or in asyncpg's pool."""
-        return len(self._idle) + self.pool.get_idle_size()
-
-    async def release_idle(self) -> None:
-        """Give every connection kept here back to asyncpg (before its close())."""
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            self._held.pop(conn, None)
-            await self.pool.release(conn)
-
-    async def expire(self) -> None:
-        """asyncpg's expire_connections(), for the connections kept here and
-        those in use too: they go back to asyncpg, which closes them."""
-        self._generation += 1
-        await self.release_idle()
-        await self.pool.expire_connections()
-
-
 class Database:
     """The pool plus the few access patterns the services use.
 
@@ -139,19 +51,15 @@ class Database:
 
     def __init__(self, pool: asyncpg.Pool, metrics: Metrics, acquire_timeout_s: float) -> None:
         self.pool = pool
-        self._fair = FairPool(pool)
+        self._fair = FairPool(pool, acquire_timeout_s)
         self._metrics = metrics
-        self._acquire_timeout = acquire_timeout_s
         self._router: ReplicaRouter | None = None
 
     async def acquire(self) -> asyncpg.Connection:
-        """A connection from the pool, in turn (FairPool), timed; hand it back
-        with release(). Bounded by asyncio.timeout rather than
-        acquire(timeout=): on Python 3.11 asyncpg implements that with
-        wait_for, a new Task per query."""
+        """A connection from the pool, in turn, within the acquire timeout
+        (FairPool), timed; hand it back with release()."""
         start = time.perf_counter()
-        async with asyncio.timeout(self._acquire_timeout):
-            conn = await self._fair.take()
+        conn = await self._fair.take()
         self._metrics.pool_acquire.observe(time.perf_counter() - start)
         return conn
 

@@ -15,7 +15,7 @@ import asyncpg
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from .db import FairPool
+    from .fair_pool import FairPool
     from .replicas import ReplicaRouter
 
 PRIMARY_LSN_SQL = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8"

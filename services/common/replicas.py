@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from .db import FairPool
+from .fair_pool import FairPool
 from .metrics import LoopCounter, Metrics
 from .replica_probe import (
     HISTORY,

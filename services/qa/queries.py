@@ -124,6 +124,23 @@ WITH parent AS (
 )
 SELECT parent.product_id, outbox.id FROM parent, outbox
 """
+# Most answers come without photos: then the statement does not touch
+# answers_photos at all, whose statement trigger would otherwise run for an
+# empty insert (docs/decisions/0039).
+INSERT_ANSWER_NO_PHOTOS = """
+WITH parent AS (
+    SELECT id, product_id FROM questions WHERE id = $1
+), new_answer AS (
+    INSERT INTO answers (question_id, body, answerer_name, answerer_email)
+    SELECT parent.id, $2, $3, $4 FROM parent
+    RETURNING id
+), outbox AS (
+    INSERT INTO cache_outbox (scopes)
+    SELECT ARRAY['q:' || parent.id, 'p:' || parent.product_id] FROM parent, new_answer
+    RETURNING id
+)
+SELECT parent.product_id, outbox.id FROM parent, outbox
+"""
 
 # (product_id, outbox_id), no row when no such question.
 _QUESTION_UPDATE = """
@@ -179,6 +196,10 @@ def add_answer(
 ) -> Awaitable[asyncpg.Record | None]:
     """The answer and its photos; resolves to (the question's product_id,
     outbox id), None (nothing written) when no such question."""
+    if not answer.photos:
+        return db.write_fetchrow(
+            INSERT_ANSWER_NO_PHOTOS, question_id, answer.body, answer.name, answer.email
+        )
     return db.write_fetchrow(
         INSERT_ANSWER, question_id, answer.body, answer.name, answer.email, answer.photos
     )

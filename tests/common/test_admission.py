@@ -87,3 +87,18 @@ async def test_a_burst_on_a_new_key_loads_at_most_twice(redis_server) -> None:
     finally:
         await a.stop()
         await a._redis.aclose()
+
+
+async def test_a_service_caches_a_page_from_its_second_read(service_client, reviews_db) -> None:
+    """The services' default (CACHE_ADMIT_ON=second), through a view: the
+    first read of a page comes from the database and leaves nothing cached,
+    the second fills, the third is a local hit (X-Cache names the source)."""
+    client = await service_client(
+        "reviews", reviews_db, wait_cache=True, cache_admit_on_second=True
+    )
+    sources = []
+    for _ in range(3):
+        resp = await client.get("/reviews/meta?product_id=4242")
+        assert resp.status == 200
+        sources.append(resp.headers["X-Cache"])
+    assert sources == ["db", "db", "local"]

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from services.common.db import FairPool, _open, database_name, with_database
+from services.common.db import database_name, with_database
+from services.common.fair_pool import FairPool, _open
 from tests.conftest import PG_ADMIN_URL
 
 
@@ -78,6 +79,50 @@ async def test_fair_pool_serves_acquirers_in_arrival_order(late_by: int) -> None
         late = asyncio.create_task(acquirer("late", late_by))
         await asyncio.gather(giving_back, late, *waiters)
         assert served == asked
+
+
+async def test_fair_pool_times_a_waiter_out_and_loses_no_permit() -> None:
+    """A turn not granted within the timeout fails with TimeoutError (one
+    timer for all waiters, not asyncio.timeout per take); the permit count
+    is whole again once the holder gives its connection back."""
+    async with fair_pool(1) as (pool, _):
+        fair = FairPool(pool, timeout_s=0.05)
+        holder = await fair.take()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await fair.take()
+        assert loop.time() - started >= 0.05
+        await fair.give_back(holder)
+        conn = await asyncio.wait_for(fair.take(), 1)  # the permit was not lost
+        await fair.give_back(conn)
+        await fair.release_idle()
+        assert fair._free == 1 and not fair._waiters
+
+
+async def test_fair_pool_passes_on_a_turn_its_waiter_no_longer_wants() -> None:
+    """A waiter cancelled while waiting leaves the line; one cancelled just
+    after its turn came passes the turn to the next waiter (else the pool
+    would shrink by one connection for good)."""
+    async with fair_pool(1) as (_, fair):
+        holder = await fair.take()
+        served: list[str] = []
+
+        async def waiter(name: str) -> None:
+            conn = await fair.take()
+            served.append(name)
+            await fair.give_back(conn)
+
+        gone, handed, last = (asyncio.create_task(waiter(n)) for n in ("gone", "handed", "last"))
+        await asyncio.sleep(0)  # one loop turn: all three wait in line
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        await fair.give_back(holder)  # the turn goes to "handed", which has not run yet
+        handed.cancel()
+        await asyncio.wait_for(asyncio.gather(handed, last, return_exceptions=True), 1)
+        assert gone.cancelled() and handed.cancelled()
+        assert served == ["last"]
+        assert fair._free == 1 and not fair._waiters
 
 
 # --- FairPool keeps clean connections ------------------------------------------

@@ -168,7 +168,7 @@ def test_a_traceparent_reaches_the_spans_of_request_cache_and_sql(
         headers={"traceparent": f"00-{trace_id}-{parent}-01", "X-Request-Id": rid},
     )
     assert resp.status == 200, resp.body
-    spans = receiver.wait_for(trace_id, {"GET /reviews", "cache.lookup", "postgresql", "redis"})
+    spans = receiver.wait_for(trace_id, {"GET /reviews", "cache.lookup", "postgresql"})
     by_name = {s["name"]: s for s in spans}
     server = by_name["GET /reviews"]
     assert server["service"] == "runway-reviews"
@@ -184,7 +184,19 @@ def test_a_traceparent_reaches_the_spans_of_request_cache_and_sql(
     line = log_line(gateway, rid)
     assert line["trace_id"] == trace_id and line["parent_span_id"] == parent
 
-    # A second read answers from the process's own tier, and says so.
+    # A second miss is admitted (services/common/cache/admission.py): it asks
+    # Redis, under the same trace, then loads and fills.
+    request(
+        gateway.port,
+        "GET",
+        f"/reviews?product_id={product}",
+        headers={"traceparent": f"00-{trace_id[:-4]}cafe-{parent}-01"},
+    )
+    second = receiver.wait_for(f"{trace_id[:-4]}cafe", {"cache.lookup", "redis"})
+    source = next(s for s in second if s["name"] == "cache.lookup")["attributes"]
+    assert source["runway.cache.source"].string_value == "db"
+
+    # A third read answers from the process's own tier, and says so.
     request(
         gateway.port,
         "GET",

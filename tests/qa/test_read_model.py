@@ -426,3 +426,100 @@ async def test_answer_and_photos_rebuild_once_per_statement_not_less(
     served = await queries.questions_page(db, 11, 1, 5)
     for n in (1, 2, 3, 4):
         assert PHOTO.format(n).encode() in served
+
+
+async def rebuilds_and_patches(conn: asyncpg.Connection, sql: str, *args: object) -> dict:
+    """Runs `sql` in a transaction of its own on `conn` and counts the calls
+    its triggers made to the read model's rebuild and patch functions."""
+    counts = (
+        "SELECT funcname, calls FROM pg_stat_xact_user_functions"
+        " WHERE funcname IN ('qa_refresh_question_documents', 'qa_patch_answer_helpful')"
+    )
+    async with conn.transaction():
+        await conn.execute("SET LOCAL track_functions = 'pl'")
+        # The session's counters hold its earlier transactions' calls until
+        # they are flushed: count the difference.
+        before = {row["funcname"]: row["calls"] for row in await conn.fetch(counts)}
+        await conn.execute(sql, *args)
+        after = {row["funcname"]: row["calls"] for row in await conn.fetch(counts)}
+    return {name: n - before.get(name, 0) for name, n in after.items() if n > before.get(name, 0)}
+
+
+async def test_a_new_question_is_built_from_its_row_alone(qa_client, qa_conn):
+    """A new question's element is built without the rebuild (006): no other
+    transaction can have answered it yet. An answer that already names its id
+    (written outside the service) sends it through the rebuild, answer included."""
+    db = qa_client.app[DB]
+    insert = (
+        "INSERT INTO questions (id, product_id, body, asker_name, asker_email)"
+        " VALUES ($1, 17, 'new', 'n', 'n@x.io')"
+    )
+    fresh_id = await qa_conn.fetchval("SELECT coalesce(max(id), 0) + 1000 FROM questions")
+    assert await rebuilds_and_patches(qa_conn, insert, fresh_id) == {}
+    orphan_id = fresh_id + 1
+    answer = await add_answer(qa_conn, orphan_id, body="waiting for its question")
+    calls = await rebuilds_and_patches(qa_conn, insert, orphan_id)
+    assert calls == {"qa_refresh_question_documents": 1}
+    assert list((await element_of(qa_conn, orphan_id))["answers"]) == [str(answer)]
+    await assert_pages_match(db, 17)
+
+
+async def test_an_answer_vote_patches_the_number_unless_the_order_changes(qa_client, qa_conn):
+    """PUT /qa/answers/:id/helpful patches the answer's number in place (006)
+    while the answers keep their order: an answer changed behind the
+    triggers' back stays as it was (a rebuild would pick it up). A vote that
+    moves the answer past another one rebuilds, and the order follows."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 18)
+    tricky = 'says ,"helpfulness":3, and "7":{"id":7,'
+    voted = await add_answer(qa_conn, question, helpful=9, body=tricky, name=tricky)
+    ahead = await add_answer(qa_conn, question, helpful=12)
+    behind = await add_answer(qa_conn, question, helpful=9)  # same helpful, larger id: first
+    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
+    await qa_conn.execute("UPDATE answers SET body = 'changed' WHERE id = $1", ahead)
+    await qa_conn.execute("RESET session_replication_role")
+    vote = f"/qa/answers/{voted}/helpful"
+    # 9 -> 10: `behind` (9, larger id) was before it and is after it now: a rebuild.
+    assert (await qa_client.put(vote)).status == 204
+    element = await element_of(qa_conn, question)
+    assert list(element["answers"]) == [str(ahead), str(voted), str(behind)]
+    assert element["answers"][str(ahead)]["body"] == "changed"  # rebuilt
+    await qa_conn.execute("SET session_replication_role = replica")
+    await qa_conn.execute("UPDATE answers SET body = 'behind the back' WHERE id = $1", ahead)
+    await qa_conn.execute("RESET session_replication_role")
+    # 10 -> 11 and 11 -> 12 (12 ties with `ahead`, whose larger id keeps it first): patched.
+    update = "UPDATE answers SET helpful = helpful + 1 WHERE id = $1"
+    for expected in (11, 12):
+        calls = await rebuilds_and_patches(qa_conn, update, voted)
+        assert calls == {"qa_patch_answer_helpful": 1}
+        element = await element_of(qa_conn, question)
+        assert element["answers"][str(voted)]["helpfulness"] == expected
+        assert element["answers"][str(voted)]["body"] == tricky
+        assert element["answers"][str(voted)]["answerer_name"] == tricky
+        assert element["answers"][str(ahead)]["body"] == "changed"  # patched, not rebuilt
+        assert list(element["answers"]) == [str(ahead), str(voted), str(behind)]
+    # 12 -> 13 passes `ahead`: a rebuild, and the order follows.
+    assert (await qa_client.put(vote)).status == 204
+    element = await element_of(qa_conn, question)
+    assert element["answers"][str(voted)]["helpfulness"] == 13
+    assert list(element["answers"]) == [str(voted), str(ahead), str(behind)]
+    assert element["answers"][str(ahead)]["body"] == "behind the back"
+    # Once rebuilt (the answer written through the triggers), all matches the tables.
+    await qa_conn.execute("UPDATE answers SET body = 'after' WHERE id = $1", ahead)
+    await assert_pages_match(db, 18)
+
+
+async def test_an_answer_vote_on_a_row_out_of_step_rebuilds_it(qa_client, qa_conn):
+    """The answer's patch applies only where its digits hold what the vote
+    changed from; a row out of step with the tables is rebuilt instead."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 19)
+    answer = await add_answer(qa_conn, question, helpful=4)
+    await qa_conn.execute("SET session_replication_role = replica")
+    await qa_conn.execute("UPDATE answers SET helpful = 40 WHERE id = $1", answer)
+    await qa_conn.execute("RESET session_replication_role")
+    update = "UPDATE answers SET helpful = helpful + 1 WHERE id = $1"
+    calls = await rebuilds_and_patches(qa_conn, update, answer)
+    assert calls == {"qa_patch_answer_helpful": 1, "qa_refresh_question_documents": 1}
+    assert (await element_of(qa_conn, question))["answers"][str(answer)]["helpfulness"] == 41
+    await assert_pages_match(db, 19)
