@@ -22,7 +22,7 @@ import asyncpg
 import uvloop
 from aiohttp import web
 
-from services.common.db import FairPool
+from services.common.fair_pool import FairPool
 
 BODY = b'{"product":"1","page":0,"count":5,"results":[]}'
 # (take, give back): FairPool's, as the services take connections, or asyncpg's own.

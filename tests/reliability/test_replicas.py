@@ -314,8 +314,9 @@ async def test_the_lsn_in_the_redis_token_covers_a_message_not_yet_applied(
 
     # Control: b ignoring the token's LSN reads the lagging replica and fills
     # Redis under the post-write token: a's acknowledged write is then missing
-    # from a's own read, for the entry's whole TTL.
-    c = await make_app(aiohttp_client, pair, redis_server)
+    # from a's own read, for the entry's whole TTL. (c caches its first miss:
+    # under admission on second access a first miss fills nothing.)
+    c = await make_app(aiohttp_client, pair, redis_server, cache_admit_on_second=False)
     await settle(pair, a, c)
     cache = c.app[CACHE]
     position = cache.read_position

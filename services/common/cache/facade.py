@@ -276,8 +276,11 @@ class ResponseCache:
         tier = self._redis_tier
         # A first miss (not admitted) skips Redis too: a key this process has
         # not missed lately is rarely there, and on a cold walk the sampled
-        # reads cost 14% of the process (0039). Skipping Redis is always correct.
-        if admitted and self.redis_usable() and tier.pays_off():
+        # reads cost 14% of the process (0039). Skipping Redis is correct,
+        # except that with replicas its token's LSN covers writes whose
+        # message is not applied here yet (invariant 11): then Redis is read.
+        router = self._router
+        if (admitted or router is not None) and self.redis_usable() and tier.pays_off():
             found = await tier.read(redis_key, key)
             if found is not None:
                 raw_token, body = found
@@ -289,7 +292,6 @@ class ResponseCache:
                     return body, "redis"
                 self._metrics.cache_miss_redis.inc()
                 token = raw_token.decode() if raw_token is not None else ""
-        router = self._router
         if router is None:
             body = await load()
         else:
@@ -297,7 +299,7 @@ class ResponseCache:
             if at_least and isinstance(position, int):  # the session's own write
                 position = max(position, at_least)
             body = await router.load_at(position, load)
-        if token is not None:
+        if token is not None and admitted:
             tier.queue_fill(redis_key, token, key, body)
         if leased:
             self._local_tier.fill(scope, key, body, start_seq)
