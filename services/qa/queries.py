@@ -105,42 +105,33 @@ RETURNING id
 
 # The answer and its photos in one statement (so one implicit transaction);
 # no question, no insert, and no row tells the caller to 404. (product_id, outbox_id).
-INSERT_ANSWER = """
+_INSERT_ANSWER = """
 WITH parent AS (
     SELECT id, product_id FROM questions WHERE id = $1
 ), new_answer AS (
     INSERT INTO answers (question_id, body, answerer_name, answerer_email)
     SELECT parent.id, $2, $3, $4 FROM parent
     RETURNING id
-), new_photos AS (
+){photos}, outbox AS (
+    INSERT INTO cache_outbox (scopes)
+    SELECT ARRAY['q:' || parent.id, 'p:' || parent.product_id] FROM parent, new_answer
+    RETURNING id
+)
+SELECT parent.product_id, outbox.id FROM parent, outbox
+"""
+INSERT_ANSWER = _INSERT_ANSWER.format(
+    photos="""
+, new_photos AS (
     INSERT INTO answers_photos (answer_id, url)
     SELECT new_answer.id, u.url
     FROM new_answer, unnest($5::text[]) WITH ORDINALITY AS u(url, n)
     ORDER BY u.n
-), outbox AS (
-    INSERT INTO cache_outbox (scopes)
-    SELECT ARRAY['q:' || parent.id, 'p:' || parent.product_id] FROM parent, new_answer
-    RETURNING id
+)"""
 )
-SELECT parent.product_id, outbox.id FROM parent, outbox
-"""
 # Most answers come without photos: then the statement does not touch
 # answers_photos at all, whose statement trigger would otherwise run for an
 # empty insert (docs/decisions/0039).
-INSERT_ANSWER_NO_PHOTOS = """
-WITH parent AS (
-    SELECT id, product_id FROM questions WHERE id = $1
-), new_answer AS (
-    INSERT INTO answers (question_id, body, answerer_name, answerer_email)
-    SELECT parent.id, $2, $3, $4 FROM parent
-    RETURNING id
-), outbox AS (
-    INSERT INTO cache_outbox (scopes)
-    SELECT ARRAY['q:' || parent.id, 'p:' || parent.product_id] FROM parent, new_answer
-    RETURNING id
-)
-SELECT parent.product_id, outbox.id FROM parent, outbox
-"""
+INSERT_ANSWER_NO_PHOTOS = _INSERT_ANSWER.format(photos="")
 
 # (product_id, outbox_id), no row when no such question.
 _QUESTION_UPDATE = """
