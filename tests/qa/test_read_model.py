@@ -433,7 +433,8 @@ async def rebuilds_and_patches(conn: asyncpg.Connection, sql: str, *args: object
     its triggers made to the read model's rebuild and patch functions."""
     counts = (
         "SELECT funcname, calls FROM pg_stat_xact_user_functions"
-        " WHERE funcname IN ('qa_refresh_question_documents', 'qa_patch_answer_helpful')"
+        " WHERE funcname IN"
+        " ('qa_refresh_question_documents', 'qa_patch_answer_helpful', 'qa_patch_new_answer')"
     )
     async with conn.transaction():
         await conn.execute("SET LOCAL track_functions = 'pl'")
@@ -523,3 +524,54 @@ async def test_an_answer_vote_on_a_row_out_of_step_rebuilds_it(qa_client, qa_con
     assert calls == {"qa_patch_answer_helpful": 1, "qa_refresh_question_documents": 1}
     assert (await element_of(qa_conn, question))["answers"][str(answer)]["helpfulness"] == 41
     await assert_pages_match(db, 19)
+
+
+async def test_a_new_answer_without_photos_goes_into_the_element_in_place(qa_client, qa_conn):
+    """An answer without photos is put into its question's element where the
+    list's order puts it (007), without a rebuild: an answer changed behind
+    the triggers' back stays as it was. With photos, or several answers in
+    one statement, the element is rebuilt."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 20)
+    insert = queries.INSERT_ANSWER_NO_PHOTOS
+    # The first answer: into the empty "answers" object.
+    calls = await rebuilds_and_patches(qa_conn, insert, question, "first", "n", "n@x.io")
+    assert calls == {"qa_patch_new_answer": 1}
+    [first] = [int(k) for k in (await element_of(qa_conn, question))["answers"]]
+    voted = await add_answer(qa_conn, question, helpful=5, body="voted")
+    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
+    await qa_conn.execute("UPDATE answers SET body = 'behind the back' WHERE id = $1", voted)
+    await qa_conn.execute("RESET session_replication_role")
+    # Between the voted one (5) and the first (0, a smaller id).
+    tricky = 'a "7":{"id":7, and }} inside'
+    calls = await rebuilds_and_patches(qa_conn, insert, question, tricky, tricky, "n@x.io")
+    assert calls == {"qa_patch_new_answer": 1}
+    element = await element_of(qa_conn, question)
+    second = max(int(k) for k in element["answers"])
+    assert list(element["answers"]) == [str(voted), str(second), str(first)]
+    assert element["answers"][str(second)]["body"] == tricky
+    assert element["answers"][str(voted)]["body"] == "voted"  # patched, not rebuilt
+    # At the end, once every other answer sorts before a new one (helpful 0).
+    await qa_conn.execute("UPDATE answers SET helpful = 1 WHERE id = ANY($1)", [first, second])
+    calls = await rebuilds_and_patches(qa_conn, insert, question, "last", "n", "n@x.io")
+    assert calls == {"qa_patch_new_answer": 1}
+    element = await element_of(qa_conn, question)
+    last = max(int(k) for k in element["answers"])
+    assert list(element["answers"]) == [str(voted), str(second), str(first), str(last)]
+    # With photos: rebuilt (the photos trigger's call then finds it done:
+    # test_answer_and_photos_rebuild_once_per_statement_not_less).
+    photos = [PHOTO.format(7)]
+    calls = await rebuilds_and_patches(
+        qa_conn, queries.INSERT_ANSWER, question, "photo", "n", "n@x.io", photos
+    )
+    assert calls == {"qa_patch_new_answer": 1, "qa_refresh_question_documents": 2}
+    await assert_pages_match(db, 20)
+    # Two answers in one statement: rebuilt.
+    calls = await rebuilds_and_patches(
+        qa_conn,
+        "INSERT INTO answers (question_id, body, answerer_name, answerer_email)"
+        " SELECT $1, 'two at once', 'n', 'n@x.io' FROM generate_series(1, 2)",
+        question,
+    )
+    assert calls == {"qa_refresh_question_documents": 1}
+    await assert_pages_match(db, 20)
