@@ -5,8 +5,9 @@
 -- 1. A new question (POST /qa/questions). Until its transaction commits no
 --    other transaction sees it, so none can write its answers (INSERT_ANSWER
 --    reads its parent first): its element is built from the row alone, with
---    no advisory lock and no per-question loop. Should an answer already name
---    its id (rows written outside the service), the rebuild runs as before.
+--    no advisory lock and no per-question loop. Should a visible answer
+--    already name its id (rows written outside the service), the rebuild
+--    runs as before.
 -- 2. A helpful vote on an answer (PUT /qa/answers/:id/helpful), when it does
 --    not move the answer past another one (answers go helpful DESC, id DESC):
 --    the digits after the answer's `,"helpfulness":` are patched in place,
@@ -66,8 +67,15 @@ $$;
 CREATE OR REPLACE FUNCTION qa_questions_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        -- New questions: built from the rows alone, unless an answer names one.
-        IF NOT EXISTS (SELECT 1 FROM new_rows n JOIN answers a ON a.question_id = n.id) THEN
+        -- New questions: built from the rows alone, unless a visible answer
+        -- names one. One index probe per new row (LATERAL ... LIMIT 1): a
+        -- join was planned as a scan of all the answers (140 ms at SCALE 0.1).
+        IF NOT EXISTS (
+            SELECT 1 FROM new_rows n
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM answers a WHERE a.question_id = n.id AND NOT a.reported LIMIT 1
+            ) answered
+        ) THEN
             INSERT INTO question_documents (question_id, product_id, helpful, element)
             SELECT n.id, n.product_id, n.helpful,
                    qa_question_element(n.id, n.body, n.date_written, n.asker_name, n.helpful,
