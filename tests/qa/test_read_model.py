@@ -575,3 +575,34 @@ async def test_a_new_answer_without_photos_goes_into_the_element_in_place(qa_cli
     )
     assert calls == {"qa_refresh_question_documents": 1}
     await assert_pages_match(db, 20)
+
+
+async def test_the_new_write_paths_read_answers_by_index(qa_client, qa_conn):
+    """The patches' reads of `answers` are index probes, never a scan: a join
+    with the transition table was once planned as a scan of every answer
+    (140 ms a new question at SCALE 0.1), which tiny test tables never show.
+    Counted with pg_stat_xact_user_tables after 20,000 answers and ANALYZE."""
+    question = await add_question(qa_conn, 21)
+    answer = await add_answer(qa_conn, question)
+    await qa_conn.execute("SET session_replication_role = replica")  # bulk rows, no triggers
+    await qa_conn.execute(
+        "INSERT INTO answers (question_id, body, answerer_name, answerer_email)"
+        " SELECT 1000000 + g, 'bulk', 'n', 'n@x.io' FROM generate_series(1, 20000) g"
+    )
+    await qa_conn.execute("RESET session_replication_role")
+    await qa_conn.execute("ANALYZE answers")
+    scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'answers'"
+    writes = [
+        (
+            "INSERT INTO questions (product_id, body, asker_name, asker_email)"
+            " VALUES (21, 'new', 'n', 'n@x.io')",
+            (),
+        ),
+        (queries.INSERT_ANSWER_NO_PHOTOS, (question, "a", "n", "n@x.io")),
+        ("UPDATE answers SET helpful = helpful + 1 WHERE id = $1", (answer,)),
+    ]
+    for sql, args in writes:
+        async with qa_conn.transaction():
+            before = await qa_conn.fetchval(scans)
+            await qa_conn.execute(sql, *args)
+            assert await qa_conn.fetchval(scans) == before, sql
