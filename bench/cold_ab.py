@@ -39,13 +39,25 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv/bin/python")
 WALK = str(ROOT / "bench/lua/direct/walk.lua")
 
-# name: (service, path before the product id, after it)
+# name: (service, path before the id, after it); the id is a product's, or a
+# question's for `answers` (ID_SQL gives each walk's largest id).
 ROUTES = {
     "list1000": ("reviews", "/reviews/?product_id=", "&page=1&count=1000&sort=relevant"),
     "list30": ("reviews", "/reviews/?product_id=", "&page=1&count=30&sort=newest"),
     "list5": ("reviews", "/reviews/?product_id=", "&page=1&count=5&sort=helpful"),
     "meta": ("reviews", "/reviews/meta?product_id=", ""),
     "questions": ("qa", "/qa/questions?product_id=", ""),
+    "answers": ("qa", "/qa/questions/", "/answers?page=1&count=5"),
+    "product": ("overview", "/products/", ""),
+    "styles": ("overview", "/products/", "/styles"),
+    "related": ("overview", "/products/", "/related"),
+}
+DEFAULT_ROUTES = "list1000,list30,list5,meta,questions"
+ID_SQL = {
+    "reviews": "SELECT max(product_id) FROM reviews",
+    "qa": "SELECT max(product_id) FROM questions",
+    "overview": "SELECT max(id) FROM products",
+    "answers": "SELECT max(id) FROM questions",
 }
 
 
@@ -143,17 +155,16 @@ def run_ceiling(dsn: str, max_id: int, a, unfair: bool = False) -> dict:
         proc.stop()
 
 
-def max_product(dsn: str, service: str) -> int:
+def max_id_of(dsn: str, walk: str) -> int:
+    """The largest id a walk draws from: `walk` is a service, or `answers`."""
     import asyncio
 
     import asyncpg
 
-    table = "reviews" if service == "reviews" else "questions"
-
     async def query() -> int:
         conn = await asyncpg.connect(dsn)
         try:
-            return await conn.fetchval(f"SELECT max(product_id) FROM {table}")
+            return await conn.fetchval(ID_SQL[walk])
         finally:
             await conn.close()
 
@@ -171,7 +182,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--connections", type=int, default=32)
-    p.add_argument("--routes", default=",".join(ROUTES))
+    p.add_argument("--routes", default=DEFAULT_ROUTES, help=f"of {','.join(ROUTES)}")
     p.add_argument("--tag", default="wrk", help="only shows in the command line")
     p.add_argument("--old-env", default="", help="KEY=VALUE,... for the old tree's service")
     p.add_argument("--new-env", default="", help="KEY=VALUE,... for the new tree's service")
@@ -188,7 +199,8 @@ def main() -> None:
     for service in services:
         data.ensure_loaded(cfg, service, env, False)
     dsn = {s: cfg.database_url(s) for s in services}
-    max_id = {s: max_product(dsn[s], s) for s in services}
+    walk_of = {r: "answers" if r == "answers" else ROUTES[r][0] for r in routes}
+    max_id = {w: max_id_of(dsn[ROUTES[r][0]], w) for r, w in walk_of.items()}
     trees = {"old": a.old.resolve(), "new": a.new.resolve()}
     tree_env = {
         "old": dict(kv.split("=", 1) for kv in a.old_env.split(",") if kv),
@@ -211,7 +223,7 @@ def main() -> None:
             for label in order:
                 service, db = route[0], dsn[route[0]]
                 result = run_service(
-                    trees[label], service, db, route, max_id[service], a, tree_env[label]
+                    trees[label], service, db, route, max_id[walk_of[name]], a, tree_env[label]
                 )
                 runs.append(
                     {

@@ -24,6 +24,30 @@ ORDERS: dict[str, str] = {
 
 
 def _page_sql(order: str) -> str:
+    """A page as the comma-joined elements of "results", one bytea: each
+    review's stored head (004_review_elements.sql), its vote count, its
+    photos' stored elements. NULL when the page is empty."""
+    return f"""
+SELECT convert_to(string_agg(
+           r.element_head || r.helpfulness::text || ',"photos":[' || coalesce(p.elements, '')
+           || ']}}', ',' ORDER BY {order}), 'UTF8')
+FROM (
+    SELECT id, element_head, helpfulness, date
+    FROM reviews
+    WHERE product_id = $1 AND NOT reported
+    ORDER BY {order}
+    LIMIT $2 OFFSET $3
+) r
+LEFT JOIN LATERAL (
+    SELECT string_agg(ph.element, ',' ORDER BY ph.id) AS elements
+    FROM reviews_photos ph WHERE ph.review_id = r.id
+) p ON true
+"""
+
+
+def _page_rows_sql(order: str) -> str:
+    """The page's rows, column by column: the reference the stored elements
+    are checked against (tests/reviews/test_review_elements.py)."""
     return f"""
 SELECT r.id, r.rating, r.summary, r.recommend, r.response, r.body, r.date_text,
        r.reviewer_name, r.helpfulness, p.ids, p.urls
@@ -44,6 +68,7 @@ ORDER BY {order}
 
 
 PAGE_SQL: dict[str, str] = {sort: _page_sql(order) for sort, order in ORDERS.items()}
+PAGE_ROWS_SQL: dict[str, str] = {sort: _page_rows_sql(order) for sort, order in ORDERS.items()}
 
 META_SQL = """
 SELECT pr.r1, pr.r2, pr.r3, pr.r4, pr.r5, pr.recommend_false, pr.recommend_true,
@@ -208,7 +233,21 @@ def _photos(ids: list[int] | None, urls: list[str | None] | None) -> list[dict]:
 
 
 async def review_page(db: Database, product_id: int, sort: str, page: int, count: int) -> bytes:
-    rows = await db.read_fetch(PAGE_SQL[sort], product_id, count, (page - 1) * count)
+    """GET /reviews/'s body: the stored elements joined in SQL, wrapped here."""
+    results = await db.read_fetchval(PAGE_SQL[sort], product_id, count, (page - 1) * count)
+    return b'{"product":"%d","page":%d,"count":%d,"results":[%s]}' % (
+        product_id,
+        page - 1,
+        count,
+        results or b"",
+    )
+
+
+async def review_page_from_tables(
+    db: Database, product_id: int, sort: str, page: int, count: int
+) -> bytes:
+    """The same body from the columns, folded here: the reference."""
+    rows = await db.read_fetch(PAGE_ROWS_SQL[sort], product_id, count, (page - 1) * count)
     results = [
         {
             "review_id": r[0],
