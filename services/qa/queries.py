@@ -66,7 +66,34 @@ FROM (
 # The question's own row decides 404 (no row at all) versus an empty page (a
 # row with NULL answer columns). A reported question still exists (it is only
 # hidden from the questions list), so its answers are served.
-ANSWERS_PAGE = f"""
+# A page of answers as the comma-joined elements of "results", one bytea:
+# each answer's stored head (008_answer_elements.sql), its vote count, its
+# photos' stored elements. One row ('' when no answers) when the question
+# exists, none when it does not.
+ANSWERS_PAGE = """
+SELECT convert_to(coalesce(string_agg(
+           a.element_head || a.helpful::text || ',"photos":[' || coalesce(ap.elements, '')
+           || ']}', ',' ORDER BY a.helpful DESC, a.id DESC), ''), 'UTF8')
+FROM questions q
+LEFT JOIN LATERAL (
+    SELECT id, element_head, helpful
+    FROM answers
+    WHERE question_id = q.id AND NOT reported
+    ORDER BY helpful DESC, id DESC
+    LIMIT $2 OFFSET $3
+) a ON true
+LEFT JOIN LATERAL (
+    SELECT string_agg(ph.element, ',' ORDER BY ph.id) AS elements
+    FROM answers_photos ph
+    WHERE ph.answer_id = a.id
+) ap ON true
+WHERE q.id = $1
+GROUP BY q.id
+"""
+
+# The same page's rows, column by column: the reference the stored elements
+# are checked against (tests/qa/test_answer_elements.py).
+ANSWERS_PAGE_ROWS = f"""
 SELECT a.id, a.body, to_char(a.date_written AT TIME ZONE 'UTC', {_ISO_MS}), a.answerer_name,
        a.helpful, ap.ids, ap.urls
 FROM questions q
@@ -265,6 +292,21 @@ async def answers_page(db: Database, question_id: int, page: int, count: int) ->
     # A new question's answers scope was never invalidated: on a replica that
     # has not replayed it yet it would look missing, so "missing" is confirmed.
     rows = await db.read_fetch_found(ANSWERS_PAGE, question_id, count, (page - 1) * count)
+    if not rows:
+        return None
+    return b'{"question":"%d","page":%d,"count":%d,"results":[%s]}' % (
+        question_id,
+        page - 1,
+        count,
+        rows[0][0],
+    )
+
+
+async def answers_page_from_tables(
+    db: Database, question_id: int, page: int, count: int
+) -> bytes | None:
+    """The same body from the columns, folded here: the reference."""
+    rows = await db.read_fetch_found(ANSWERS_PAGE_ROWS, question_id, count, (page - 1) * count)
     if not rows:
         return None
     results = [
