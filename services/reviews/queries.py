@@ -70,27 +70,7 @@ ORDER BY {order}
 PAGE_SQL: dict[str, str] = {sort: _page_sql(order) for sort, order in ORDERS.items()}
 PAGE_ROWS_SQL: dict[str, str] = {sort: _page_rows_sql(order) for sort, order in ORDERS.items()}
 
-# The meta as one bytea: the product's stored counts and its characteristics'
-# stored members (005_meta_elements.sql), a name's first (lowest-id) one only,
-# in id order. Always one row: a product with nothing has empty objects.
 META_SQL = """
-SELECT convert_to('{"product_id":"' || k.product_id::text || '",'
-       || coalesce(pr.element, '"ratings":{},"recommended":{}')
-       || ',"characteristics":{' || coalesce(c.members, '') || '}}', 'UTF8')
-FROM (SELECT $1::integer AS product_id) k
-LEFT JOIN product_ratings pr ON pr.product_id = k.product_id
-LEFT JOIN LATERAL (
-    SELECT string_agg(f.element, ',' ORDER BY f.id) AS members
-    FROM (
-        SELECT DISTINCT ON (ch.name) ch.id, ch.element
-        FROM characteristics ch WHERE ch.product_id = k.product_id
-        ORDER BY ch.name, ch.id
-    ) f
-) c ON true
-"""
-
-# The same from the columns, row by row: the reference.
-META_ROWS_SQL = """
 SELECT pr.r1, pr.r2, pr.r3, pr.r4, pr.r5, pr.recommend_false, pr.recommend_true,
        c.id, c.name,
        CASE WHEN c.score_count > 0
@@ -292,13 +272,7 @@ _RATING_KEYS = ("1", "2", "3", "4", "5")
 
 
 async def review_meta(db: Database, product_id: int) -> bytes:
-    """GET /reviews/meta's body, joined in SQL from the stored parts."""
-    return await db.read_fetchval(META_SQL, product_id)
-
-
-async def review_meta_from_tables(db: Database, product_id: int) -> bytes:
-    """The same body from the columns, folded here: the reference."""
-    rows = await db.read_fetch(META_ROWS_SQL, product_id)
+    rows = await db.read_fetch(META_SQL, product_id)
     first = rows[0]  # the LEFT JOINs always yield at least one row
     ratings = {k: str(n) for k, n in zip(_RATING_KEYS, first[0:5], strict=True) if n}
     recommended = {k: str(n) for k, n in (("false", first[5]), ("true", first[6])) if n}

@@ -1,9 +1,8 @@
-"""The stored elements (migrations/004_review_elements.sql, 005_meta_elements.sql):
-after a randomized series of writes, through the API and straight into the
-tables, every page GET /reviews/ and every meta GET /reviews/meta builds
-from them equals, byte for byte, the body folded from the columns
-(queries.review_page_from_tables, review_meta_from_tables); the loader
-fills them for every row it loads. Real Postgres (and, with RUNWAY_TEST_POOLER=1,
+"""The stored review elements (migrations/004_review_elements.sql): after a
+randomized series of writes, through the API and straight into the tables,
+every page GET /reviews/ builds from them equals, byte for byte, the page
+folded from the columns (queries.review_page_from_tables); the loader fills
+them for every row it loads. Real Postgres (and, with RUNWAY_TEST_POOLER=1,
 the app role through PgBouncer)."""
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-import orjson
 import pytest
 
 from services.common.db import drop_database
@@ -45,8 +43,8 @@ def awkward(rng: random.Random) -> str:
 
 
 async def assert_same(db, product_ids: set[int]) -> int:
-    """Every order and several pages of each product, and its meta: the
-    stored elements' body == the folded one. Returns the number of comparisons."""
+    """Every order and several pages of each product: the stored elements'
+    page == the folded one. Returns the number of comparisons."""
     checked = 0
     for pid in sorted(product_ids):
         for sort in SORTS:
@@ -55,10 +53,6 @@ async def assert_same(db, product_ids: set[int]) -> int:
                 want = await queries.review_page_from_tables(db, pid, sort, page, count)
                 assert got == want, (pid, sort, page, count)
                 checked += 1
-        meta = await queries.review_meta(db, pid)
-        assert meta == await queries.review_meta_from_tables(db, pid), pid
-        orjson.loads(meta)
-        checked += 1
     return checked
 
 
@@ -94,8 +88,7 @@ async def test_stored_elements_match_the_columns_after_random_writes(
                 pid,
                 name,
             )
-            # A name twice: the meta shows its first (lowest-id) one only.
-            for name in rng.sample(["Fit", "Size", "Fit", 'Le"ngth', "Comfort \\", "Qualité 😀"], 3)
+            for name in ("Fit", "Size")
         ]
         for pid in products[:6]
     }
@@ -136,18 +129,11 @@ async def test_stored_elements_match_the_columns_after_random_writes(
                 rng.choice([None, awkward(rng), "https://x/\u2028.jpg"]),
             )
         else:
-            # Helpfulness ties, a characteristic renamed to an awkward name,
-            # and a photo's url changed in place.
+            # Helpfulness ties, and a photo's url changed in place.
             await conn.execute(
                 "UPDATE reviews SET helpfulness = $2 WHERE id = $1",
                 rng.choice(review_ids),
                 rng.choice([0, 1, 2]),
-            )
-            pid = rng.choice(products[:6])
-            await conn.execute(
-                "UPDATE characteristics SET name = $2 WHERE id = $1",
-                rng.choice(chars[pid]),
-                awkward(rng),
             )
             await conn.execute(
                 "UPDATE reviews_photos SET url = $1"
@@ -163,20 +149,13 @@ async def test_stored_elements_match_the_columns_after_random_writes(
 
     db = reviews_client.app[DB]
     checked = await assert_same(db, set(products) | {999})  # 999: never written
-    assert checked == 9 * (len(SORTS) * len(PAGES) + 1)
+    assert checked == 9 * len(SORTS) * len(PAGES)
     # Through the route too (the view reads the stored elements; cold cache).
     for pid in (1, 2):
         resp = await reviews_client.get(f"/reviews/?product_id={pid}&count=1000&sort=newest")
         assert await resp.read() == await queries.review_page_from_tables(
             db, pid, "newest", 1, 1000
         )
-        resp = await reviews_client.get(f"/reviews/meta?product_id={pid}")
-        assert await resp.read() == await queries.review_meta_from_tables(db, pid)
-    # The meta had scores, several ratings and both recommend counts to show.
-    assert await conn.fetchval("SELECT count(*) FROM characteristics WHERE score_count > 0") > 3
-    assert await conn.fetchval(
-        "SELECT count(*) FROM product_ratings WHERE recommend_false > 0 AND recommend_true > 0"
-    )
 
 
 async def test_a_vote_changes_the_page_without_rewriting_the_element(
