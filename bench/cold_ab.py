@@ -13,7 +13,9 @@ that tree on the bench database, `wrk -t1 -c<connections> --latency` with
 bench/lua/direct/walk.lua (distinct product ids, a stride over all of them:
 no id repeats within a run, so every request misses the cache). Prints one
 JSON line per run, then the medians and each route's median ratio to the
-same round's ceiling-query; writes bench/results/cold_ab-<time>.json.
+same round's ceiling-query; writes bench/results/cold_ab-<time>.json. The
+services' tables and indexes are read into Postgres's buffers first
+(bench/pgtune.py, as bench.run does).
 Docs: docs/decisions/0035-reviews-read-model.md, 0036-qa-read-model.md."""
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import signal
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import data
+from bench import data, pgtune
 from bench.env import wait_for as wait_http
 from bench.run import parse_args as bench_args
 from bench.write_ab import free_port
@@ -198,6 +201,9 @@ def main() -> None:
     env = {**os.environ}
     for service in services:
         data.ensure_loaded(cfg, service, env, False)
+    # As bench.run does: the read path into Postgres's buffers first, so that
+    # the first route walked does not pay for reading the tables in.
+    pgtune.prewarm(replace(cfg, services=tuple(services)), pgtune.ensure_buffers(cfg))
     dsn = {s: cfg.database_url(s) for s in services}
     walk_of = {r: "answers" if r == "answers" else ROUTES[r][0] for r in routes}
     max_id = {w: max_id_of(dsn[ROUTES[r][0]], w) for r, w in walk_of.items()}
