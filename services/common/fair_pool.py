@@ -69,8 +69,8 @@ class FairPool:
         self._held: dict[asyncpg.Connection, int] = {}  # taken from asyncpg: its generation
         self._generation = 0
         # The loop, looked up once: on Python 3.11 asyncio.get_running_loop()
-        # is a getpid() system call each time (a fork check), 5% of a cold
-        # request's CPU when every waiter made it (decision 0040).
+        # is a getpid() system call each time (a fork check), one per waiter
+        # before this (decision 0040).
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def take(self) -> asyncpg.Connection:

@@ -63,25 +63,24 @@ FROM (
 ) page
 """
 
-# The question's own row decides 404 (no row at all) versus an empty page (a
-# row with NULL answer columns). A reported question still exists (it is only
-# hidden from the questions list), so its answers are served.
-# A page of answers as the comma-joined elements of "results", one bytea:
-# each answer's stored head (008_answer_elements.sql), its vote count, its
-# photos' stored elements. One row ('' when no answers) when the question
-# exists, none when it does not.
-ANSWERS_PAGE = """
-SELECT convert_to(coalesce(string_agg(
-           a.element_head || a.helpful::text || ',"photos":[' || coalesce(ap.elements, '')
-           || ']}', ',' ORDER BY a.helpful DESC, a.id DESC), ''), 'UTF8')
-FROM questions q
-LEFT JOIN LATERAL (
-    SELECT id, element_head, helpful
+# The page's answers by index: the one range both answers queries read.
+_ANSWERS_RANGE = """
     FROM answers
     WHERE question_id = q.id AND NOT reported
     ORDER BY helpful DESC, id DESC
-    LIMIT $2 OFFSET $3
-) a ON true
+    LIMIT $2 OFFSET $3"""
+
+# A page of answers as the comma-joined elements of "results", one bytea:
+# each answer's stored head (008_answer_elements.sql), its vote count, its
+# photos' stored elements. The question's own row decides 404 (no row at
+# all) versus an empty page (''); a reported question still exists (it is
+# only hidden from the questions list), so its answers are served.
+ANSWERS_PAGE = f"""
+SELECT convert_to(coalesce(string_agg(
+           a.element_head || a.helpful::text || ',"photos":[' || coalesce(ap.elements, '')
+           || ']}}', ',' ORDER BY a.helpful DESC, a.id DESC), ''), 'UTF8')
+FROM questions q
+LEFT JOIN LATERAL (SELECT id, element_head, helpful {_ANSWERS_RANGE}) a ON true
 LEFT JOIN LATERAL (
     SELECT string_agg(ph.element, ',' ORDER BY ph.id) AS elements
     FROM answers_photos ph
@@ -98,11 +97,7 @@ SELECT a.id, a.body, to_char(a.date_written AT TIME ZONE 'UTC', {_ISO_MS}), a.an
        a.helpful, ap.ids, ap.urls
 FROM questions q
 LEFT JOIN LATERAL (
-    SELECT id, body, date_written, answerer_name, helpful
-    FROM answers
-    WHERE question_id = q.id AND NOT reported
-    ORDER BY helpful DESC, id DESC
-    LIMIT $2 OFFSET $3
+    SELECT id, body, date_written, answerer_name, helpful {_ANSWERS_RANGE}
 ) a ON true
 LEFT JOIN LATERAL (
     SELECT array_agg(ph.id ORDER BY ph.id) AS ids, array_agg(ph.url ORDER BY ph.id) AS urls

@@ -23,6 +23,17 @@ ORDERS: dict[str, str] = {
 }
 
 
+def _page_range(columns: str, order: str) -> str:
+    """The page's reviews by index: the one range both page queries read."""
+    return f"""(
+    SELECT {columns}
+    FROM reviews
+    WHERE product_id = $1 AND NOT reported
+    ORDER BY {order}
+    LIMIT $2 OFFSET $3
+) r"""
+
+
 def _page_sql(order: str) -> str:
     """A page as the comma-joined elements of "results", one bytea: each
     review's stored head (004_review_elements.sql), its vote count, its
@@ -31,13 +42,7 @@ def _page_sql(order: str) -> str:
 SELECT convert_to(string_agg(
            r.element_head || r.helpfulness::text || ',"photos":[' || coalesce(p.elements, '')
            || ']}}', ',' ORDER BY {order}), 'UTF8')
-FROM (
-    SELECT id, element_head, helpfulness, date
-    FROM reviews
-    WHERE product_id = $1 AND NOT reported
-    ORDER BY {order}
-    LIMIT $2 OFFSET $3
-) r
+FROM {_page_range("id, element_head, helpfulness, date", order)}
 LEFT JOIN LATERAL (
     SELECT string_agg(ph.element, ',' ORDER BY ph.id) AS elements
     FROM reviews_photos ph WHERE ph.review_id = r.id
@@ -48,17 +53,14 @@ LEFT JOIN LATERAL (
 def _page_rows_sql(order: str) -> str:
     """The page's rows, column by column: the reference the stored elements
     are checked against (tests/reviews/test_review_elements.py)."""
+    columns = (
+        f"id, rating, summary, recommend, response, body, {_ISO_MS} AS date_text,"
+        " reviewer_name, helpfulness, date"
+    )
     return f"""
 SELECT r.id, r.rating, r.summary, r.recommend, r.response, r.body, r.date_text,
        r.reviewer_name, r.helpfulness, p.ids, p.urls
-FROM (
-    SELECT id, rating, summary, recommend, response, body, {_ISO_MS} AS date_text,
-           reviewer_name, helpfulness, date
-    FROM reviews
-    WHERE product_id = $1 AND NOT reported
-    ORDER BY {order}
-    LIMIT $2 OFFSET $3
-) r
+FROM {_page_range(columns, order)}
 LEFT JOIN LATERAL (
     SELECT array_agg(ph.id ORDER BY ph.id) AS ids, array_agg(ph.url ORDER BY ph.id) AS urls
     FROM reviews_photos ph WHERE ph.review_id = r.id
