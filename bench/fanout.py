@@ -1,7 +1,8 @@
 """What an invalidation costs as the fleet grows: N cache processes on one
 Redis, old code against new.
 
-    python -m bench.fanout OLD_DIR|- NEW_DIR [--n 2,8,32,64] [--writes 200] [--rate 20] [--isolate]
+    python -m bench.fanout OLD_DIR|- NEW_DIR [--n 2,8,32,64] [--writes 200] [--rate 20]
+                           [--layout shared|isolate|apart]
 
 For each N and each tree (alternated): a private Redis (its own port), N
 lightweight processes (each a ResponseCache of that tree in an asyncio loop
@@ -15,11 +16,20 @@ under uvloop, no HTTP) on one namespace, all started and leased. Then:
   included) and delivered (the processes' received messages), each minus
   the idle rate over the window.
 
-`--isolate`: the writer and Redis on CPU 0, the N-1 other processes on CPU 1
-at nice 19. In a fleet the others run on other hosts; on two cores, without
-this, the writer's tail is its wait for a core behind 63 Python processes
-(docs/decisions/0032), not anything the protocol makes it wait for. Redis
-still delivers every message to every process.
+`--layout` places the processes on the two cores:
+* `shared`: no pinning;
+* `isolate` (`--isolate`): the writer and Redis on CPU 0, the N-1 other
+  processes on CPU 1 at nice 19. In a fleet the others run on other hosts;
+  on two cores, without this, the writer's tail is its wait for a core behind
+  63 Python processes (docs/decisions/0032), not anything the protocol makes
+  it wait for. But Redis's own work per write, which grows with N (one
+  delivery per subscriber, written to its socket after the writer's reply),
+  then runs on the writer's core;
+* `apart`: the writer alone on CPU 0; Redis on CPU 1, with the N-1 others
+  there under SCHED_IDLE (they run only when Redis does not). As in a fleet,
+  where Redis is a host of its own and the writer's host does none of its
+  deliveries (docs/decisions/0041).
+Redis delivers every message to every process in each layout.
 
 Docs: docs/decisions/0032-cache-without-acks.md."""
 
@@ -129,10 +139,11 @@ def publishes(port: int) -> int:
 
 
 class Child:
-    def __init__(self, tree: Path, url: str, writer: bool, isolate: bool) -> None:
+    def __init__(self, tree: Path, url: str, writer: bool, layout: str) -> None:
         pin = []
-        if isolate:
-            pin = ["taskset", "-c", "0"] if writer else ["taskset", "-c", "1", "nice", "-n", "19"]
+        if layout != "shared":
+            other = ["nice", "-n", "19"] if layout == "isolate" else ["chrt", "--idle", "0"]
+            pin = ["taskset", "-c", "0"] if writer else ["taskset", "-c", "1", *other]
         self.proc = subprocess.Popen(
             [*pin, PYTHON, "-c", CHILD, url, "1" if writer else "0"],
             cwd=tree,
@@ -167,13 +178,13 @@ def seen(children: list[Child]) -> int:
 
 
 def measure(
-    tree: Path, n: int, writes: int, rate: float, idle_s: float, isolate: bool = False
+    tree: Path, n: int, writes: int, rate: float, idle_s: float, layout: str = "shared"
 ) -> dict:
     wait_quiet()
     port = free_port()
     redis = subprocess.Popen(
         [
-            *(["taskset", "-c", "0"] if isolate else []),
+            *{"isolate": ["taskset", "-c", "0"], "apart": ["taskset", "-c", "1"]}.get(layout, []),
             "redis-server",
             "--port",
             str(port),
@@ -186,7 +197,7 @@ def measure(
     )
     time.sleep(0.3)
     url = f"redis://127.0.0.1:{port}/0"
-    children = [Child(tree, url, i == 0, isolate) for i in range(n)]
+    children = [Child(tree, url, i == 0, layout) for i in range(n)]
     try:
         ready = sum(c.ready() for c in children)
         time.sleep(2.0)  # settle
@@ -229,16 +240,21 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--idle", type=float, default=10)
-    parser.add_argument("--isolate", action="store_true", help="see the module docstring")
+    parser.add_argument(
+        "--layout", choices=("shared", "isolate", "apart"), default="shared", help="the docstring"
+    )
+    parser.add_argument("--isolate", action="store_true", help="--layout isolate")
     parser.add_argument("--tag", default="wrk", help="only shows in the command line")
     args = parser.parse_args()
+    if args.isolate:
+        args.layout = "isolate"
     for n in (int(x) for x in args.n.split(",")):
         trees = [("old", args.old.resolve()), ("new", args.new.resolve())]
         if str(args.old) == "-":  # the new tree alone (the old one's figures known)
             trees = trees[1:]
         for label, tree in trees:
-            result = measure(tree, n, args.writes, args.rate, args.idle, args.isolate)
-            print(json.dumps({"tree": label, "isolate": args.isolate, **result}), flush=True)
+            result = measure(tree, n, args.writes, args.rate, args.idle, args.layout)
+            print(json.dumps({"tree": label, "layout": args.layout, **result}), flush=True)
 
 
 if __name__ == "__main__":
