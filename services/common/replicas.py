@@ -1,12 +1,15 @@
 """Read replicas with causal reads: cached reads run on a streaming replica
-only once it has replayed every write acknowledged before the read began.
+only once it has replayed every write the cache requires: the session's own,
+and every write published LEASE_S before the read began (and, when the read
+asked Redis, every write acknowledged before it began).
 
 Invariants (cache/DESIGN.md, "Read replicas", invariant 11):
 
-* A read on a replica has replayed every write acknowledged before it began.
+* A read on a replica has replayed every write its position requires.
   A load runs under `load_at(position)`, the position the cache computed for
   its scope (cache/facade.py `read_position`: the scope's `required_lsn`,
-  local.py, raised to the LSN in the Redis token); `read()` sends it to a
+  local.py, raised to the LSN in the Redis token when Redis was read, and to
+  the session marker's LSN); `read()` sends it to a
   replica whose *known* replay LSN is at or past it, else to the primary. The
   known replay LSN is a reading of `pg_last_wal_replay_lsn()` taken before the
   query is sent, so a lower bound of what the replica shows it.

@@ -311,6 +311,7 @@ async def test_the_lsn_in_the_redis_token_covers_a_message_not_yet_applied(
     during, after = await token_race(a, b, redis_server, 8, "new")
     assert during == {"old", "new"}
     assert after == {"old", "new"}
+    del b.app[CACHE]._coherence.handle_message  # b's listener on time again
 
     # Control: b ignoring the token's LSN reads the lagging replica and fills
     # Redis under the post-write token: a's acknowledged write is then missing
@@ -323,6 +324,20 @@ async def test_the_lsn_in_the_redis_token_covers_a_message_not_yet_applied(
     cache.read_position = lambda scope, token: position(scope, None)
     during, after = await token_race(a, c, redis_server, 8, "newer")
     assert "newer" not in during and "newer" not in after, (during, after)
+
+    # b skipping Redis (its adaptive skip) reads no token: until its listener
+    # applies the message, its read may lack the write (a session other than
+    # the writer's: within the bound), but it fills nothing under the new
+    # token, so the writer's read after its acknowledgement has the write,
+    # and so does b's once the message is applied.
+    await settle(pair, a, b)  # the replica lacks only the write to come
+    b.app[CACHE]._redis_tier.pays_off = lambda: False
+    try:
+        during, after = await token_race(a, b, redis_server, 8, "skipped")
+        assert "skipped" in after, (during, after)
+        assert "skipped" in await summaries(b, 8, count=12)
+    finally:
+        del b.app[CACHE]._redis_tier.pays_off
 
 
 async def test_without_a_lease_reads_go_to_the_primary(

@@ -278,7 +278,9 @@ class ResponseCache:
         # not missed lately is rarely there, and on a cold walk the sampled
         # reads cost 14% of the process (0039). Skipping Redis is correct,
         # except that with replicas its token's LSN covers writes whose
-        # message is not applied here yet (invariant 11): then Redis is read.
+        # message is not applied here yet (invariant 11): then Redis is read
+        # while it pays off. A read the skip leaves without a token loads at
+        # what this process applied (within the bound) and fills no Redis.
         router = self._router
         if (admitted or router is not None) and self.redis_usable() and tier.pays_off():
             found = await tier.read(redis_key, key)
