@@ -138,12 +138,26 @@ def publishes(port: int) -> int:
     return total
 
 
+# Each layout's command prefixes (see the docstring): Redis, the writer, the others.
+LAYOUTS: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "shared": ([], [], []),
+    "isolate": (
+        ["taskset", "-c", "0"],
+        ["taskset", "-c", "0"],
+        ["taskset", "-c", "1", "nice", "-n", "19"],
+    ),
+    "apart": (
+        ["taskset", "-c", "1"],
+        ["taskset", "-c", "0"],
+        ["taskset", "-c", "1", "chrt", "--idle", "0"],
+    ),
+}
+
+
 class Child:
     def __init__(self, tree: Path, url: str, writer: bool, layout: str) -> None:
-        pin = []
-        if layout != "shared":
-            other = ["nice", "-n", "19"] if layout == "isolate" else ["chrt", "--idle", "0"]
-            pin = ["taskset", "-c", "0"] if writer else ["taskset", "-c", "1", *other]
+        _, writer_pin, other_pin = LAYOUTS[layout]
+        pin = writer_pin if writer else other_pin
         self.proc = subprocess.Popen(
             [*pin, PYTHON, "-c", CHILD, url, "1" if writer else "0"],
             cwd=tree,
@@ -184,7 +198,7 @@ def measure(
     port = free_port()
     redis = subprocess.Popen(
         [
-            *{"isolate": ["taskset", "-c", "0"], "apart": ["taskset", "-c", "1"]}.get(layout, []),
+            *LAYOUTS[layout][0],
             "redis-server",
             "--port",
             str(port),
@@ -240,9 +254,7 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--idle", type=float, default=10)
-    parser.add_argument(
-        "--layout", choices=("shared", "isolate", "apart"), default="shared", help="the docstring"
-    )
+    parser.add_argument("--layout", choices=tuple(LAYOUTS), default="shared", help="the docstring")
     parser.add_argument("--isolate", action="store_true", help="--layout isolate")
     parser.add_argument("--tag", default="wrk", help="only shows in the command line")
     args = parser.parse_args()
