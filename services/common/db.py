@@ -29,6 +29,13 @@ log = logging.getLogger("runway.db")
 _MIGRATION_LOCK = 7_270_001
 # A session idle inside a transaction longer than this is ended by Postgres.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
+# Every serving statement is a keyed index lookup whose generic plan is the
+# plan (bench.plan_cache lists them). Under the default ("auto") Postgres
+# re-planned the questions page and the reviews pages of count 5 or 30 on
+# every execution, their custom plans looking cheaper than the generic one:
+# 166 -> 100 µs a reviews page of 5, 88 -> 71 µs a questions page
+# (docs/decisions/0042).
+PLAN_CACHE_MODE = "force_generic_plan"
 
 
 class SchemaNotReady(RuntimeError):
@@ -149,13 +156,14 @@ class Database:
         return await router.write("fetchval", sql, args)
 
 
-def session_timeouts(statement_timeout_ms: int) -> dict[str, str]:
-    """The serving sessions' timeouts: startup parameters on a direct
-    connection; behind a pooler, the app role's settings in its database
-    (services/common/migrate.py sets them)."""
+def session_settings(statement_timeout_ms: int) -> dict[str, str]:
+    """The serving sessions' timeouts and plan cache mode: startup parameters
+    on a direct connection; behind a pooler, the app role's settings in its
+    database (services/common/migrate.py sets them)."""
     return {
         "statement_timeout": str(statement_timeout_ms),
         "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
+        "plan_cache_mode": PLAN_CACHE_MODE,
     }
 
 
@@ -164,12 +172,12 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
     mode) a server connection is ours for one transaction only, so: no
     statement cache (asyncpg then uses the unnamed statement, re-parsed each
     time: a named one prepared on one server connection is missing on the next,
-    'prepared statement "__asyncpg_stmt_1__" does not exist'), and no timeouts
-    as startup parameters (PgBouncer refuses them; the role's settings apply)."""
+    'prepared statement "__asyncpg_stmt_1__" does not exist'), and no session
+    settings as startup parameters (PgBouncer refuses them; the role's apply)."""
     pooled = settings.db_pooler == "transaction"
     server_settings = {"application_name": f"runway-{settings.service}"}
     if not pooled:
-        server_settings |= session_timeouts(settings.statement_timeout_ms)
+        server_settings |= session_settings(settings.statement_timeout_ms)
     try:
         return await asyncpg.create_pool(
             settings.database_url,

@@ -13,10 +13,10 @@ directly to Postgres, never through PgBouncer (it creates databases and roles):
 3. creates the serving ("app") role if missing and gives it DML rights only:
    SELECT/INSERT/UPDATE/DELETE on the tables, USAGE/SELECT on the sequences,
    the same by default for what later migrations create, no CREATE on the
-   schema; and sets its timeouts per role and database
+   schema; and sets its timeouts and plan cache mode per role and database
    (ALTER ROLE <app> IN DATABASE <db> SET statement_timeout = ...), which
    apply on every server connection, PgBouncer's included (it does not
-   forward timeouts sent as startup parameters).
+   forward settings sent as startup parameters).
 
 The app role: <SERVICE>_APP_ROLE or RUNWAY_APP_ROLE; else the user of
 <SERVICE>_DATABASE_URL when it differs from the migrating user; else
@@ -38,7 +38,13 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from .db import _MIGRATION_LOCK, IDLE_IN_TRANSACTION_TIMEOUT_MS, database_name, prepare_database
+from .db import (
+    _MIGRATION_LOCK,
+    IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    PLAN_CACHE_MODE,
+    database_name,
+    prepare_database,
+)
 from .settings import SERVICES, Settings, database_url, migrate_database_url
 
 log = logging.getLogger("runway.migrate")
@@ -86,7 +92,8 @@ def app_role(service: str, env: Mapping[str, str] = os.environ) -> AppRole:
 
 async def grant_app_role(conn: asyncpg.Connection, database: str, role: AppRole) -> None:
     """Create `role` if missing and give it DML rights only in `database`
-    (the one `conn` is in), with its timeouts as per-database role settings."""
+    (the one `conn` is in), with its session settings as per-database role
+    settings."""
     r = ident(role.name)
     try:
         async with conn.transaction():
@@ -121,6 +128,7 @@ async def grant_app_role(conn: asyncpg.Connection, database: str, role: AppRole)
             f" SET statement_timeout = {int(role.statement_timeout_ms)}",
             f"ALTER ROLE {r} IN DATABASE {ident(database)}"
             f" SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}",
+            f"ALTER ROLE {r} IN DATABASE {ident(database)} SET plan_cache_mode = {PLAN_CACHE_MODE}",
         ):
             await conn.execute(statement)
 

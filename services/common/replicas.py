@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from .db import PLAN_CACHE_MODE
 from .fair_pool import FairPool
 from .metrics import LoopCounter, Metrics
 from .replica_probe import (
@@ -159,6 +160,7 @@ class ReplicaRouter:
                 server_settings={
                     "application_name": f"runway-{self._service}",
                     "statement_timeout": str(self._statement_timeout_ms),
+                    "plan_cache_mode": PLAN_CACHE_MODE,
                 },
             )
             replica.fair = FairPool(replica.pool)

@@ -185,6 +185,8 @@ async def test_reads_are_served_by_the_replica_and_writes_never(
     assert 'runway_db_replica_up{replica="127.0.0.1:' in text
     ready = await (await client.get("/readyz")).json()
     assert [r["up"] for r in ready["replicas"]] == [True]
+    async with router_of(client).replicas[0].pool.acquire() as conn:  # as the primary's
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
 
 
 async def test_a_read_right_after_a_write_sees_it_and_the_replica_serves_again_later(
