@@ -31,8 +31,8 @@ _MIGRATION_LOCK = 7_270_001
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 # Every serving statement is a keyed index lookup whose generic plan is the
 # plan (bench.plan_cache lists them). Under the default ("auto") Postgres
-# re-planned the questions page and the reviews pages of count 5 or 30 on
-# every execution, their custom plans looking cheaper than the generic one:
+# re-planned the questions page and the reviews page of 5 on every
+# execution at full scale, their custom plans looking cheaper than the generic one:
 # 166 -> 100 µs a reviews page of 5, 88 -> 71 µs a questions page
 # (docs/decisions/0042).
 PLAN_CACHE_MODE = "force_generic_plan"

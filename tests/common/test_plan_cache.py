@@ -1,8 +1,8 @@
 """The serving sessions plan each statement once (db.PLAN_CACHE_MODE): the
 reviews page and the questions page, which Postgres's default plan cache mode
-re-planned on every execution (decision 0042). Directly, the pool's startup
-parameter sets it; through PgBouncer (the pooled pass), the app role's
-setting in its database (migrate.py)."""
+re-planned on every execution (decision 0042). Here the pool's startup
+parameter sets it; behind PgBouncer the app role's setting in its database
+does (migrate.py; tests/common/test_migrate.py)."""
 
 from __future__ import annotations
 
