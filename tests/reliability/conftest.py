@@ -18,6 +18,7 @@ from services.common.db import drop_database
 from tests.conftest import RedisServer, free_port
 from tests.gateway.harness import Gateway
 from tests.reliability.harness import Cluster, fresh_database
+from tests.reliability.replica_pair import Pair, running_pair
 from tests.reliability.workloads import Workload, workload
 
 
@@ -84,3 +85,11 @@ def fault_stack(
         cluster.stop()
         for url in databases.values():
             asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    """A private primary and its delayed streaming replica, one per test module
+    (tests/reliability/replica_pair.py)."""
+    with running_pair() as made:
+        yield made

@@ -1,166 +1,32 @@
 """Read replicas with causal reads (services/common/replicas.py), on a private
-primary and a streaming replica delayed by REPLICA_DELAY_MS (so it certainly
-lags a write): never the machine's shared Postgres. Reads are counted on the
-replica itself (its log, log_statement=all, by application_name); each causal
-test has a control with the causal check off (`router.causal = False`, a
-naive router) that must show the stale answer the check prevents."""
+primary and a streaming replica (tests/reliability/replica_pair.py): reads
+go to the replica only once it has replayed what they require, and the
+coherence checker holds on them. Each causal test has a control with the
+causal check off (`router.causal = False`, a naive router) that must show
+the stale answer the check prevents. The replica's and the primary's
+failures are in test_replica_failures.py."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import json
-import os
-import re
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-import asyncpg
-import pytest
 from redis import asyncio as aioredis
 
-from infra.pg_replica import Replica, hot_standby_settings
-from services.common.replicas import ReplicaRouter
 from services.common.resources import CACHE, DB
-from services.common.settings import Settings
-from services.common.write_marker import COOKIE, HEADER
-from tests.conftest import RedisServer, truncate_all
+from tests.conftest import RedisServer
 from tests.gateway.harness import ServiceInstance, free_instance_base
-from tests.reliability.harness import fresh_database, metric_samples, record_figures
-from tests.reliability.pgcluster import PgCluster, postgres_bin
-
-REPLICA_DELAY_MS = 300
-# What the services' read statements name (a log entry of one is counted).
-TABLES = {"reviews": ("FROM reviews", "product_ratings"), "qa": ("FROM questions", "FROM answers")}
-NEW = {"rating": 4, "body": "b" * 60, "recommend": True, "name": "n", "email": "e@example.com"}
-
-
-@dataclass
-class Pair:
-    primary: PgCluster
-    replica: Replica
-    dsns: dict[str, str]  # service -> database on the primary
-
-    def replica_dsn(self, service: str) -> str:
-        return self.replica.dsn(self.dsns[service].rsplit("/", 1)[1])
-
-    def replica_reads(self, service: str) -> int:
-        """The service's own statements its pools ran on the replica (its log;
-        asyncpg's type introspection on a new connection left out)."""
-        entries = re.split(r"\n(?=\d{4}-\d\d-\d\d )", self.replica_log())
-        return sum(
-            1
-            for entry in entries
-            if f"app=runway-{service} " in entry
-            and "LOG:  execute" in entry
-            and "pg_catalog" not in entry
-            and any(table in entry for table in TABLES[service])
-        )
-
-    def replica_log(self) -> str:
-        return self.replica.log.read_text(errors="replace")
-
-    def set_delay(self, delay_ms: int) -> None:
-        settings = asyncio.run(hot_standby_settings(self.primary.admin_url))
-        self.replica.configure(delay_ms=delay_ms, settings={**settings, **LOGGING})
-        self.replica._pg_ctl("reload")
-
-
-LOGGING = {"log_statement": "all", "log_line_prefix": "%m [%p] app=%a db=%d "}
-
-
-@pytest.fixture(scope="module")
-def pair() -> Iterator[Pair]:
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pytest.skip("no Postgres server binaries (initdb) installed: cannot run a private cluster")
-    primary = PgCluster(bin_dir)
-    replica: Replica | None = None
-    dsns: dict[str, str] = {}
-    try:
-        primary.init()
-        primary.start()
-        for service in ("reviews", "qa"):
-            dsns[service] = fresh_database(service, "replica", primary.admin_url)
-        replica = asyncio.run(primary.replica(delay_ms=REPLICA_DELAY_MS))
-        made = Pair(primary, replica, dsns)
-        made.set_delay(REPLICA_DELAY_MS)
-        yield made
-    finally:
-        if replica is not None:
-            replica.destroy()
-        primary.destroy()
-
-
-async def make_app(aiohttp_client, pair: Pair, redis: RedisServer, service="reviews", **over):
-    create_app = importlib.import_module(f"services.{service}.app").create_app
-    # Not tests.conftest.settings_for: under RUNWAY_TEST_POOLER=1 that points the
-    # app at the shared Postgres through PgBouncer; this primary is private.
-    settings = replace(
-        Settings.from_env(service, env={}),
-        database_url=pair.dsns[service],
-        redis_url=redis.url,
-        pool_min=1,
-        pool_max=5,
-        replica_urls=(pair.replica_dsn(service),),
-        **over,
-    )
-    client = await aiohttp_client(create_app(settings))
-    if settings.cache_enabled:
-        assert await client.app[CACHE].wait_ready()
-    return client
-
-
-def router_of(client) -> ReplicaRouter:
-    router = client.app[DB]._router
-    assert router is not None
-    return router
-
-
-async def settle(pair: Pair, *clients, service: str = "reviews", timeout_s: float = 5) -> None:
-    """Until the replica has replayed everything written so far and every
-    client's router knows it (and its cache knows its LSN floor)."""
-    conn = await asyncpg.connect(pair.dsns[service])
-    try:
-        target = await conn.fetchval("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
-    finally:
-        await conn.close()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        ready = [
-            router_of(c).replicas[0].replay >= target
-            and router_of(c).replicas[0].fresh
-            and c.app[CACHE]._local_tier.lsn_floor is not None
-            for c in clients
-        ]
-        if all(ready):
-            return
-        assert time.monotonic() < deadline, f"replica not caught up: {ready}"
-        await asyncio.sleep(0.02)
-
-
-async def fresh(pair: Pair, redis: RedisServer, service: str = "reviews") -> None:
-    await truncate_all(pair.dsns[service])
-    redis.flush()
-
-
-async def post_review(client, product: int, summary: str) -> str:
-    """Posts a review; returns the write's session marker (services/common/write_marker.py)."""
-    resp = await client.post("/reviews", json={**NEW, "product_id": product, "summary": summary})
-    assert resp.status == 201, await resp.text()
-    return resp.headers[HEADER]
-
-
-async def summaries(client, product: int, count: int = 5, marker: str | None = None) -> set[str]:
-    """The page's summaries; with `marker`, read as the session that wrote it."""
-    headers = {"Cookie": f"{COOKIE}={marker}"} if marker else {}
-    resp = await client.get(f"/reviews?product_id={product}&count={count}", headers=headers)
-    assert resp.status == 200, await resp.text()
-    return {r["summary"] for r in (await resp.json())["results"]}
+from tests.reliability.harness import metric_samples, record_figures
+from tests.reliability.replica_pair import (
+    REPLICA_DELAY_MS,
+    Pair,
+    fresh,
+    make_app,
+    post_review,
+    router_of,
+    settle,
+    summaries,
+)
 
 
 async def test_reads_are_served_by_the_replica_and_writes_never(
@@ -377,141 +243,6 @@ async def test_with_the_cache_disabled_no_replica_is_used(
     assert await summaries(client, 10) == {"x"}
 
 
-async def read_loop(client, stop: asyncio.Event, failures: list, product: int) -> int:
-    """Misses on distinct keys until stopped; every failure kept."""
-    n = 0
-    while not stop.is_set():
-        n += 1
-        resp = await client.get(f"/reviews?product_id={product}&count={1 + n % 97}&page={n}")
-        if resp.status != 200:
-            failures.append((resp.status, await resp.text()))
-        await asyncio.sleep(0.005)
-    return n
-
-
-async def test_a_stopped_replica_is_skipped_with_no_failed_request(
-    aiohttp_client, pair: Pair, redis_server: RedisServer
-) -> None:
-    await fresh(pair, redis_server)
-    client = await make_app(aiohttp_client, pair, redis_server)
-    router = router_of(client)
-    await post_review(client, 4, "x")
-    await settle(pair, client)
-    stop, failures = asyncio.Event(), []
-    loop = asyncio.create_task(read_loop(client, stop, failures, 4))
-    await asyncio.sleep(0.3)
-    assert router.counts()["replica"] > 0
-    stopped_at = time.monotonic()
-    await asyncio.to_thread(pair.replica.stop, "fast")
-    while router.replicas[0].up:
-        assert time.monotonic() - stopped_at < 1.0, "a stopped replica still counted as up"
-        await asyncio.sleep(0.01)
-    skipped_after = time.monotonic() - stopped_at
-    down = router.counts()["primary:replica_down"]
-    await asyncio.sleep(0.3)
-    assert router.counts()["primary:replica_down"] > down
-    await asyncio.to_thread(pair.replica.start)
-    await settle(pair, client, timeout_s=15)
-    on_replica = router.counts()["replica"]
-    await asyncio.sleep(0.3)
-    stop.set()
-    reads = await loop
-    assert router.counts()["replica"] > on_replica, "the replica did not come back"
-    assert failures == []
-    record_figures(
-        "replicas[stopped]",
-        {"reads": reads, "skipped_after_s": round(skipped_after, 3), **router.counts()},
-    )
-
-
-def replica_processes(replica: Replica) -> list[int]:
-    """The replica's postmaster and every process it started."""
-    main = int((replica.data / "postmaster.pid").read_text().splitlines()[0])
-    found = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True)
-    return [main, *(int(pid) for pid in found.stdout.split())]
-
-
-async def timed_read_loop(client, stop: asyncio.Event, failures: list, product: int) -> list:
-    latencies = []
-    n = 0
-    while not stop.is_set():
-        n += 1
-        started = time.monotonic()
-        resp = await client.get(f"/reviews?product_id={product}&count={1 + n % 97}&page={n}")
-        latencies.append(time.monotonic() - started)
-        if resp.status != 200:
-            failures.append((resp.status, await resp.text()))
-        await asyncio.sleep(0.005)
-    return latencies
-
-
-async def test_a_hung_replica_is_skipped_and_reads_on_it_fall_back_at_once(
-    aiohttp_client, pair: Pair, redis_server: RedisServer
-) -> None:
-    """Every replica process stopped (SIGSTOP): the monitor's probe times out
-    and marks it down, which also ends the reads stuck on it: they run on the
-    primary then, not at their statement timeout (5 s)."""
-    await fresh(pair, redis_server)
-    client = await make_app(aiohttp_client, pair, redis_server)
-    router = router_of(client)
-    await post_review(client, 11, "x")
-    await settle(pair, client)
-    stop, failures = asyncio.Event(), []
-    loop = asyncio.create_task(timed_read_loop(client, stop, failures, 11))
-    await asyncio.sleep(0.3)
-    pids = replica_processes(pair.replica)
-    hung_at = time.monotonic()
-    try:
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        while router.replicas[0].up:
-            assert time.monotonic() - hung_at < 1.0, "a hung replica still counted as up"
-            await asyncio.sleep(0.01)
-        skipped_after = time.monotonic() - hung_at
-        await asyncio.sleep(2.0)  # longer than the bound below: a stuck read would show
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
-    await settle(pair, client, timeout_s=15)
-    stop.set()
-    latencies = await loop
-    assert failures == []
-    slowest = max(latencies)
-    record_figures(
-        "replicas[hung]",
-        {"reads": len(latencies), "skipped_after_s": round(skipped_after, 3),
-         "slowest_read_s": round(slowest, 3), **router.counts()},
-    )  # fmt: skip
-    assert slowest < 1.5, f"a read waited {slowest:.2f} s on the hung replica"
-
-
-async def test_a_replica_past_the_lag_bound_is_skipped(
-    aiohttp_client, pair: Pair, redis_server: RedisServer
-) -> None:
-    await fresh(pair, redis_server)
-    client = await make_app(aiohttp_client, pair, redis_server)
-    router = router_of(client)
-    await post_review(client, 5, "x")
-    await settle(pair, client)
-    await asyncio.to_thread(pair.set_delay, 2500)
-    try:
-        await post_review(client, 6, "lagging")  # the replica applies it 2.5 s late
-        written = time.monotonic()
-        while router.replicas[0].fresh:
-            assert time.monotonic() - written < 2.0, "a replica 2.5 s behind was not skipped"
-            await asyncio.sleep(0.01)
-        skipped_after = time.monotonic() - written
-        lagging = router.counts()["primary:replica_lagging"]
-        assert await summaries(client, 5, count=9) == {"x"}  # another scope: still the primary
-        assert router.counts()["primary:replica_lagging"] == lagging + 1
-        await settle(pair, client, timeout_s=10)
-        assert router.replicas[0].fresh
-    finally:
-        await asyncio.to_thread(pair.set_delay, REPLICA_DELAY_MS)
-    record_figures("replicas[lagging]", {"skipped_after_s": round(skipped_after, 3)})
-    assert skipped_after <= router.max_lag_s + 0.5
-
-
 # (name, causal check on, replica delay ms, products, operations). The short
 # lag lets many more reads reach the replica, on tighter races.
 COHERENCE_RUNS = (
@@ -616,41 +347,3 @@ async def test_coherence_across_processes_reading_the_replica(
 def replica_reads_of(port: int) -> float:
     key = ("runway_db_reads_total", (("reason", "caught_up"), ("server", "replica")))
     return metric_samples(port).get(key, 0.0)
-
-
-async def test_primary_down_gives_503s_as_before(
-    aiohttp_client, pair: Pair, redis_server: RedisServer, tmp_path: Path
-) -> None:
-    """Last in this module: the private primary is stopped (immediate: no
-    shutdown checkpoint, as a crash) and started again; the write acknowledged
-    before is there after the restart, the refused one is not."""
-    await fresh(pair, redis_server)
-    client = await make_app(aiohttp_client, pair, redis_server)
-    await post_review(client, 7, "x")
-    await settle(pair, client)
-    await asyncio.to_thread(pair.primary.stop, "immediate")
-    restarted = False
-    try:
-        started = time.monotonic()
-        resp = await client.post("/reviews", json={**NEW, "product_id": 7, "summary": "y"})
-        assert resp.status == 503
-        assert list(json.loads(await resp.text())) == ["error"]
-        assert time.monotonic() - started < 2.0
-        statuses = set()
-        for count in range(2, 12):
-            resp = await client.get(f"/reviews?product_id=7&count={count}")
-            statuses.add(resp.status)
-            await asyncio.sleep(0.15)
-        assert statuses <= {200, 503}
-        assert 503 in statuses, "reads kept succeeding with the primary down past the lag bound"
-        await asyncio.to_thread(pair.primary.start)
-        restarted = True
-        conn = await asyncpg.connect(pair.dsns["reviews"])
-        try:
-            kept = await conn.fetch("SELECT summary FROM reviews WHERE product_id = 7")
-        finally:
-            await conn.close()
-        assert sorted(r["summary"] for r in kept) == ["x"]
-    finally:
-        if not restarted:
-            await asyncio.to_thread(pair.primary.start)
