@@ -11,7 +11,10 @@ idle processes of the same service and tree subscribed to the same namespace
 then `wrk -t1 -c16 --latency` with a Lua POST/PUT script for each write:
 POST /qa/questions, POST /reviews, PUT /qa/questions/:id/helpful, POST
 /qa/questions/:id/answers, PUT /reviews/:id/helpful, PUT /qa/answers/:id/helpful
-(each after the POST that made its ids). Each tree
+(each after the POST that made its ids), then the three reports, PUT
+/reviews/:id/report, /qa/questions/:id/report and /qa/answers/:id/report
+(each walking unreported ids upward; before a run the tree's own POSTs top its
+table up to `--report-ids` unreported rows, unmeasured). Each tree
 writes into a database of its own (runway_wab_<service>_<old|new>, created
 and migrated by that tree; kept between invocations unless `--fresh` drops
 them first): both grow alike. The answers' question ids and the answer PUTs'
@@ -96,6 +99,29 @@ request = function()
 end
 """,
 }
+# A report hides its row once (a second report of it is a 404), so each report
+# run walks unreported ids upward from the first one, given as the script's
+# argument (`wrk ... -- FIRST`; one thread, so no id is sent twice).
+for _name, _path in (
+    ("put_review_report", "/reviews/"),
+    ("put_question_report", "/qa/questions/"),
+    ("put_answer_report", "/qa/answers/"),
+):
+    LUA[_name] = f"""
+local next_id
+init = function(args) next_id = tonumber(args[1]) end
+request = function()
+  local id = next_id
+  next_id = next_id + 1
+  return wrk.format("PUT", "{_path}" .. id .. "/report", nil, nil)
+end
+"""
+# Each report run's table and the POST run that tops it up with unreported rows.
+REPORTED = {
+    "put_review_report": ("reviews", "post_review"),
+    "put_question_report": ("questions", "post_question"),
+    "put_answer_report": ("answers", "post_answer"),
+}
 RUNS = [
     ("qa", "post_question"),
     ("reviews", "post_review"),
@@ -108,6 +134,10 @@ RUNS = [
     # Cached reads under load: the lease (every 50 ms, through the beacon)
     # must hold there as it did (a lapse drops the local tier).
     ("qa", "get_questions"),
+    # Last: a reported question or answer would 404 the helpful PUTs above.
+    ("reviews", "put_review_report"),
+    ("qa", "put_question_report"),
+    ("qa", "put_answer_report"),
 ]
 
 
@@ -186,7 +216,39 @@ def start(
     )
 
 
-def wrk(port: int, script: Path, seconds: int) -> tuple[float, float, float]:
+def unreported(service: str, label: str, table: str) -> tuple[int, int]:
+    """The first unreported id of `table` and how many ids from it on are
+    unreported (reports walk upward from the first: those above it are all
+    unreported)."""
+    out = subprocess.run(
+        [
+            "psql",
+            database(service, label),
+            "-Atc",
+            f"SELECT coalesce(min(id), 0), count(*) FROM {table} WHERE NOT reported",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    first, count = out.split("|")
+    return int(first), int(count)
+
+
+def report_start(port: int, service: str, label: str, run: str, need: int, scripts) -> int:
+    """The first id for a report run, once at least `need` unreported rows
+    follow it: topped up with the tree's own POSTs (unmeasured) when short."""
+    table, post = REPORTED[run]
+    first, count = unreported(service, label, table)
+    while count < need:
+        wrk(port, scripts[post], max(2, min(30, (need - count) // 800 + 1)))
+        first, count = unreported(service, label, table)
+    return first
+
+
+def wrk(
+    port: int, script: Path, seconds: int, args: tuple[str, ...] = ()
+) -> tuple[float, float, float]:
     out = subprocess.run(
         [
             "wrk",
@@ -197,6 +259,7 @@ def wrk(port: int, script: Path, seconds: int) -> tuple[float, float, float]:
             "-s",
             str(script),
             f"http://127.0.0.1:{port}",
+            *(("--", *args) if args else ()),
         ],
         capture_output=True,
         text=True,
@@ -228,6 +291,13 @@ def main() -> None:
         type=int,
         default=1000,
         help="POST answer's question ids and the answer PUTs' ids are drawn from 1..SPREAD",
+    )
+    parser.add_argument(
+        "--report-ids",
+        type=int,
+        default=0,
+        help="unreported rows a report run starts with, topped up by POSTs (default: "
+        "6,000 a second of the run; running out is a 404, which stops it)",
     )
     parser.add_argument(
         "--fresh", action="store_true", help="drop both trees' databases first (empty at the start)"
@@ -282,8 +352,14 @@ def main() -> None:
                     try:
                         wait_http(f"http://127.0.0.1:{port}/readyz")
                         time.sleep(1.0)  # the peers subscribe; leases granted
-                        wrk(port, scripts[run], 2)  # warm-up
-                        figures = wrk(port, scripts[run], args.seconds)
+                        ids: tuple[str, ...] = ()
+                        if run in REPORTED:
+                            need = args.report_ids or 6_000 * args.seconds
+                            ids = (str(report_start(port, service, label, run, need, scripts)),)
+                        wrk(port, scripts[run], 2, ids)  # warm-up
+                        if run in REPORTED:
+                            ids = (str(report_start(port, service, label, run, need, scripts)),)
+                        figures = wrk(port, scripts[run], args.seconds, ids)
                     finally:
                         for p in procs:
                             p.terminate()
