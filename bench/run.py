@@ -206,6 +206,22 @@ def main_workloads(cfg: BenchConfig, pools: dict[str, Path]) -> list[Workload]:
             marker=f"bench-{cfg.run_id}-w3r",
         ),
     ]
+    if any(name.startswith("cold-") for name in cfg.only):
+        # W2 split by endpoint, each alone as fast as it goes against
+        # ceiling-query (issue 21's per-route figures through the gateway).
+        # Only when --only names them: a full run stays as it was.
+        for endpoint, ops in W4_ENDPOINTS.items():
+            plans.append(
+                Workload(
+                    f"cold-{endpoint}",
+                    f"cold {endpoint}",
+                    ops,
+                    cold,
+                    d.w4,
+                    ceiling="ceiling-query",
+                    flush_first=True,
+                )
+            )
     w4 = _lua_pools(pools, "w4")
     for endpoint, ops in W4_ENDPOINTS.items():
         plans.append(
