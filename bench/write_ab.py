@@ -99,9 +99,10 @@ request = function()
 end
 """,
 }
-# A report hides its row once (a second report of it is a 404), so each report
-# run walks unreported ids upward from the first one, given as the script's
-# argument (`wrk ... -- FIRST`; one thread, so no id is sent twice).
+# A report hides its row once: a second report of it writes nothing (reviews
+# answer it 404), so each report run walks unreported ids upward from the
+# first one, given as the script's argument (`wrk ... -- FIRST`; one thread,
+# so no id is sent twice).
 for _name, _path in (
     ("put_review_report", "/reviews/"),
     ("put_question_report", "/qa/questions/"),
@@ -134,7 +135,9 @@ RUNS = [
     # Cached reads under load: the lease (every 50 ms, through the beacon)
     # must hold there as it did (a lapse drops the local tier).
     ("qa", "get_questions"),
-    # Last: a reported question or answer would 404 the helpful PUTs above.
+    # Last: they hide rows from 1 up, which the helpful PUTs above vote on (a
+    # hidden question or answer has no read-model element to patch) and the
+    # reads above list.
     ("reviews", "put_review_report"),
     ("qa", "put_question_report"),
     ("qa", "put_answer_report"),
