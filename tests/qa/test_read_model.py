@@ -606,3 +606,42 @@ async def test_the_new_write_paths_read_answers_by_index(qa_client, qa_conn):
             before = await qa_conn.fetchval(scans)
             await qa_conn.execute(sql, *args)
             assert await qa_conn.fetchval(scans) == before, sql
+
+
+async def test_a_report_deletes_the_element_without_the_rebuild(qa_client, qa_conn):
+    """PUT /qa/questions/:id/report deletes the question's element directly
+    (009_question_report_patch.sql); any other update of a question still
+    rebuilds. The lists match the tables either way."""
+    db = qa_client.app[DB]
+    reported = await add_question(qa_conn, 17, helpful=5)
+    kept = await add_question(qa_conn, 17, helpful=1)
+    await add_answer(qa_conn, reported)
+    assert await rebuilds_and_patches(qa_conn, queries.QUESTION_REPORT, reported) == {}
+    gone = "SELECT count(*) FROM question_documents WHERE question_id = $1"
+    assert await qa_conn.fetchval(gone, reported) == 0
+    served = orjson.loads(await queries.questions_page(db, 17, 1, 5))
+    assert [q["question_id"] for q in served["results"]] == [kept]
+    await assert_pages_match(db, 17)
+    edit = "UPDATE questions SET body = 'edited' WHERE id = $1"
+    assert await rebuilds_and_patches(qa_conn, edit, kept) == {"qa_refresh_question_documents": 1}
+    await assert_pages_match(db, 17)
+
+
+async def test_an_answer_during_a_report_leaves_no_element(qa_client, qa_conn, connect, qa_db):
+    """An answer (with a photo: the full rebuild) written while its question's
+    report is uncommitted waits for the report's lock, then reads the question
+    as reported and builds nothing. Without the lock it would have read the
+    question as visible and written the element back after the delete."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 18)
+    other = await connect(qa_db)
+    async with qa_conn.transaction():
+        await qa_conn.execute(queries.QUESTION_REPORT, question)
+        late = asyncio.create_task(
+            other.fetchrow(queries.INSERT_ANSWER, question, "b", "n", "n@x.io", [PHOTO.format(9)])
+        )
+        await wait_until_blocked(qa_conn, other.get_server_pid())
+    await late
+    gone = "SELECT count(*) FROM question_documents WHERE question_id = $1"
+    assert await qa_conn.fetchval(gone, question) == 0
+    await assert_pages_match(db, 18)
