@@ -219,6 +219,16 @@ def start(
     )
 
 
+def count_rows(service: str, label: str, table: str) -> int:
+    out = subprocess.run(
+        ["psql", database(service, label), "-Atc", f"SELECT count(*) FROM {table}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return int(out)
+
+
 def unreported(service: str, label: str, table: str) -> tuple[int, int]:
     """The first unreported id of `table` and how many ids from it on are
     unreported (reports walk upward from the first: those above it are all
@@ -238,10 +248,16 @@ def unreported(service: str, label: str, table: str) -> tuple[int, int]:
     return int(first), int(count)
 
 
-def report_start(port: int, service: str, label: str, run: str, need: int, scripts) -> int:
+def report_start(
+    port: int, service: str, label: str, run: str, need: int, spread: int, scripts
+) -> int:
     """The first id for a report run, once at least `need` unreported rows
-    follow it: topped up with the tree's own POSTs (unmeasured) when short."""
+    follow it: topped up with the tree's own POSTs (unmeasured) when short.
+    Answers go to questions 1..`spread`, so those are made first."""
     table, post = REPORTED[run]
+    if post == "post_answer":
+        while count_rows(service, label, "questions") < spread:
+            wrk(port, scripts["post_question"], 2)
     first, count = unreported(service, label, table)
     while count < need:
         wrk(port, scripts[post], max(2, min(30, (need - count) // 800 + 1)))
@@ -332,6 +348,11 @@ def main() -> None:
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     time.sleep(0.3)
     runs = [(svc, run) for svc, run in RUNS if run in args.runs.split(",")]
+    need = args.report_ids or 6_000 * args.seconds
+
+    def start_id(port: int, service: str, label: str, run: str) -> str:
+        return str(report_start(port, service, label, run, need, args.spread, scripts))
+
     try:
         # Per write: its rounds, each an old/new pair started once nothing
         # else runs (another benchmark may start meanwhile: `others` says so).
@@ -357,11 +378,10 @@ def main() -> None:
                         time.sleep(1.0)  # the peers subscribe; leases granted
                         ids: tuple[str, ...] = ()
                         if run in REPORTED:
-                            need = args.report_ids or 6_000 * args.seconds
-                            ids = (str(report_start(port, service, label, run, need, scripts)),)
+                            ids = (start_id(port, service, label, run),)
                         wrk(port, scripts[run], 2, ids)  # warm-up
                         if run in REPORTED:
-                            ids = (str(report_start(port, service, label, run, need, scripts)),)
+                            ids = (start_id(port, service, label, run),)
                         figures = wrk(port, scripts[run], args.seconds, ids)
                     finally:
                         for p in procs:

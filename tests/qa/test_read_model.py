@@ -434,7 +434,8 @@ async def rebuilds_and_patches(conn: asyncpg.Connection, sql: str, *args: object
     counts = (
         "SELECT funcname, calls FROM pg_stat_xact_user_functions"
         " WHERE funcname IN"
-        " ('qa_refresh_question_documents', 'qa_patch_answer_helpful', 'qa_patch_new_answer')"
+        " ('qa_refresh_question_documents', 'qa_patch_answer_helpful', 'qa_patch_new_answer',"
+        " 'qa_patch_answer_report')"
     )
     async with conn.transaction():
         await conn.execute("SET LOCAL track_functions = 'pl'")
@@ -645,3 +646,38 @@ async def test_an_answer_during_a_report_leaves_no_element(qa_client, qa_conn, c
     gone = "SELECT count(*) FROM question_documents WHERE question_id = $1"
     assert await qa_conn.fetchval(gone, question) == 0
     await assert_pages_match(db, 18)
+
+
+async def test_an_answer_report_cuts_its_member_without_the_rebuild(qa_client, qa_conn):
+    """PUT /qa/answers/:id/report cuts the answer out of its question's
+    element in place (010_answer_report_patch.sql): in the middle, first,
+    last and only, the element then matches the tables byte for byte."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 19)
+    first, middle, third, last = [
+        await add_answer(qa_conn, question, helpful=h, photos=[PHOTO.format(h)])
+        for h in (9, 5, 3, 1)
+    ]
+    for answer in (middle, first, last, third):  # the only one left comes last
+        calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_REPORT, answer)
+        assert calls == {"qa_patch_answer_report": 1}
+        assert str(answer) not in (await element_of(qa_conn, question))["answers"]
+        await assert_pages_match(db, 19)
+    assert (await element_of(qa_conn, question))["answers"] == {}
+
+
+async def test_an_answer_report_on_an_element_out_of_step_rebuilds_it(qa_client, qa_conn):
+    """When the element's order is not the table's (a vote written behind
+    the triggers' back), the cut would take a second member with it: the
+    report rebuilds the element instead."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 20)
+    first, second, third = [await add_answer(qa_conn, question, helpful=h) for h in (9, 5, 3)]
+    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
+    await qa_conn.execute("UPDATE answers SET helpful = 7 WHERE id = $1", third)
+    await qa_conn.execute("RESET session_replication_role")
+    calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_REPORT, first)
+    assert calls == {"qa_patch_answer_report": 1, "qa_refresh_question_documents": 1}
+    embedded = (await element_of(qa_conn, question))["answers"]
+    assert list(embedded) == [str(third), str(second)]
+    await assert_pages_match(db, 20)
