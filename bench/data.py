@@ -112,7 +112,15 @@ def ensure_loaded(cfg: BenchConfig, service: str, env: dict[str, str], force: bo
     dsn = cfg.database_url(service)
     wanted = {"scale": cfg.scale, "seed": cfg.seed}
     if not force and asyncio.run(_loaded_as(dsn)) == wanted:
-        log(f"{service}: scale {cfg.scale} already loaded in {dsn}")
+        log(f"{service}: scale {cfg.scale} already loaded in {dsn}; migrating to this checkout")
+        # A checkout with a newer migration than the load's: its services
+        # would refuse to start on the older schema (services/common/migrate.py).
+        subprocess.run(
+            [PYTHON, "-m", "services.common.migrate", service],
+            cwd=ROOT,
+            env={**env, f"{service.upper()}_DATABASE_URL": dsn},
+            check=True,
+        )
         return
     data = ensure_generated(cfg, service)
     asyncio.run(_allow_large_wal(dsn))
