@@ -219,32 +219,23 @@ def start(
     )
 
 
-def count_rows(service: str, label: str, table: str) -> int:
+def psql_row(service: str, label: str, sql: str) -> list[str]:
+    """One row of `sql` on the tree's database, its columns as text."""
     out = subprocess.run(
-        ["psql", database(service, label), "-Atc", f"SELECT count(*) FROM {table}"],
+        ["psql", database(service, label), "-Atc", sql],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return int(out)
+    return out.strip().split("|")
 
 
 def unreported(service: str, label: str, table: str) -> tuple[int, int]:
     """The first unreported id of `table` and how many ids from it on are
     unreported (reports walk upward from the first: those above it are all
     unreported)."""
-    out = subprocess.run(
-        [
-            "psql",
-            database(service, label),
-            "-Atc",
-            f"SELECT coalesce(min(id), 0), count(*) FROM {table} WHERE NOT reported",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    first, count = out.split("|")
+    sql = f"SELECT coalesce(min(id), 0), count(*) FROM {table} WHERE NOT reported"
+    first, count = psql_row(service, label, sql)
     return int(first), int(count)
 
 
@@ -256,7 +247,7 @@ def report_start(
     Answers go to questions 1..`spread`, so those are made first."""
     table, post = REPORTED[run]
     if post == "post_answer":
-        while count_rows(service, label, "questions") < spread:
+        while int(psql_row(service, label, "SELECT count(*) FROM questions")[0]) < spread:
             wrk(port, scripts["post_question"], 2)
     first, count = unreported(service, label, table)
     while count < need:
