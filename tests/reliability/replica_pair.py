@@ -13,7 +13,7 @@ import contextlib
 import importlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 
 import asyncpg
@@ -58,6 +58,18 @@ class Pair:
 
     def replica_log(self) -> str:
         return self.replica.log.read_text(errors="replace")
+
+    @contextlib.asynccontextmanager
+    async def replay_paused(self) -> AsyncIterator[None]:
+        """The replica applies no WAL record from now until the block ends
+        (pg_wal_replay_pause: checked before each record it applies)."""
+        conn = await asyncpg.connect(self.replica.dsn())
+        try:
+            await conn.execute("SELECT pg_wal_replay_pause()")
+            yield
+        finally:
+            await conn.execute("SELECT pg_wal_replay_resume()")
+            await conn.close()
 
     def set_delay(self, delay_ms: int) -> None:
         settings = asyncio.run(hot_standby_settings(self.primary.admin_url))

@@ -9,6 +9,9 @@ failures are in test_replica_failures.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from redis import asyncio as aioredis
@@ -128,7 +131,7 @@ async def test_a_write_on_one_instance_is_read_on_the_other_from_a_lagging_repli
 
 
 async def token_race(a, b, redis: RedisServer, product: int, summary: str) -> tuple[set, set]:
-    """a writes while b's listener runs late: b reads (a new key, so a local
+    """a writes while b's listener is held: b reads (a new key, so a local
     miss) after a's invalidation replaced the Redis token and before b applied
     its message, so only the token tells b about the write. Returns what b
     read then and what a reads once its write is acknowledged (b's fill drained)."""
@@ -139,13 +142,14 @@ async def token_race(a, b, redis: RedisServer, product: int, summary: str) -> tu
     client = aioredis.Redis.from_url(redis.url)
     try:
         before = await client.hget(key, "_v")
-        delay_listener(cache, 0.2)
-        write = asyncio.create_task(post_review(a, product, summary))
-        for _ in range(1000):  # until the invalidation script has run
-            if await client.hget(key, "_v") != before:
-                break
-            await asyncio.sleep(0.002)
-        during = await summaries(b, product, count=11)
+        with listener_held(cache) as release:
+            write = asyncio.create_task(post_review(a, product, summary))
+            for _ in range(1000):  # until the invalidation script has run
+                if await client.hget(key, "_v") != before:
+                    break
+                await asyncio.sleep(0.002)
+            during = await summaries(b, product, count=11)
+            release()
         await write
         assert await cache.drain()
         after = await summaries(a, product, count=11)
@@ -154,17 +158,38 @@ async def token_race(a, b, redis: RedisServer, product: int, summary: str) -> tu
     return during, after
 
 
-def delay_listener(cache, seconds: float) -> None:
-    """This process handles each pub/sub message `seconds` late (as
-    tests/common/test_cache.py does): a busy process."""
+@contextlib.contextmanager
+def listener_held(cache) -> Iterator[Callable[[], None]]:
+    """This process's listener handles no pub/sub message until the yielded
+    `release()` (then every held one, in order): a message still in flight,
+    however long the read takes. Its beacons wait too, so its lease lapses
+    LEASE_S after the last one it heard: a read after that goes to the primary."""
     coherence = cache._coherence
-    handle = coherence.handle_message
+    gate = asyncio.Event()
 
-    async def delayed(message: dict) -> None:
-        await asyncio.sleep(seconds)
-        await handle(message)
+    async def held(message: dict) -> None:
+        await gate.wait()
+        await type(coherence).handle_message(coherence, message)
 
-    coherence.handle_message = delayed
+    coherence.handle_message = held
+    try:
+        yield gate.set
+    finally:
+        gate.set()
+        del coherence.handle_message
+
+
+@contextlib.contextmanager
+def lease_kept(cache) -> Iterator[None]:
+    """The process's lease stays live whatever its listener hears: a listener
+    behind by less than LEASE_S, however slow the machine. Afterwards the next
+    beacon it hears renews it."""
+    lease = cache._coherence.lease
+    lease.until = math.inf
+    try:
+        yield
+    finally:
+        lease.until = 0.0
 
 
 async def test_the_lsn_in_the_redis_token_covers_a_message_not_yet_applied(
@@ -179,18 +204,26 @@ async def test_the_lsn_in_the_redis_token_covers_a_message_not_yet_applied(
     during, after = await token_race(a, b, redis_server, 8, "new")
     assert during == {"old", "new"}
     assert after == {"old", "new"}
-    del b.app[CACHE]._coherence.handle_message  # b's listener on time again
 
-    # Control: b ignoring the token's LSN reads the lagging replica and fills
+    # Control: c ignoring the token's LSN reads the lagging replica and fills
     # Redis under the post-write token: a's acknowledged write is then missing
     # from a's own read, for the entry's whole TTL. (c caches its first miss:
-    # under admission on second access a first miss fills nothing.)
-    c = await make_app(aiohttp_client, pair, redis_server, cache_admit_on_second=False)
+    # under admission on second access a first miss fills nothing.) The
+    # replica's replay is paused and c's lease kept (its listener within the
+    # bound) so that c's read is certainly inside both windows, whatever a
+    # stall of the machine; c's lag bound is wide enough for the pause.
+    c = await make_app(
+        aiohttp_client, pair, redis_server, cache_admit_on_second=False, replica_max_lag_ms=60_000
+    )
     await settle(pair, a, c)
     cache = c.app[CACHE]
     position = cache.read_position
     cache.read_position = lambda scope, token: position(scope, None)
-    during, after = await token_race(a, c, redis_server, 8, "newer")
+    reads = router_of(c).counts()["replica"]
+    async with pair.replay_paused():
+        with lease_kept(cache):
+            during, after = await token_race(a, c, redis_server, 8, "newer")
+    assert router_of(c).counts()["replica"] == reads + 1  # c's read was the replica's
     assert "newer" not in during and "newer" not in after, (during, after)
 
     # b skipping Redis (its adaptive skip) reads no token: until its listener
