@@ -21,7 +21,9 @@ them first): both grow alike. The answers' question ids and the answer PUTs'
 ids come from 1..`--spread` (1000): with 1000, every question soon holds
 dozens of answers, which the qa read model's rebuild reads on each answer
 write (a real question has about two; decision 0038). Prints
-requests/s, p50 and p99 per run and the medians. Docs:
+requests/s, p50 and p99 per run and the medians; with `--cpu`, also each
+group's CPU per request in the measured window (the service processes,
+Postgres, the private Redis, wrk), to say where a difference goes. Docs:
 docs/decisions/0032-cache-without-acks.md."""
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -38,6 +41,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from bench.procs import Sampler, by_comm
 
 PYTHON = str(Path(__file__).resolve().parent.parent / ".venv/bin/python")
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -312,6 +317,9 @@ def main() -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="drop both trees' databases first (empty at the start)"
     )
+    parser.add_argument(
+        "--cpu", action="store_true", help="also CPU µs per request by process group"
+    )
     parser.add_argument("--old-env", default="", help="KEY=VALUE,... for the old tree's processes")
     parser.add_argument("--new-env", default="", help="KEY=VALUE,... for the new tree's processes")
     args = parser.parse_args()
@@ -331,6 +339,7 @@ def main() -> None:
                 drop(service, label)
             prepare(tree, service, label)
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    cpu: dict[tuple[str, str], list[dict[str, float]]] = {}
     redis_port = free_port()
     redis = subprocess.Popen(
         ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
@@ -373,7 +382,15 @@ def main() -> None:
                         wrk(port, scripts[run], 2, ids)  # warm-up
                         if run in REPORTED:
                             ids = (start_id(port, service, label, run),)
+                        sampler = Sampler(watched(procs, redis))
+                        if args.cpu:
+                            sampler.start()
+                        before = resource.getrusage(resource.RUSAGE_CHILDREN)
                         figures = wrk(port, scripts[run], args.seconds, ids)
+                        if args.cpu:
+                            cpu.setdefault((run, label), []).append(
+                                per_request(sampler, before, figures[0] * args.seconds)
+                            )
                     finally:
                         for p in procs:
                             p.terminate()
@@ -386,6 +403,8 @@ def main() -> None:
                         f"others: {others() or 'none'}",
                         flush=True,
                     )
+                    if args.cpu:
+                        print(f"  cpu µs/request: {cpu[(run, label)][-1]}", flush=True)
     finally:
         redis.terminate()
         redis.wait(5)
@@ -397,6 +416,30 @@ def main() -> None:
             f"{run}: old {old[0]:.0f} / {old[1]:.2f} / {old[2]:.2f}; "
             f"new {new[0]:.0f} / {new[1]:.2f} / {new[2]:.2f}; x{new[0] / old[0]:.2f}"
         )
+        for label in ("old", "new") if args.cpu else ():
+            rounds = cpu[(run, label)]
+            medians = {g: statistics.median(r[g] for r in rounds) for g in rounds[0]}
+            print(f"  {label} cpu µs/request (medians): {medians}")
+
+
+def watched(procs: list[subprocess.Popen], redis: subprocess.Popen):
+    """The process groups a write's CPU goes to, for bench.procs.Sampler."""
+    service = {str(p.pid): p.pid for p in procs}
+    return lambda: {
+        "service": service,
+        "postgres": by_comm("postgres"),
+        "redis": {"redis": redis.pid},
+    }
+
+
+def per_request(sampler: Sampler, before: resource.struct_rusage, requests: float) -> dict:
+    """CPU µs per request by group over the window `sampler` watched; wrk's
+    (a reaped child) from the rusage of children since `before`."""
+    usage = sampler.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    groups = {**usage.cpu_s, "wrk": wrk_s}
+    return {g: round(s * 1e6 / max(requests, 1)) for g, s in groups.items()}
 
 
 if __name__ == "__main__":
