@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -53,29 +54,33 @@ async def test_a_stopped_replica_is_skipped_with_no_failed_request(
     await settle(pair, client)
     stop, failures = asyncio.Event(), []
     loop = asyncio.create_task(read_loop(client, stop, failures, 4))
-    await asyncio.sleep(0.3)
-    assert router.counts()["replica"] > 0
+    await grows(lambda: router.counts()["replica"], "reads on the replica before")
     stopped_at = time.monotonic()
     await asyncio.to_thread(pair.replica.stop, "fast")
     while router.replicas[0].up:
         assert time.monotonic() - stopped_at < 1.0, "a stopped replica still counted as up"
         await asyncio.sleep(0.01)
     skipped_after = time.monotonic() - stopped_at
-    down = router.counts()["primary:replica_down"]
-    await asyncio.sleep(0.3)
-    assert router.counts()["primary:replica_down"] > down
+    await grows(lambda: router.counts()["primary:replica_down"], "reads on the primary meanwhile")
     await asyncio.to_thread(pair.replica.start)
     await settle(pair, client, timeout_s=15)
-    on_replica = router.counts()["replica"]
-    await asyncio.sleep(0.3)
+    await grows(lambda: router.counts()["replica"], "reads on the replica once it is back")
     stop.set()
     reads = await loop
-    assert router.counts()["replica"] > on_replica, "the replica did not come back"
     assert failures == []
     record_figures(
         "replicas[stopped]",
         {"reads": reads, "skipped_after_s": round(skipped_after, 3), **router.counts()},
     )
+
+
+async def grows(count: Callable[[], int], what: str, timeout_s: float = 10) -> None:
+    """Until `count()` is above its value now (the read loop got that far),
+    polled every 10 ms; fails after `timeout_s`."""
+    start, deadline = count(), time.monotonic() + timeout_s
+    while count() <= start:
+        assert time.monotonic() < deadline, f"no {what} in {timeout_s} s"
+        await asyncio.sleep(0.01)
 
 
 def replica_processes(replica: Replica) -> list[int]:
@@ -112,7 +117,7 @@ async def test_a_hung_replica_is_skipped_and_reads_on_it_fall_back_at_once(
     await settle(pair, client)
     stop, failures = asyncio.Event(), []
     loop = asyncio.create_task(timed_read_loop(client, stop, failures, 11))
-    await asyncio.sleep(0.3)
+    await grows(lambda: router.counts()["replica"], "reads on the replica before")
     pids = replica_processes(pair.replica)
     hung_at = time.monotonic()
     try:
