@@ -201,9 +201,16 @@ async def test_the_lsn_in_the_redis_token_covers_a_message_not_yet_applied(
     await post_review(a, 8, "old")
     await settle(pair, a, b)
     assert await summaries(b, 8) == {"old"}
-    during, after = await token_race(a, b, redis_server, 8, "new")
+    # The replica's replay paused and b's lease kept: only the token's LSN
+    # can keep b's read off the replica, which lacks the write.
+    counts = router_of(b).counts()
+    async with pair.replay_paused():
+        with lease_kept(b.app[CACHE]):
+            during, after = await token_race(a, b, redis_server, 8, "new")
     assert during == {"old", "new"}
     assert after == {"old", "new"}
+    late = router_of(b).counts()["primary:not_caught_up"] - counts["primary:not_caught_up"]
+    assert late == 1, router_of(b).counts()  # b's read: the primary, for the token's LSN
 
     # Control: c ignoring the token's LSN reads the lagging replica and fills
     # Redis under the post-write token: a's acknowledged write is then missing
