@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import DB
 from services.common.responses import cached_json, json_response
@@ -45,49 +47,31 @@ async def list_products(request: web.Request) -> web.Response:
     )
 
 
-# An unknown product raises out of the cache's load, so its 404 is never cached.
+async def _product_part(
+    request: web.Request, part: str, load: Callable[[Database, int], Awaitable[bytes]]
+) -> web.Response:
+    """One product's detail, styles or related list, cached under its scope.
+    An unknown product raises out of the cache's load, so its 404 is never cached."""
+    product_id = parse_id(request.match_info["product_id"], "product_id")
+    db = request.app[DB]
+    try:
+        return await cached_json(
+            request, product_scope(product_id), part, lambda: load(db, product_id)
+        )
+    except queries.UnknownProduct:
+        raise _unknown_product(product_id) from None
 
 
 async def product_detail(request: web.Request) -> web.Response:
-    product_id = parse_id(request.match_info["product_id"], "product_id")
-    db = request.app[DB]
-    try:
-        return await cached_json(
-            request,
-            product_scope(product_id),
-            "detail",
-            lambda: queries.product_detail(db, product_id),
-        )
-    except queries.UnknownProduct:
-        raise _unknown_product(product_id) from None
+    return await _product_part(request, "detail", queries.product_detail)
 
 
 async def product_styles(request: web.Request) -> web.Response:
-    product_id = parse_id(request.match_info["product_id"], "product_id")
-    db = request.app[DB]
-    try:
-        return await cached_json(
-            request,
-            product_scope(product_id),
-            "styles",
-            lambda: queries.product_styles(db, product_id),
-        )
-    except queries.UnknownProduct:
-        raise _unknown_product(product_id) from None
+    return await _product_part(request, "styles", queries.product_styles)
 
 
 async def product_related(request: web.Request) -> web.Response:
-    product_id = parse_id(request.match_info["product_id"], "product_id")
-    db = request.app[DB]
-    try:
-        return await cached_json(
-            request,
-            product_scope(product_id),
-            "related",
-            lambda: queries.product_related(db, product_id),
-        )
-    except queries.UnknownProduct:
-        raise _unknown_product(product_id) from None
+    return await _product_part(request, "related", queries.product_related)
 
 
 # --- cart and interactions ----------------------------------------------------
