@@ -382,12 +382,10 @@ def main() -> None:
                         wrk(port, scripts[run], 2, ids)  # warm-up
                         if run in REPORTED:
                             ids = (start_id(port, service, label, run),)
-                        sampler = Sampler(watched(procs, redis))
-                        if args.cpu:
-                            sampler.start()
+                        sampler = Sampler(watched(procs, redis)).start() if args.cpu else None
                         before = resource.getrusage(resource.RUSAGE_CHILDREN)
                         figures = wrk(port, scripts[run], args.seconds, ids)
-                        if args.cpu:
+                        if sampler is not None:
                             cpu.setdefault((run, label), []).append(
                                 per_request(sampler, before, figures[0] * args.seconds)
                             )
