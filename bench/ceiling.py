@@ -1,11 +1,16 @@
 """Ceilings for the benchmark: the least an aiohttp process can do per request.
 
-    python -m bench.ceiling --port 8090 [--query DSN] [--reuse-port] [--unfair-pool]
+    python -m bench.ceiling --port 8090 [--query DSN [--route NAME]] [--reuse-port]
+                            [--unfair-pool]
 
 Without --query, every request answers fixed bytes (the ceiling for cache
 hits). With --query, every request runs one indexed asyncpg query first (the
-ceiling for cold reads). With --reuse-port, several processes share the port
-(the benchmark starts one per core, as many as it gives the services).
+ceiling for cold reads). With --query and --route (a bench.cold_ab route), every
+request runs that route's own statement and shaping instead (the service's
+queries.py function, on a bare connection): the route without the service
+around it (cache, middleware, metrics, validation, the Database wrapper).
+With --reuse-port, several processes share the port (the benchmark starts one
+per core, as many as it gives the services).
 
 The query's connection is taken as the services take theirs
 (services/common/db.py, FairPool: first come, first served); --unfair-pool
@@ -15,18 +20,70 @@ over (MagicStack/asyncpg#1247; docs/decisions/0037-fair-pool-acquire.md)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import uvloop
 from aiohttp import web
 
+from services.common.db import PLAN_CACHE_MODE
 from services.common.fair_pool import FairPool
 
 BODY = b'{"product":"1","page":0,"count":5,"results":[]}'
 # (take, give back): FairPool's, as the services take connections, or asyncpg's own.
 POOL: web.AppKey[tuple[Callable, Callable]] = web.AppKey("pool", tuple)
+LOAD: web.AppKey[Callable[[Any, int], Awaitable[bytes | None]]] = web.AppKey("load")
+
+# bench.cold_ab's routes: (service, its queries.py function, the arguments
+# after the db and the id, as the route's path in cold_ab asks).
+ROUTE_LOADS: dict[str, tuple[str, str, tuple]] = {
+    "list1000": ("reviews", "review_page", ("relevant", 1, 1000)),
+    "list30": ("reviews", "review_page", ("newest", 1, 30)),
+    "list5": ("reviews", "review_page", ("helpful", 1, 5)),
+    "meta": ("reviews", "review_meta", ()),
+    "questions": ("qa", "questions_page", (1, 5)),
+    "answers": ("qa", "answers_page", (1, 5)),
+    "product": ("overview", "product_detail", ()),
+    "styles": ("overview", "product_styles", ()),
+    "related": ("overview", "product_related", ()),
+}
+_FIRST_NUMBER = re.compile(r"\d+")  # the id: first in each of cold_ab's paths
+
+
+class BareDatabase:
+    """The read calls queries.py makes, each one statement on a connection
+    taken and given back, as Database does without replicas."""
+
+    def __init__(self, take: Callable, give_back: Callable) -> None:
+        self._take, self._give_back = take, give_back
+
+    async def _run(self, method: str, sql: str, args: tuple) -> Any:
+        conn = await self._take()
+        try:
+            return await getattr(conn, method)(sql, *args)
+        finally:
+            await self._give_back(conn)
+
+    async def read_fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._run("fetchval", sql, args)
+
+    async def read_fetch(self, sql: str, *args: Any) -> Any:
+        return await self._run("fetch", sql, args)
+
+    async def read_fetchrow(self, sql: str, *args: Any) -> Any:
+        return await self._run("fetchrow", sql, args)
+
+    read_fetch_found = read_fetch
+
+
+def route_load(name: str) -> Callable[[Any, int], Awaitable[bytes | None]]:
+    service, function, extra = ROUTE_LOADS[name]
+    load = getattr(importlib.import_module(f"services.{service}.queries"), function)
+    return lambda db, key: load(db, key, *extra)
 
 
 async def fixed(request: web.Request) -> web.Response:
@@ -44,18 +101,39 @@ async def one_query(request: web.Request) -> web.Response:
     return web.Response(body=BODY, headers={"Content-Type": "application/json"})
 
 
-def create_app(dsn: str | None, fair: bool = True) -> web.Application:
+async def route_statement(request: web.Request) -> web.Response:
+    match = _FIRST_NUMBER.search(request.path_qs)
+    take, give_back = request.app[POOL]
+    try:
+        body = await request.app[LOAD](BareDatabase(take, give_back), int(match[0]))  # type: ignore[index]
+    except LookupError:  # overview's UnknownProduct
+        body = None
+    if body is None:
+        return web.Response(status=404, body=b'{"error":"not found"}')
+    return web.Response(body=body, headers={"Content-Type": "application/json"})
+
+
+def create_app(dsn: str | None, fair: bool = True, route: str | None = None) -> web.Application:
     app = web.Application()
     if dsn is None:
         app.router.add_get("/{tail:.*}", fixed)
         return app
+    if route is not None:
+        app[LOAD] = route_load(route)
 
     async def pool_ctx(app: web.Application):
         async def no_reset(conn: asyncpg.Connection) -> None:
             return None
 
         size = int(os.environ.get("DB_POOL_MAX", "10"))  # as the services' pools
-        pool = await asyncpg.create_pool(dsn, min_size=size, max_size=size, reset=no_reset)
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=size,
+            max_size=size,
+            reset=no_reset,
+            # a route's statement planned as the services plan it (db.py)
+            server_settings={"plan_cache_mode": PLAN_CACHE_MODE} if route else None,
+        )
         if fair:
             fair_pool = FairPool(pool)
             app[POOL] = (fair_pool.take, fair_pool.give_back)
@@ -67,7 +145,7 @@ def create_app(dsn: str | None, fair: bool = True) -> web.Application:
         await pool.close()
 
     app.cleanup_ctx.append(pool_ctx)
-    app.router.add_get("/{tail:.*}", one_query)
+    app.router.add_get("/{tail:.*}", one_query if route is None else route_statement)
     return app
 
 
@@ -77,9 +155,10 @@ def main() -> None:
     parser.add_argument("--query", metavar="DSN")
     parser.add_argument("--reuse-port", action="store_true")
     parser.add_argument("--unfair-pool", action="store_true")
+    parser.add_argument("--route", choices=sorted(ROUTE_LOADS))
     args = parser.parse_args()
     web.run_app(
-        create_app(args.query, fair=not args.unfair_pool),
+        create_app(args.query, fair=not args.unfair_pool, route=args.route),
         host="127.0.0.1",
         port=args.port,
         reuse_port=args.reuse_port or None,

@@ -3,6 +3,7 @@ service process, every request a cache miss (issue 21's per-route figures).
 
     python -m bench.cold_ab OLD_DIR NEW_DIR [--scale 0.1] [--rounds 3] [--seconds 8]
                             [--connections 32] [--routes list1000,list30,meta,questions]
+                            [--bare]
 
 Loads the SCALE dataset into the benchmark databases first if it is not
 there (bench/data.py, with this checkout's loaders). Each round: ceiling-query
@@ -13,8 +14,11 @@ that tree on the bench database, `wrk -t1 -c<connections> --latency` with
 bench/lua/direct/walk.lua (distinct product ids, a stride over all of them:
 no id repeats within a run, so every request misses the cache). Prints one
 JSON line per run, then the medians and each route's median ratio to the
-same round's ceiling-query; writes bench/results/cold_ab-<time>.json. The
-services' tables and indexes are read into Postgres's buffers first
+same round's ceiling-query; writes bench/results/cold_ab-<time>.json. With
+--bare, each round also walks each route on a bare handler running that
+route's own statement and shaping (bench/ceiling.py --route): `of_bare` is
+then what the service around the statement leaves of it (docs/decisions/0047).
+The services' tables and indexes are read into Postgres's buffers first
 (bench/pgtune.py, as bench.run does).
 Docs: docs/decisions/0035-reviews-read-model.md, 0036-qa-read-model.md."""
 
@@ -144,15 +148,20 @@ def run_service(
         redis.stop()
 
 
-def run_ceiling(dsn: str, max_id: int, a, unfair: bool = False) -> dict:
+def run_ceiling(dsn: str, max_id: int, a, unfair: bool = False, route: str | None = None) -> dict:
+    """ceiling-query; with `route`, that route's statement on a bare handler,
+    walked as the service is."""
     port = free_port()
     argv = [PYTHON, "-m", "bench.ceiling", "--port", str(port), "--query", dsn]
-    proc = Proc(argv + (["--unfair-pool"] if unfair else []), ROOT, {})
+    argv += ["--unfair-pool"] if unfair else []
+    argv += ["--route", route] if route else []
+    proc = Proc(argv, ROOT, {})
+    path = ["/x?id=", ""] if route is None else [ROUTES[route][1], ROUTES[route][2]]
     try:
-        wait_http(f"http://127.0.0.1:{port}/x?id=1")
+        wait_http(f"http://127.0.0.1:{port}{path[0]}1{path[1]}")
         start = str(random.randrange(max_id))
         return wrk(
-            f"http://127.0.0.1:{port}", a.seconds, a.connections, ["/x?id=", "", str(max_id), start]
+            f"http://127.0.0.1:{port}", a.seconds, a.connections, [*path, str(max_id), start]
         )
     finally:
         proc.stop()
@@ -194,6 +203,11 @@ def main() -> None:
         action="store_true",
         help="also ceiling-query on asyncpg's own (unfair) pool acquire, each round",
     )
+    p.add_argument(
+        "--bare",
+        action="store_true",
+        help="also each route's statement on a bare handler, each round (of_bare)",
+    )
     a = p.parse_args()
     cfg, _ = bench_args(["--scale", a.scale])
     routes = a.routes.split(",")
@@ -226,8 +240,13 @@ def main() -> None:
         order = ["old", "new"] if rnd % 2 == 0 else ["new", "old"]
         for name in routes:
             route = ROUTES[name]
+            service, db = route[0], dsn[route[0]]
+            bare = None
+            if a.bare:
+                bare = run_ceiling(db, max_id[walk_of[name]], a, route=name)
+                runs.append({"round": rnd, "route": name, "tree": "bare", **bare})
+                print(json.dumps(runs[-1]), flush=True)
             for label in order:
-                service, db = route[0], dsn[route[0]]
                 result = run_service(
                     trees[label], service, db, route, max_id[walk_of[name]], a, tree_env[label]
                 )
@@ -238,14 +257,17 @@ def main() -> None:
                         "tree": label,
                         **result,
                         "of_ceiling": round(result["rps"] / ceiling["rps"], 3),
+                        **({"of_bare": round(result["rps"] / bare["rps"], 3)} if bare else {}),
                     }
                 )
                 print(json.dumps(runs[-1]), flush=True)
     summary = {}
     ceilings = ["ceiling-query", *(["ceiling-query-unfair"] if a.unfair_ceiling else [])]
     for name in [*ceilings, *routes]:
-        for label in ["-"] if name in ceilings else ["old", "new"]:
+        labels = ["-"] if name in ceilings else ["bare", "old", "new"] if a.bare else ["old", "new"]
+        for label in labels:
             mine = [r for r in runs if r["route"] == name and r["tree"] == label]
+            served = label in ("old", "new")
             summary[f"{name} {label}"] = {
                 k: statistics.median(r[k] for r in mine)
                 for k in (
@@ -253,7 +275,8 @@ def main() -> None:
                     "p50_ms",
                     "p99_ms",
                     "non_2xx",
-                    *(["of_ceiling"] if label != "-" else []),
+                    *(["of_ceiling"] if served else []),
+                    *(["of_bare"] if served and a.bare else []),
                 )
             }
         if name not in ceilings:
