@@ -151,6 +151,21 @@ async def _prewarm(rels: list[tuple[str, str, int, bool]]) -> None:
             await conn.close()
 
 
+def prewarm_one(dsn: str, relation: str) -> None:
+    """Read one relation into the buffers (a ceiling's, outside the services
+    being walked)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+            await conn.execute("SELECT pg_prewarm($1::regclass, 'buffer')", relation)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def prewarm(cfg: BenchConfig, buffers: int) -> dict[str, object]:
     """Read every service's read path into the buffers: all indexes first, then
     tables smallest first, while 90% of the buffers last."""
