@@ -128,12 +128,34 @@ REPORTED = {
     "put_question_report": ("questions", "post_question"),
     "put_answer_report": ("answers", "post_answer"),
 }
+# The rows a run's requests name, as (table, how many, the POST run that
+# makes them; "spread": --spread). Answers go to questions 1..--spread, the
+# helpful PUTs to ids 1..1000: made first, unmeasured, when --runs leaves out
+# the POST that would have made them (each tree's ids start at 1).
+NEEDS = {
+    "post_answer": ("questions", "spread", "post_question"),
+    "put_question_helpful": ("questions", 1000, "post_question"),
+    "put_answer_helpful": ("answers", 1000, "post_answer"),
+    "put_review_helpful": ("reviews", 1000, "post_review"),
+}
+
+
+def needed_rows(run: str, spread: int) -> list[tuple[str, int, str]]:
+    """(table, rows, POST run) to make before `run`, in order: a POST's own
+    needs first (the answer vote needs answers, whose POST needs questions)."""
+    if run not in NEEDS:
+        return []
+    table, rows, post = NEEDS[run]
+    return [*needed_rows(post, spread), (table, spread if rows == "spread" else rows, post)]
+
+
 RUNS = [
     ("qa", "post_question"),
     ("reviews", "post_review"),
     ("qa", "put_question_helpful"),
-    # Each after the POST that made its ids 1..1000 (questions, then answers;
-    # reviews): a PUT on a missing id is a 404 and stops the run.
+    # Each after the POST that makes its ids 1..1000 (questions, then answers;
+    # reviews); run alone, make_rows makes them first (a PUT on a missing id is
+    # a 404 and stops the run).
     ("qa", "post_answer"),
     ("reviews", "put_review_helpful"),
     ("qa", "put_answer_helpful"),
@@ -244,16 +266,21 @@ def unreported(service: str, label: str, table: str) -> tuple[int, int]:
     return int(first), int(count)
 
 
+def make_rows(port: int, service: str, label: str, run: str, spread: int, scripts) -> None:
+    """The rows `run` needs (needed_rows), made with the tree's own POSTs."""
+    for table, rows, post in needed_rows(run, spread):
+        while int(psql_row(service, label, f"SELECT count(*) FROM {table}")[0]) < rows:
+            wrk(port, scripts[post], 2)
+
+
 def report_start(
     port: int, service: str, label: str, run: str, need: int, spread: int, scripts
 ) -> int:
     """The first id for a report run, once at least `need` unreported rows
-    follow it: topped up with the tree's own POSTs (unmeasured) when short.
-    Answers go to questions 1..`spread`, so those are made first."""
+    follow it: topped up with the tree's own POSTs (unmeasured) when short,
+    after what those POSTs need (make_rows)."""
     table, post = REPORTED[run]
-    if post == "post_answer":
-        while int(psql_row(service, label, "SELECT count(*) FROM questions")[0]) < spread:
-            wrk(port, scripts["post_question"], 2)
+    make_rows(port, service, label, post, spread, scripts)
     first, count = unreported(service, label, table)
     while count < need:
         wrk(port, scripts[post], max(2, min(30, (need - count) // 800 + 1)))
@@ -376,6 +403,7 @@ def main() -> None:
                     try:
                         wait_http(f"http://127.0.0.1:{port}/readyz")
                         time.sleep(1.0)  # the peers subscribe; leases granted
+                        make_rows(port, service, label, run, args.spread, scripts)
                         ids: tuple[str, ...] = ()
                         if run in REPORTED:
                             ids = (start_id(port, service, label, run),)
