@@ -11,9 +11,9 @@ idle processes of the same service and tree subscribed to the same namespace
 then `wrk -t1 -c16 --latency` with a Lua POST/PUT script for each write:
 POST /qa/questions, POST /reviews, PUT /qa/questions/:id/helpful, POST
 /qa/questions/:id/answers, PUT /reviews/:id/helpful, PUT /qa/answers/:id/helpful
-(each after the POST that made its ids; a run alone makes them first, unmeasured),
-then the three reports, PUT
-/reviews/:id/report, /qa/questions/:id/report and /qa/answers/:id/report
+(each after the POST that made its ids; a run alone makes them first,
+unmeasured), then the three reports, PUT /reviews/:id/report,
+/qa/questions/:id/report and /qa/answers/:id/report
 (each walking unreported ids upward; before a run the tree's own POSTs top its
 table up to `--report-ids` unreported rows, unmeasured). Each tree
 writes into a database of its own (runway_wab_<service>_<old|new>, created
