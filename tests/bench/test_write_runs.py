@@ -1,9 +1,9 @@
-"""bench/write_ab.py: a write run alone (--runs) first gets the rows its
+"""bench/write_runs.py: a write run alone (--runs) first gets the rows its
 requests name, made by the POSTs that make them, in order."""
 
 from __future__ import annotations
 
-from bench.write_ab import needed_rows
+from bench.write_runs import needed_rows
 
 
 def test_a_run_alone_first_gets_the_rows_its_requests_name() -> None:
