@@ -36,7 +36,7 @@ from services.common.fair_pool import FairPool
 BODY = b'{"product":"1","page":0,"count":5,"results":[]}'
 # (take, give back): FairPool's, as the services take connections, or asyncpg's own.
 POOL: web.AppKey[tuple[Callable, Callable]] = web.AppKey("pool", tuple)
-LOAD: web.AppKey[Callable[[Any, int], Awaitable[bytes | None]]] = web.AppKey("load")
+LOAD: web.AppKey[Callable[[int], Awaitable[bytes | None]]] = web.AppKey("load")
 
 # bench.cold_ab's routes: (service, its queries.py function, the arguments
 # after the db and the id, as the route's path in cold_ab asks).
@@ -80,10 +80,11 @@ class BareDatabase:
     read_fetch_found = read_fetch
 
 
-def route_load(name: str) -> Callable[[Any, int], Awaitable[bytes | None]]:
+def route_load(name: str, db: BareDatabase) -> Callable[[int], Awaitable[bytes | None]]:
+    """The route's queries.py function on `db`, given the id."""
     service, function, extra = ROUTE_LOADS[name]
     load = getattr(importlib.import_module(f"services.{service}.queries"), function)
-    return lambda db, key: load(db, key, *extra)
+    return lambda key: load(db, key, *extra)
 
 
 async def fixed(request: web.Request) -> web.Response:
@@ -103,9 +104,8 @@ async def one_query(request: web.Request) -> web.Response:
 
 async def route_statement(request: web.Request) -> web.Response:
     match = _FIRST_NUMBER.search(request.path_qs)
-    take, give_back = request.app[POOL]
     try:
-        body = await request.app[LOAD](BareDatabase(take, give_back), int(match[0]))  # type: ignore[index]
+        body = await request.app[LOAD](int(match[0]))  # type: ignore[index]
     except LookupError:  # overview's UnknownProduct
         body = None
     if body is None:
@@ -118,8 +118,6 @@ def create_app(dsn: str | None, fair: bool = True, route: str | None = None) -> 
     if dsn is None:
         app.router.add_get("/{tail:.*}", fixed)
         return app
-    if route is not None:
-        app[LOAD] = route_load(route)
 
     async def pool_ctx(app: web.Application):
         async def no_reset(conn: asyncpg.Connection) -> None:
@@ -139,6 +137,8 @@ def create_app(dsn: str | None, fair: bool = True, route: str | None = None) -> 
             app[POOL] = (fair_pool.take, fair_pool.give_back)
         else:
             app[POOL] = (pool.acquire, pool.release)
+        if route is not None:
+            app[LOAD] = route_load(route, BareDatabase(*app[POOL]))
         yield
         if fair:
             await fair_pool.release_idle()
