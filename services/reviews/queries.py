@@ -37,16 +37,13 @@ def _page_range(columns: str, order: str) -> str:
 def _page_sql(order: str) -> str:
     """A page as the comma-joined elements of "results", one bytea: each
     review's stored head (004_review_elements.sql), its vote count, its
-    photos' stored elements. NULL when the page is empty."""
+    photos' elements stored in its row (005_photo_elements.sql). NULL when
+    the page is empty."""
     return f"""
 SELECT convert_to(string_agg(
-           r.element_head || r.helpfulness::text || ',"photos":[' || coalesce(p.elements, '')
-           || ']}}', ',' ORDER BY {order}), 'UTF8')
-FROM {_page_range("id, element_head, helpfulness, date", order)}
-LEFT JOIN LATERAL (
-    SELECT string_agg(ph.element, ',' ORDER BY ph.id) AS elements
-    FROM reviews_photos ph WHERE ph.review_id = r.id
-) p ON true
+           r.element_head || r.helpfulness::text || ',"photos":['
+           || coalesce(r.photo_elements, '') || ']}}', ',' ORDER BY {order}), 'UTF8')
+FROM {_page_range("id, element_head, helpfulness, date, photo_elements", order)}
 """
 
 

@@ -209,6 +209,49 @@ async def test_a_page_of_a_long_product_crosses_pages_alike(reviews_client, revi
     assert b'"url":null' in await queries.review_page(db, 4, "newest", 1, 1000)
 
 
+async def test_photos_written_at_once_to_one_review_are_all_kept(
+    reviews_client, connect, reviews_db
+) -> None:
+    """Two transactions add a photo to the same review at once: the second's
+    trigger waits for the first's row lock and then reads both photos, so the
+    review's stored photos (005_photo_elements.sql) hold both, in id order."""
+    rng = random.Random(4)
+    assert (await reviews_client.post("/reviews", json=review_body(rng, 6, []))).status == 201
+    first, second = await connect(reviews_db), await connect(reviews_db)
+    rid = await first.fetchval("SELECT max(id) FROM reviews")
+    one = first.transaction()
+    await one.start()
+    await first.execute("INSERT INTO reviews_photos (review_id, url) VALUES ($1, 'a')", rid)
+    other = asyncio.create_task(
+        second.execute("INSERT INTO reviews_photos (review_id, url) VALUES ($1, 'b')", rid)
+    )
+    # Wait for the event itself: the second insert's trigger blocked on the lock.
+    pid = second.get_server_pid()
+    watch = await connect(reviews_db)
+    async with asyncio.timeout(10):
+        while not await watch.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        ):
+            await asyncio.sleep(0.01)
+    await one.commit()
+    await other
+    stored = await watch.fetchval("SELECT photo_elements FROM reviews WHERE id = $1", rid)
+    assert stored.count('"url":') == 2, stored
+    assert stored.index('"url":"a"') < stored.index('"url":"b"')
+    await assert_same(reviews_client.app[DB], {6})
+
+
+async def test_photos_truncated_leave_no_stored_photos(reviews_client, reviews_conn) -> None:
+    rng = random.Random(5)
+    body = {**review_body(rng, 7, []), "photos": ["https://x/1.jpg", "https://x/2.jpg"]}
+    assert (await reviews_client.post("/reviews", json=body)).status == 201
+    db = reviews_client.app[DB]
+    assert b'"url":"https://x/2.jpg"' in await queries.review_page(db, 7, "newest", 1, 5)
+    await reviews_conn.execute("TRUNCATE reviews_photos")
+    assert b'"photos":[]' in await queries.review_page(db, 7, "newest", 1, 5)
+    await assert_same(db, {7})
+
+
 # ---------------------------------------------------------------- the loader
 
 

@@ -112,6 +112,25 @@ async def truncate(conn: asyncpg.Connection, tables: Iterable[str]) -> None:
     await conn.execute(f"TRUNCATE {', '.join(tables)}")
 
 
+async def disable_triggers(conn: asyncpg.Connection, tables: tuple[str, ...]) -> list[str]:
+    """Disable the enabled user triggers on `tables` (inside the load's
+    transaction: a failed load gets them back with the rollback); returns the
+    ALTER TABLE statements that enable them again."""
+    rows = await conn.fetch(
+        "SELECT tgrelid::regclass::text, tgname FROM pg_trigger"
+        " WHERE tgrelid = ANY($1::regclass[]) AND NOT tgisinternal AND tgenabled = 'O'",
+        list(tables),
+    )
+    for table, name in rows:
+        await conn.execute(f'ALTER TABLE {table} DISABLE TRIGGER "{name}"')
+    return [f'ALTER TABLE {table} ENABLE TRIGGER "{name}"' for table, name in rows]
+
+
+async def enable_triggers(conn: asyncpg.Connection, statements: list[str]) -> None:
+    for statement in statements:
+        await conn.execute(statement)
+
+
 async def begin_bulk_load(
     conn: asyncpg.Connection, migrations: Path, tables: Iterable[str]
 ) -> Path | None:

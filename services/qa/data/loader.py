@@ -31,7 +31,12 @@ from typing import Any
 
 import asyncpg
 
-from services.common.data.bulk_copy import begin_bulk_load, copy_file
+from services.common.data.bulk_copy import (
+    begin_bulk_load,
+    copy_file,
+    disable_triggers,
+    enable_triggers,
+)
 from services.common.data.csv_parse import Converter, FileSpec
 from services.common.data.rebuild import rebuild_after_copy
 from services.common.data.report import LoadReport
@@ -146,24 +151,6 @@ async def _load_files(
         aggregates={READ_MODEL: f"SELECT qa_build_question_documents(); ANALYZE {READ_MODEL}"},
     )
     await enable_triggers(conn, triggers)
-
-
-async def disable_triggers(conn: asyncpg.Connection, tables: tuple[str, ...]) -> list[str]:
-    """Disable the enabled user triggers on `tables`; returns the ALTER TABLE
-    statements that enable them again."""
-    rows = await conn.fetch(
-        "SELECT tgrelid::regclass::text, tgname FROM pg_trigger"
-        " WHERE tgrelid = ANY($1::regclass[]) AND NOT tgisinternal AND tgenabled = 'O'",
-        list(tables),
-    )
-    for table, name in rows:
-        await conn.execute(f'ALTER TABLE {table} DISABLE TRIGGER "{name}"')
-    return [f'ALTER TABLE {table} ENABLE TRIGGER "{name}"' for table, name in rows]
-
-
-async def enable_triggers(conn: asyncpg.Connection, statements: list[str]) -> None:
-    for statement in statements:
-        await conn.execute(statement)
 
 
 load = ServiceLoader(

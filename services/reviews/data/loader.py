@@ -30,7 +30,12 @@ from typing import Any
 
 import asyncpg
 
-from services.common.data.bulk_copy import begin_bulk_load, copy_parsed
+from services.common.data.bulk_copy import (
+    begin_bulk_load,
+    copy_parsed,
+    disable_triggers,
+    enable_triggers,
+)
 from services.common.data.csv_parse import Converter, FileSpec
 from services.common.data.parse_job import ParseJob
 from services.common.data.rebuild import drop_primary_keys, rebuild_after_copy
@@ -213,6 +218,18 @@ CREATE TEMP TABLE characteristic_scores_load (id integer, score_sum bigint, scor
     ON COMMIT DROP;
 """
 CHARACTERISTICS_LOAD = replace(CHARACTERISTICS, table="characteristics_load")
+# Each review's photos, ready (migrations/005_photo_elements.sql): filled in one
+# statement after the COPY, with the trigger that keeps them off for it, and
+# before the indexes are built (no index entries for the rows it rewrites).
+PHOTO_ELEMENTS_SQL = """
+UPDATE reviews r
+SET photo_elements = p.elements
+FROM (
+    SELECT review_id, string_agg(element, ',' ORDER BY id) AS elements
+    FROM reviews_photos GROUP BY review_id
+) p
+WHERE p.review_id = r.id
+"""
 INSERT_CHARACTERISTICS_SQL = """
 INSERT INTO characteristics (id, product_id, name, score_sum, score_count)
 SELECT c.id, c.product_id, c.name, coalesce(s.score_sum, 0), coalesce(s.score_count, 0)
@@ -224,6 +241,7 @@ async def _load_files(
     conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
     index_sql = await begin_bulk_load(conn, MIGRATIONS, TABLES)
+    triggers = await disable_triggers(conn, ("reviews_photos",))
     await conn.execute(STAGING_SQL)
     # Unique ids are checked while parsing; building the primary keys after
     # the COPY (sorted, in parallel) beats 31M one-by-one btree inserts.
@@ -255,6 +273,9 @@ async def _load_files(
     )
     await conn.execute(INSERT_CHARACTERISTICS_SQL)
     report.step("characteristics+scores", time.perf_counter() - started)
+    started = time.perf_counter()
+    await conn.execute(PHOTO_ELEMENTS_SQL)
+    report.step("photo_elements", time.perf_counter() - started)
     await rebuild_after_copy(
         conn,
         report,
@@ -264,6 +285,7 @@ async def _load_files(
         primary_keys=primary_keys,
         aggregates={"product_ratings": PRODUCT_RATINGS_SQL},
     )
+    await enable_triggers(conn, triggers)
 
 
 load = ServiceLoader(
