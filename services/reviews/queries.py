@@ -83,8 +83,12 @@ ORDER BY c.id
 # The review, its photos, its scores and both aggregates in one statement: one
 # round trip, and one transaction (Postgres runs a statement atomically). It
 # first looks for a scored characteristic that is not the product's; if there
-# is one, nothing is written (every insert and update hangs off new_review,
-# then empty) and the smallest such id comes back for the 422. Returns
+# is one, nothing is written (every insert and update hangs off review_id or
+# new_review, then empty) and the smallest such id comes back for the 422.
+# The review's id is drawn first so that its photos go in before it, and the
+# review's row is written once, with its photos' stored elements
+# (migrations/005_photo_elements.sql: the photos' trigger finds them there
+# and writes nothing more). Returns
 # (foreign_id, review_id, outbox_id): foreign_id NULL exactly when written.
 # Every write also records the cache scopes it changes in cache_outbox, in the
 # same statement (services/common/outbox.py): the row's id comes back for the
@@ -97,17 +101,22 @@ WITH foreign_score AS (
         SELECT 1 FROM characteristics c
         WHERE c.id = s.characteristic_id AND c.product_id = $1::integer
     )
-), new_review AS (
-    INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name,
-                         reviewer_email)
-    SELECT $1::integer, $2::smallint, $3::text, $4::text, $5::boolean, $6::text, $7::text
+), review_id AS (
+    SELECT nextval(pg_get_serial_sequence('reviews', 'id'))::integer AS id
     FROM foreign_score
     WHERE foreign_score.id IS NULL
-    RETURNING id
 ), new_photos AS (
     INSERT INTO reviews_photos (review_id, url)
-    SELECT new_review.id, u.url FROM new_review, unnest($8::text[]) WITH ORDINALITY AS u(url, n)
+    SELECT review_id.id, u.url FROM review_id, unnest($8::text[]) WITH ORDINALITY AS u(url, n)
     ORDER BY u.n
+    RETURNING id, element
+), new_review AS (
+    INSERT INTO reviews (id, product_id, rating, summary, body, recommend, reviewer_name,
+                         reviewer_email, photo_elements)
+    SELECT review_id.id, $1::integer, $2::smallint, $3::text, $4::text, $5::boolean, $6::text,
+           $7::text, (SELECT string_agg(element, ',' ORDER BY id) FROM new_photos)
+    FROM review_id
+    RETURNING id
 ), new_scores AS (
     INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
     SELECT s.characteristic_id, new_review.id, s.value

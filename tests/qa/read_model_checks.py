@@ -1,11 +1,8 @@
 """Checks the read model's tests share: the served pages against the live
 query, an element as stored, which rebuild and patch functions a statement's
-triggers called, and waiting until a backend waits for a lock."""
+triggers called."""
 
 from __future__ import annotations
-
-import asyncio
-import time
 
 import asyncpg
 import orjson
@@ -22,16 +19,6 @@ async def assert_pages_match(db: Database, product_id: int) -> None:
         live = await queries.questions_page_from_tables(db, product_id, page, count)
         assert served == live, (product_id, page, count)
         orjson.loads(served)  # and it is JSON
-
-
-async def wait_until_blocked(conn: asyncpg.Connection, pid: int) -> None:
-    """Until backend `pid` waits for a lock (polled, with a deadline)."""
-    deadline = time.monotonic() + 10
-    while not await conn.fetchval(
-        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-    ):
-        assert time.monotonic() < deadline, "the second write never waited for the first"
-        await asyncio.sleep(0.01)
 
 
 async def has_element(conn: asyncpg.Connection, question: int) -> bool:

@@ -15,12 +15,10 @@ import orjson
 from services.common.db import Database
 from services.common.resources import DB
 from services.qa import queries
+from tests.lock_waits import wait_until_blocked
 
 from .helpers import PHOTO, add_answer, add_question, answer_body, question_body
-from .read_model_checks import (
-    assert_pages_match,
-    wait_until_blocked,
-)
+from .read_model_checks import assert_pages_match
 
 # Each of these must come out of to_json exactly as orjson writes it.
 AWKWARD = [

@@ -11,6 +11,7 @@ import orjson
 
 from services.common.resources import DB
 from services.qa import queries
+from tests.lock_waits import wait_until_blocked
 
 from .helpers import PHOTO, add_answer, add_question, answer_body
 from .read_model_checks import (
@@ -18,7 +19,6 @@ from .read_model_checks import (
     element_of,
     has_element,
     rebuilds_and_patches,
-    wait_until_blocked,
 )
 
 

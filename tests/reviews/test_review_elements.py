@@ -23,6 +23,7 @@ from services.reviews import queries
 from services.reviews.data.generator import generate
 from services.reviews.data.loader import load
 from tests.conftest import PG_ADMIN_URL
+from tests.lock_waits import wait_until_blocked
 
 # What orjson and to_json must escape alike, and what neither escapes.
 AWKWARD = [
@@ -228,17 +229,42 @@ async def test_photos_written_at_once_to_one_review_are_all_kept(
     # Wait for the event itself: the second insert's trigger blocked on the lock.
     pid = second.get_server_pid()
     watch = await connect(reviews_db)
-    async with asyncio.timeout(10):
-        while not await watch.fetchval(
-            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-        ):
-            await asyncio.sleep(0.01)
+    await wait_until_blocked(watch, pid)
     await one.commit()
     await other
     stored = await watch.fetchval("SELECT photo_elements FROM reviews WHERE id = $1", rid)
     assert stored.count('"url":') == 2, stored
     assert stored.index('"url":"a"') < stored.index('"url":"b"')
     await assert_same(reviews_client.app[DB], {6})
+
+
+async def refreshes(conn: asyncpg.Connection, sql: str, *args: object) -> int:
+    """Runs `sql` in a transaction of its own on `conn`; the calls its
+    photos' trigger made to the recompute of a review's stored photos."""
+    count = (
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
+        " WHERE funcname = 'reviews_refresh_photo_elements'"
+    )
+    async with conn.transaction():
+        await conn.execute("SET LOCAL track_functions = 'pl'")
+        before = await conn.fetchval(count)
+        await conn.execute(sql, *args)
+        return await conn.fetchval(count) - before
+
+
+async def test_a_posted_review_writes_its_photos_once(reviews_client, reviews_conn) -> None:
+    """The POST's statement stores the photos with the review, so the trigger
+    recomputes nothing; a photo added by hand is recomputed; both pages
+    equal the tables'."""
+    urls = ["https://x/a.jpg", 'https://x/"b".jpg', None]
+    args = (3, 5, "s", "b" * 60, True, "n", "e@x.y", urls, [], [])
+    assert await refreshes(reviews_conn, queries.INSERT_REVIEW, *args) == 0
+    rid = await reviews_conn.fetchval("SELECT max(id) FROM reviews")
+    stored = await reviews_conn.fetchval("SELECT photo_elements FROM reviews WHERE id = $1", rid)
+    assert stored.count('"url":') == 3
+    insert = "INSERT INTO reviews_photos (review_id, url) VALUES ($1, 'https://x/c.jpg')"
+    assert await refreshes(reviews_conn, insert, rid) == 1
+    await assert_same(reviews_client.app[DB], {3})
 
 
 async def test_photos_truncated_leave_no_stored_photos(reviews_client, reviews_conn) -> None:

@@ -7,9 +7,10 @@
 -- NULL: no photos. Not a generated column (it reads another table): a row
 -- trigger on reviews_photos keeps it, so every way a photo is written (the
 -- service's INSERT_REVIEW, a hand-run INSERT, UPDATE or DELETE) keeps it
--- current. A review without photos (most POST /reviews) fires nothing. The
--- loader disables the trigger for its COPY and fills the column in one
--- statement (data/loader.py).
+-- current. A review without photos (most POST /reviews) fires nothing; the
+-- service's POST writes the column with the review, and the trigger only
+-- finds it there (queries.INSERT_REVIEW). The loader disables the trigger
+-- for its COPY and fills the column in one statement (data/loader.py).
 
 ALTER TABLE reviews ADD COLUMN photo_elements text;
 
@@ -34,6 +35,14 @@ CREATE FUNCTION reviews_photos_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         UPDATE reviews SET photo_elements = NULL WHERE photo_elements IS NOT NULL;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' AND (
+        SELECT strpos(r.photo_elements, NEW.element) > 0 FROM reviews r WHERE r.id = NEW.review_id
+    ) THEN
+        -- Written with its review, in the same statement (queries.INSERT_REVIEW).
+        -- Sound: an element names its photo's id, unique, and inside a JSON
+        -- string every " is escaped, so it is found only where it was put.
         RETURN NULL;
     END IF;
     IF TG_OP <> 'INSERT' THEN
