@@ -9,8 +9,9 @@ For each round, each tree in turn (old, new: alternated): a private Redis
 idle processes of the same service and tree subscribed to the same namespace
 (as in the stack, where a write's invalidation reaches the other instances),
 then `wrk -t1 -c16 --latency` with a Lua POST/PUT script for each write:
-POST /qa/questions, POST /reviews, PUT /qa/questions/:id/helpful, POST
-/qa/questions/:id/answers, PUT /reviews/:id/helpful, PUT /qa/answers/:id/helpful
+POST /qa/questions, POST /reviews (without photos, then with two), PUT
+/qa/questions/:id/helpful, POST /qa/questions/:id/answers, PUT
+/reviews/:id/helpful, PUT /qa/answers/:id/helpful
 (each after the POST that made its ids; a run alone makes them first,
 unmeasured), then the three reports, PUT /reviews/:id/report,
 /qa/questions/:id/report and /qa/answers/:id/report

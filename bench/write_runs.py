@@ -26,6 +26,20 @@ request = function()
   return wrk.format("POST", "/reviews", nil, body)
 end
 """,
+    # With two photos: the photos' elements go into the review's row in the
+    # same statement (decision 0049).
+    "post_review_photos": """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local p = math.random(1, 1000)
+  local body = '{"product_id":' .. p .. ',"rating":4,"summary":"s",'
+    .. '"body":"Benchmark write: this text is long enough for the fifty character minimum rule.",'
+    .. '"recommend":true,"name":"wab","email":"wab@example.com",'
+    .. '"photos":["https://img.example/a.jpg","https://img.example/b.jpg"],"characteristics":{}}'
+  return wrk.format("POST", "/reviews", nil, body)
+end
+""",
     "post_answer": """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -109,6 +123,7 @@ def needed_rows(run: str, spread: int) -> list[tuple[str, int, str]]:
 RUNS = [
     ("qa", "post_question"),
     ("reviews", "post_review"),
+    ("reviews", "post_review_photos"),
     ("qa", "put_question_helpful"),
     # Each after the POST that makes its ids 1..1000 (questions, then answers;
     # reviews); run alone, make_rows makes them first (a PUT on a missing id is

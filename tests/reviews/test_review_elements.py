@@ -257,7 +257,7 @@ async def test_a_posted_review_writes_its_photos_once(reviews_client, reviews_co
     recomputes nothing; a photo added by hand is recomputed; both pages
     equal the tables'."""
     urls = ["https://x/a.jpg", 'https://x/"b".jpg', None]
-    args = (3, 5, "s", "b" * 60, True, "n", "e@x.y", urls, [], [])
+    args = (3, 5, "s", "b" * 60, True, "n", "e@x.y", [], [], urls)
     assert await refreshes(reviews_conn, queries.INSERT_REVIEW, *args) == 0
     rid = await reviews_conn.fetchval("SELECT max(id) FROM reviews")
     stored = await reviews_conn.fetchval("SELECT photo_elements FROM reviews WHERE id = $1", rid)

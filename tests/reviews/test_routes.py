@@ -316,16 +316,16 @@ async def test_meta_equals_recount_after_mixed_writes(reviews_client, reviews_co
         assert got == await recount_meta(reviews_conn, p)
 
 
+# Both statements: with photos and without (queries.INSERT_REVIEW_NO_PHOTOS).
+@pytest.mark.parametrize("photos", [["https://x.example/p.jpg"], []])
 async def test_post_is_one_transaction_and_checks_characteristic_owner(
-    reviews_client, reviews_conn
+    reviews_client, reviews_conn, photos
 ):
     [mine] = await add_characteristics(reviews_conn, 30, ["Fit"])
     [theirs] = await add_characteristics(reviews_conn, 31, ["Fit"])
     resp = await reviews_client.post(
         "/reviews",
-        json=review_body(
-            30, photos=["https://x.example/p.jpg"], characteristics={str(mine): 4, str(theirs): 2}
-        ),
+        json=review_body(30, photos=photos, characteristics={str(mine): 4, str(theirs): 2}),
     )
     assert resp.status == 422
     error = (await resp.json())["error"]
