@@ -4,6 +4,23 @@ alone). Docs: bench/write_ab.py."""
 
 from __future__ import annotations
 
+
+def _post_review_lua(photos: str) -> str:
+    """POST /reviews for a random product of 1..1000 with `photos` (JSON)."""
+    return f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local p = math.random(1, 1000)
+  local body = '{{"product_id":' .. p .. ',"rating":4,"summary":"s",'
+    .. '"body":"Benchmark write: this text is long enough for the fifty character minimum rule.",'
+    .. '"recommend":true,"name":"wab","email":"wab@example.com",'
+    .. '"photos":{photos},"characteristics":{{}}}}'
+  return wrk.format("POST", "/reviews", nil, body)
+end
+"""
+
+
 LUA = {
     "post_question": """
 wrk.method = "POST"
@@ -15,31 +32,12 @@ request = function()
   return wrk.format("POST", "/qa/questions", nil, body)
 end
 """,
-    "post_review": """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  local p = math.random(1, 1000)
-  local body = '{"product_id":' .. p .. ',"rating":4,"summary":"s",'
-    .. '"body":"Benchmark write: this text is long enough for the fifty character minimum rule.",'
-    .. '"recommend":true,"name":"wab","email":"wab@example.com","photos":[],"characteristics":{}}'
-  return wrk.format("POST", "/reviews", nil, body)
-end
-""",
+    "post_review": _post_review_lua("[]"),
     # With two photos: the photos' elements go into the review's row in the
     # same statement (decision 0049).
-    "post_review_photos": """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  local p = math.random(1, 1000)
-  local body = '{"product_id":' .. p .. ',"rating":4,"summary":"s",'
-    .. '"body":"Benchmark write: this text is long enough for the fifty character minimum rule.",'
-    .. '"recommend":true,"name":"wab","email":"wab@example.com",'
-    .. '"photos":["https://img.example/a.jpg","https://img.example/b.jpg"],"characteristics":{}}'
-  return wrk.format("POST", "/reviews", nil, body)
-end
-""",
+    "post_review_photos": _post_review_lua(
+        '["https://img.example/a.jpg","https://img.example/b.jpg"]'
+    ),
     "post_answer": """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

@@ -221,15 +221,7 @@ CHARACTERISTICS_LOAD = replace(CHARACTERISTICS, table="characteristics_load")
 # Each review's photos, ready (migrations/005_photo_elements.sql): filled in one
 # statement after the COPY, with the trigger that keeps them off for it, and
 # before the indexes are built (no index entries for the rows it rewrites).
-PHOTO_ELEMENTS_SQL = """
-UPDATE reviews r
-SET photo_elements = p.elements
-FROM (
-    SELECT review_id, string_agg(element, ',' ORDER BY id) AS elements
-    FROM reviews_photos GROUP BY review_id
-) p
-WHERE p.review_id = r.id
-"""
+PHOTO_ELEMENTS_SQL = "SELECT reviews_fill_photo_elements()"
 INSERT_CHARACTERISTICS_SQL = """
 INSERT INTO characteristics (id, product_id, name, score_sum, score_count)
 SELECT c.id, c.product_id, c.name, coalesce(s.score_sum, 0), coalesce(s.score_count, 0)
