@@ -21,6 +21,17 @@ end
 """
 
 
+def _one_id_lua(method: str, upper: str, path: str) -> str:
+    """A bodiless request whose `path` (a Lua expression) names a random `id`
+    of 1..`upper`."""
+    return f"""
+request = function()
+  local id = math.random(1, {upper})
+  return wrk.format("{method}", {path}, nil, nil)
+end
+"""
+
+
 LUA = {
     "post_question": """
 wrk.method = "POST"
@@ -48,30 +59,10 @@ request = function()
   return wrk.format("POST", "/qa/questions/" .. q .. "/answers", nil, body)
 end
 """,
-    "put_review_helpful": """
-request = function()
-  local r = math.random(1, 1000)
-  return wrk.format("PUT", "/reviews/" .. r .. "/helpful", nil, nil)
-end
-""",
-    "put_answer_helpful": """
-request = function()
-  local a = math.random(1, SPREAD)
-  return wrk.format("PUT", "/qa/answers/" .. a .. "/helpful", nil, nil)
-end
-""",
-    "get_questions": """
-request = function()
-  local p = math.random(1, 1000)
-  return wrk.format("GET", "/qa/questions?product_id=" .. p, nil, nil)
-end
-""",
-    "put_question_helpful": """
-request = function()
-  local q = math.random(1, 1000)
-  return wrk.format("PUT", "/qa/questions/" .. q .. "/helpful", nil, nil)
-end
-""",
+    "put_review_helpful": _one_id_lua("PUT", "1000", '"/reviews/" .. id .. "/helpful"'),
+    "put_answer_helpful": _one_id_lua("PUT", "SPREAD", '"/qa/answers/" .. id .. "/helpful"'),
+    "get_questions": _one_id_lua("GET", "1000", '"/qa/questions?product_id=" .. id'),
+    "put_question_helpful": _one_id_lua("PUT", "1000", '"/qa/questions/" .. id .. "/helpful"'),
 }
 # A report hides its row once: a second report of it writes nothing (reviews
 # answer it 404), so each report run walks unreported ids upward from the
