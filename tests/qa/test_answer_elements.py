@@ -1,8 +1,9 @@
-"""The stored answer elements (migrations/008_answer_elements.sql): after a
-randomized series of writes, through the API and straight into the tables,
-every answers page built from them equals, byte for byte, the page folded
-from the columns (queries.answers_page_from_tables); the loader fills them
-for every row it loads."""
+"""The stored answer elements (migrations/008_answer_elements.sql) and
+photos (011_answer_photo_elements.sql): after a randomized series of
+writes, through the API and straight into the tables, every answers page
+built from them equals, byte for byte, the page folded from the columns
+(queries.answers_page_from_tables); the loader fills them for every row it
+loads; photos written at once, moved or truncated stay right."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import orjson
 
 from services.common.resources import DB
 from services.qa import queries
+from tests.stored_photos import photos_written_at_once, recompute_calls
 
-from .helpers import PHOTO, add_question, answer_body
+from .helpers import PHOTO, add_answer, add_question, answer_body
 from .test_read_model import api_writes, table_writes
 
 PAGES = [(1, 5), (2, 5), (1, 1), (3, 1), (2, 2), (1, 1000), (4, 3), (50, 5)]
@@ -116,3 +118,62 @@ async def test_the_loader_fills_every_element(tmp_path, qa_client, qa_conn, qa_d
     await run_load(qa_db, data, tmp_path / "report2", redis_server.url, parse_in_child=False)
     questions = [r[0] for r in await qa_conn.fetch("SELECT id FROM questions ORDER BY id")]
     assert await assert_answer_pages_match(db, questions) == len(questions) * len(PAGES)
+
+
+# ------------------------------------ each answer's photos, stored in its row (011)
+
+
+async def test_photos_written_at_once_to_one_answer_are_all_kept(qa_client, connect, qa_db):
+    """Two transactions add a photo to the same answer at once: the second's
+    trigger waits for the first's row lock and then reads both photos, so the
+    answer's stored photos (011_answer_photo_elements.sql) hold both, in id
+    order."""
+    db = qa_client.app[DB]
+    question = await db.write_fetchval(
+        "INSERT INTO questions (product_id, body, asker_name, asker_email)"
+        " VALUES (8, 'q', 'n', 'e@x.io') RETURNING id"
+    )
+    resp = await qa_client.post(f"/qa/questions/{question}/answers", json=answer_body())
+    assert resp.status == 201
+    answer = await db.read_fetchval("SELECT max(id) FROM answers")
+    stored = await photos_written_at_once(connect, qa_db, "answers", answer)
+    assert stored.count('"url":') == 2, stored
+    assert stored.index('"url":"a"') < stored.index('"url":"b"')
+    assert await assert_answer_pages_match(db, [question]) == len(PAGES)
+
+
+async def test_a_posted_answer_writes_its_photos_once(qa_client, qa_conn):
+    """The POST's statement stores the photos with the answer, so the trigger
+    recomputes nothing; a photo added by hand is recomputed; the pages equal
+    the tables'."""
+    question = await add_question(qa_conn, 9)
+    urls = [PHOTO.format(1), 'https://x/"b".jpg', None]
+    refresh = "qa_refresh_answer_photo_elements"
+    insert_answer = (queries.INSERT_ANSWER, question, "b", "n", "e@x.io", urls)
+    assert await recompute_calls(qa_conn, refresh, *insert_answer) == 0
+    answer = await qa_conn.fetchval("SELECT max(id) FROM answers")
+    stored = await qa_conn.fetchval("SELECT photo_elements FROM answers WHERE id = $1", answer)
+    assert stored.count('"url":') == 3
+    insert = "INSERT INTO answers_photos (answer_id, url) VALUES ($1, 'https://x/c.jpg')"
+    assert await recompute_calls(qa_conn, refresh, insert, answer) == 1
+    assert await assert_answer_pages_match(qa_client.app[DB], [question]) == len(PAGES)
+
+
+async def test_a_photo_moved_or_truncated_leaves_both_answers_right(qa_client, qa_conn):
+    question = await add_question(qa_conn, 10)
+    first = await add_answer(qa_conn, question, photos=[PHOTO.format(1), PHOTO.format(2)])
+    second = await add_answer(qa_conn, question, body="Second.", photos=[PHOTO.format(3)])
+    db = qa_client.app[DB]
+    await qa_conn.execute(
+        "UPDATE answers_photos SET answer_id = $2 WHERE id = (SELECT min(id) FROM answers_photos"
+        " WHERE answer_id = $1)",
+        first,
+        second,
+    )
+    rows = "SELECT id, photo_elements FROM answers WHERE id = ANY($1)"
+    stored = dict(await qa_conn.fetch(rows, [first, second]))
+    assert stored[first].count('"url":') == 1 and stored[second].count('"url":') == 2
+    assert await assert_answer_pages_match(db, [question]) == len(PAGES)
+    await qa_conn.execute("TRUNCATE answers_photos")
+    assert b'"url"' not in await queries.answers_page(db, question, 1, 5)
+    assert await assert_answer_pages_match(db, [question]) == len(PAGES)

@@ -23,7 +23,7 @@ from services.reviews import queries
 from services.reviews.data.generator import generate
 from services.reviews.data.loader import load
 from tests.conftest import PG_ADMIN_URL
-from tests.lock_waits import wait_until_blocked
+from tests.stored_photos import photos_written_at_once, recompute_calls
 
 # What orjson and to_json must escape alike, and what neither escapes.
 AWKWARD = [
@@ -218,38 +218,11 @@ async def test_photos_written_at_once_to_one_review_are_all_kept(
     review's stored photos (005_photo_elements.sql) hold both, in id order."""
     rng = random.Random(4)
     assert (await reviews_client.post("/reviews", json=review_body(rng, 6, []))).status == 201
-    first, second = await connect(reviews_db), await connect(reviews_db)
-    rid = await first.fetchval("SELECT max(id) FROM reviews")
-    one = first.transaction()
-    await one.start()
-    await first.execute("INSERT INTO reviews_photos (review_id, url) VALUES ($1, 'a')", rid)
-    other = asyncio.create_task(
-        second.execute("INSERT INTO reviews_photos (review_id, url) VALUES ($1, 'b')", rid)
-    )
-    # Wait for the event itself: the second insert's trigger blocked on the lock.
-    pid = second.get_server_pid()
-    watch = await connect(reviews_db)
-    await wait_until_blocked(watch, pid)
-    await one.commit()
-    await other
-    stored = await watch.fetchval("SELECT photo_elements FROM reviews WHERE id = $1", rid)
+    rid = await reviews_client.app[DB].read_fetchval("SELECT max(id) FROM reviews")
+    stored = await photos_written_at_once(connect, reviews_db, "reviews", rid)
     assert stored.count('"url":') == 2, stored
     assert stored.index('"url":"a"') < stored.index('"url":"b"')
     await assert_same(reviews_client.app[DB], {6})
-
-
-async def refreshes(conn: asyncpg.Connection, sql: str, *args: object) -> int:
-    """Runs `sql` in a transaction of its own on `conn`; the calls its
-    photos' trigger made to the recompute of a review's stored photos."""
-    count = (
-        "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
-        " WHERE funcname = 'reviews_refresh_photo_elements'"
-    )
-    async with conn.transaction():
-        await conn.execute("SET LOCAL track_functions = 'pl'")
-        before = await conn.fetchval(count)
-        await conn.execute(sql, *args)
-        return await conn.fetchval(count) - before
 
 
 async def test_a_posted_review_writes_its_photos_once(reviews_client, reviews_conn) -> None:
@@ -258,12 +231,13 @@ async def test_a_posted_review_writes_its_photos_once(reviews_client, reviews_co
     equal the tables'."""
     urls = ["https://x/a.jpg", 'https://x/"b".jpg', None]
     args = (3, 5, "s", "b" * 60, True, "n", "e@x.y", [], [], urls)
-    assert await refreshes(reviews_conn, queries.INSERT_REVIEW, *args) == 0
+    refresh = "reviews_refresh_photo_elements"
+    assert await recompute_calls(reviews_conn, refresh, queries.INSERT_REVIEW, *args) == 0
     rid = await reviews_conn.fetchval("SELECT max(id) FROM reviews")
     stored = await reviews_conn.fetchval("SELECT photo_elements FROM reviews WHERE id = $1", rid)
     assert stored.count('"url":') == 3
     insert = "INSERT INTO reviews_photos (review_id, url) VALUES ($1, 'https://x/c.jpg')"
-    assert await refreshes(reviews_conn, insert, rid) == 1
+    assert await recompute_calls(reviews_conn, refresh, insert, rid) == 1
     await assert_same(reviews_client.app[DB], {3})
 
 

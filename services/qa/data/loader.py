@@ -5,13 +5,14 @@
 One transaction: TRUNCATE, drop the secondary indexes, COPY questions,
 answers and answer photos (each file of 16 MB or more parsed and checked in
 a child process while Postgres ingests the previous chunk; ServiceLoader),
-rebuild the indexes, ANALYZE, build the read model of the questions lists
-(question_documents, set-based in SQL: qa_build_question_documents in
-migrations/004_read_model.sql; its per-statement triggers are disabled for
-the COPY), move the id sequences past the loaded ids. A
-failed load rolls back and leaves the previous data in place; re-running
-replaces it. After the commit the service's cache namespace is flushed, so
-running services never serve pages of the old data.
+store each answer's photos in its row (qa_fill_answer_photo_elements in
+migrations/011_answer_photo_elements.sql), rebuild the indexes, ANALYZE,
+build the read model of the questions lists (question_documents, set-based
+in SQL: qa_build_question_documents in migrations/004_read_model.sql; the
+tables' triggers are disabled for the COPY), move the id sequences past the
+loaded ids. A failed load rolls back and leaves the previous data in place;
+re-running replaces it. After the commit the service's cache namespace is
+flushed, so running services never serve pages of the old data.
 
 Rejected (never silently dropped; see rejects.csv beside load-report.json):
 - rows with the wrong number of fields, duplicate or out-of-range ids, a
@@ -25,6 +26,7 @@ A bare `null` photo url is loaded as NULL (the export has a few).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,13 @@ def photos_converter(answers: Loaded) -> Converter:
     return convert
 
 
+# Each answer's photos, ready (migrations/011_answer_photo_elements.sql):
+# filled in one statement after the COPY, with the trigger that keeps them
+# off for it, and before the indexes are built (no index entries for the
+# rows it rewrites).
+PHOTO_ELEMENTS_SQL = "SELECT qa_fill_answer_photo_elements()"
+
+
 async def _load_files(
     conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
@@ -141,6 +150,9 @@ async def _load_files(
     questions = await copy_file(conn, data_dir, QUESTIONS, questions_converter, None, report, **kw)
     answers = await copy_file(conn, data_dir, ANSWERS, answers_converter, questions, report, **kw)
     await copy_file(conn, data_dir, PHOTOS, photos_converter, answers, report, **kw)
+    started = time.perf_counter()
+    await conn.execute(PHOTO_ELEMENTS_SQL)
+    report.step("photo_elements", time.perf_counter() - started)
 
     await rebuild_after_copy(
         conn,
