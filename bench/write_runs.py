@@ -21,6 +21,20 @@ end
 """
 
 
+def _post_answer_lua(photos: str) -> str:
+    """POST an answer with `photos` (JSON) to a random question of 1..SPREAD."""
+    return f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local q = math.random(1, SPREAD)
+  local body = '{{"body":"write_ab answer body","name":"wab",'
+    .. '"email":"wab@example.com","photos":{photos}}}'
+  return wrk.format("POST", "/qa/questions/" .. q .. "/answers", nil, body)
+end
+"""
+
+
 def _one_id_lua(method: str, upper: str, path: str) -> str:
     """A bodiless request whose `path` (a Lua expression) names a random `id`
     of 1..`upper`."""
@@ -49,16 +63,12 @@ end
     "post_review_photos": _post_review_lua(
         '["https://img.example/a.jpg","https://img.example/b.jpg"]'
     ),
-    "post_answer": """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  local q = math.random(1, SPREAD)
-  local body = '{"body":"write_ab answer body","name":"wab",'
-    .. '"email":"wab@example.com","photos":[]}'
-  return wrk.format("POST", "/qa/questions/" .. q .. "/answers", nil, body)
-end
-""",
+    "post_answer": _post_answer_lua("[]"),
+    # With two photos: the photos' elements go into the answer's row in the
+    # same statement (decision 0050).
+    "post_answer_photos": _post_answer_lua(
+        '["https://img.example/a.jpg","https://img.example/b.jpg"]'
+    ),
     "put_review_helpful": _one_id_lua("PUT", "1000", '"/reviews/" .. id .. "/helpful"'),
     "put_answer_helpful": _one_id_lua("PUT", "SPREAD", '"/qa/answers/" .. id .. "/helpful"'),
     "get_questions": _one_id_lua("GET", "1000", '"/qa/questions?product_id=" .. id'),
@@ -94,6 +104,7 @@ REPORTED = {
 # the POST that would have made them (each tree's ids start at 1).
 NEEDS = {
     "post_answer": ("questions", "spread", "post_question"),
+    "post_answer_photos": ("questions", "spread", "post_question"),
     "put_question_helpful": ("questions", 1000, "post_question"),
     "put_answer_helpful": ("answers", 1000, "post_answer"),
     "put_review_helpful": ("reviews", 1000, "post_review"),
@@ -118,6 +129,7 @@ RUNS = [
     # reviews); run alone, make_rows makes them first (a PUT on a missing id is
     # a 404 and stops the run).
     ("qa", "post_answer"),
+    ("qa", "post_answer_photos"),
     ("reviews", "put_review_helpful"),
     ("qa", "put_answer_helpful"),
     # Cached reads under load: the lease (every 50 ms, through the beacon)
