@@ -24,6 +24,7 @@ RESET and apply to every pooled server connection:
     ALTER ROLE <role> IN DATABASE <db> SET statement_timeout = '5s';
     ALTER ROLE <role> IN DATABASE <db> SET idle_in_transaction_session_timeout = '10s';
     ALTER ROLE <role> IN DATABASE <db> SET plan_cache_mode = force_generic_plan;
+    ALTER ROLE <role> IN DATABASE <db> SET jit = off;
 
 (a role of its own for the services, so migrations and loads through the
 direct URL keep no timeout). Also behind the pooler: asyncpg needs

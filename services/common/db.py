@@ -36,6 +36,12 @@ IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 # 166 -> 100 µs a reviews page of 5, 88 -> 71 µs a questions page
 # (docs/decisions/0042).
 PLAN_CACHE_MODE = "force_generic_plan"
+# No JIT compilation in serving sessions: their statements run in well under
+# a millisecond, and compiling one takes 15-20 ms. Postgres compiles when a
+# plan's estimated cost passes jit_above_cost, which a generic plan of a
+# read-model rebuild did on tables never analyzed (autovacuum off): POST
+# answer with photos fell from ~700 to ~90 rps (docs/decisions/0050).
+JIT = "off"
 
 
 class SchemaNotReady(RuntimeError):
@@ -157,13 +163,14 @@ class Database:
 
 
 def session_settings(statement_timeout_ms: int) -> dict[str, str]:
-    """The serving sessions' timeouts and plan cache mode: startup parameters
+    """The serving sessions' timeouts, plan cache mode and JIT: startup parameters
     on a direct connection; behind a pooler, the app role's settings in its
     database (services/common/migrate.py sets them)."""
     return {
         "statement_timeout": str(statement_timeout_ms),
         "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
         "plan_cache_mode": PLAN_CACHE_MODE,
+        "jit": JIT,
     }
 
 

@@ -41,6 +41,7 @@ import asyncpg
 from .db import (
     _MIGRATION_LOCK,
     IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    JIT,
     PLAN_CACHE_MODE,
     database_name,
     prepare_database,
@@ -129,6 +130,7 @@ async def grant_app_role(conn: asyncpg.Connection, database: str, role: AppRole)
             f"ALTER ROLE {r} IN DATABASE {ident(database)}"
             f" SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}",
             f"ALTER ROLE {r} IN DATABASE {ident(database)} SET plan_cache_mode = {PLAN_CACHE_MODE}",
+            f"ALTER ROLE {r} IN DATABASE {ident(database)} SET jit = {JIT}",
         ):
             await conn.execute(statement)
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from .db import PLAN_CACHE_MODE
+from .db import JIT, PLAN_CACHE_MODE
 from .fair_pool import FairPool
 from .metrics import LoopCounter, Metrics
 from .replica_probe import (
@@ -161,6 +161,7 @@ class ReplicaRouter:
                     "application_name": f"runway-{self._service}",
                     "statement_timeout": str(self._statement_timeout_ms),
                     "plan_cache_mode": PLAN_CACHE_MODE,
+                    "jit": JIT,
                 },
             )
             replica.fair = FairPool(replica.pool)

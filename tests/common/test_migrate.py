@@ -55,6 +55,7 @@ async def test_migrate_creates_applies_once_and_grants_dml_only(fresh_db: str) -
         assert await app.fetchval("SHOW statement_timeout") == "1500ms"
         assert await app.fetchval("SHOW idle_in_transaction_session_timeout") == "10s"
         assert await app.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert await app.fetchval("SHOW jit") == "off"
         pid = await app.fetchval(
             "INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name,"
             " reviewer_email) VALUES (1, 5, 's', 'b', true, 'n', 'e') RETURNING id"

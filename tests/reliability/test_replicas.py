@@ -56,6 +56,7 @@ async def test_reads_are_served_by_the_replica_and_writes_never(
     assert [r["up"] for r in ready["replicas"]] == [True]
     async with router_of(client).replicas[0].pool.acquire() as conn:  # as the primary's
         assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert await conn.fetchval("SHOW jit") == "off"
 
 
 async def test_a_read_right_after_a_write_sees_it_and_the_replica_serves_again_later(
