@@ -40,7 +40,7 @@ PLAN_CACHE_MODE = "force_generic_plan"
 # a millisecond, and compiling one takes 15-20 ms. Postgres compiles when a
 # plan's estimated cost passes jit_above_cost, which a generic plan of a
 # read-model rebuild did on tables never analyzed (autovacuum off): POST
-# answer with photos fell from ~700 to ~90 rps (docs/decisions/0050).
+# answer with photos fell from ~700 to ~90 rps (docs/decisions/0051).
 JIT = "off"
 
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from .db import JIT, PLAN_CACHE_MODE
+from .db import session_settings
 from .fair_pool import FairPool
 from .metrics import LoopCounter, Metrics
 from .replica_probe import (
@@ -157,11 +157,10 @@ class ReplicaRouter:
                 reset=no_reset,
                 timeout=self._connect_timeout_s,
                 command_timeout=self._statement_timeout_ms / 1000 + 1,
+                # The primary's serving-session settings (db.session_settings).
                 server_settings={
                     "application_name": f"runway-{self._service}",
-                    "statement_timeout": str(self._statement_timeout_ms),
-                    "plan_cache_mode": PLAN_CACHE_MODE,
-                    "jit": JIT,
+                    **session_settings(self._statement_timeout_ms),
                 },
             )
             replica.fair = FairPool(replica.pool)
