@@ -1,7 +1,7 @@
 """Ceilings for the benchmark: the least an aiohttp process can do per request.
 
     python -m bench.ceiling --port 8090 [--query DSN [--route NAME]] [--reuse-port]
-                            [--unfair-pool]
+                            [--unfair-pool] [--body-bytes N]
 
 Without --query, every request answers fixed bytes (the ceiling for cache
 hits). With --query, every request runs one indexed asyncpg query first (the
@@ -9,6 +9,8 @@ ceiling for cold reads). With --query and --route (a bench.cold_ab route), every
 request runs that route's own statement and shaping instead (the service's
 queries.py function, on a bare connection): the route without the service
 around it (cache, middleware, metrics, validation, the Database wrapper).
+With --body-bytes, the fixed answer (without --route) is padded to N bytes: the
+ceiling at a route's body size (bench.cold_ab --ceiling-bodies).
 With --reuse-port, several processes share the port (the benchmark starts one
 per core, as many as it gives the services).
 
@@ -34,6 +36,7 @@ from services.common.db import PLAN_CACHE_MODE
 from services.common.fair_pool import FairPool
 
 BODY = b'{"product":"1","page":0,"count":5,"results":[]}'
+BODY_KEY: web.AppKey[bytes] = web.AppKey("body", bytes)
 # (take, give back): FairPool's, as the services take connections, or asyncpg's own.
 POOL: web.AppKey[tuple[Callable, Callable]] = web.AppKey("pool", tuple)
 LOAD: web.AppKey[Callable[[int], Awaitable[bytes | None]]] = web.AppKey("load")
@@ -80,6 +83,15 @@ class BareDatabase:
     read_fetch_found = read_fetch
 
 
+def body_of(size: int | None) -> bytes:
+    """BODY, or a JSON object that starts as BODY does, padded with a string
+    field to `size` bytes (exactly, from len(BODY) + 10 up)."""
+    if size is None or size <= len(BODY):
+        return BODY
+    head = BODY[:-1] + b',"pad":"'
+    return head + b"x" * max(0, size - len(head) - 2) + b'"}'
+
+
 def route_load(name: str, db: BareDatabase) -> Callable[[int], Awaitable[bytes | None]]:
     """The route's queries.py function on `db`, given the id."""
     service, function, extra = ROUTE_LOADS[name]
@@ -88,7 +100,7 @@ def route_load(name: str, db: BareDatabase) -> Callable[[int], Awaitable[bytes |
 
 
 async def fixed(request: web.Request) -> web.Response:
-    return web.Response(body=BODY, headers={"Content-Type": "application/json"})
+    return web.Response(body=request.app[BODY_KEY], headers={"Content-Type": "application/json"})
 
 
 async def one_query(request: web.Request) -> web.Response:
@@ -99,7 +111,7 @@ async def one_query(request: web.Request) -> web.Response:
         await conn.fetchval("SELECT id FROM reviews WHERE id = $1", key)
     finally:
         await give_back(conn)
-    return web.Response(body=BODY, headers={"Content-Type": "application/json"})
+    return web.Response(body=request.app[BODY_KEY], headers={"Content-Type": "application/json"})
 
 
 async def route_statement(request: web.Request) -> web.Response:
@@ -113,8 +125,11 @@ async def route_statement(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "application/json"})
 
 
-def create_app(dsn: str | None, fair: bool = True, route: str | None = None) -> web.Application:
+def create_app(
+    dsn: str | None, fair: bool = True, route: str | None = None, body_bytes: int | None = None
+) -> web.Application:
     app = web.Application()
+    app[BODY_KEY] = body_of(body_bytes)
     if dsn is None:
         app.router.add_get("/{tail:.*}", fixed)
         return app
@@ -156,9 +171,12 @@ def main() -> None:
     parser.add_argument("--reuse-port", action="store_true")
     parser.add_argument("--unfair-pool", action="store_true")
     parser.add_argument("--route", choices=sorted(ROUTE_LOADS))
+    parser.add_argument("--body-bytes", type=int, metavar="N")
     args = parser.parse_args()
     web.run_app(
-        create_app(args.query, fair=not args.unfair_pool, route=args.route),
+        create_app(
+            args.query, fair=not args.unfair_pool, route=args.route, body_bytes=args.body_bytes
+        ),
         host="127.0.0.1",
         port=args.port,
         reuse_port=args.reuse_port or None,

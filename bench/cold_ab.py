@@ -3,7 +3,7 @@ service process, every request a cache miss (issue 21's per-route figures).
 
     python -m bench.cold_ab OLD_DIR NEW_DIR [--scale 0.1] [--rounds 3] [--seconds 8]
                             [--connections 32] [--routes list1000,list30,meta,questions]
-                            [--bare]
+                            [--bare] [--ceiling-bodies 400,1400]
 
 Loads the SCALE dataset into the benchmark databases first if it is not
 there (bench/data.py, with this checkout's loaders). Each round: ceiling-query
@@ -18,6 +18,9 @@ same round's ceiling-query; writes bench/results/cold_ab-<time>.json. With
 --bare, each round also walks each route on a bare handler running that
 route's own statement and shaping (bench/ceiling.py --route): `of_bare` is
 then what the service around the statement leaves of it (docs/decisions/0047).
+With --ceiling-bodies, each round also runs ceiling-query answering bodies of
+each size given (bytes; `ceiling-query-<N>B`): what a route's larger body
+alone costs the ceiling (docs/decisions/0052).
 The services' tables and indexes are read into Postgres's buffers first
 (bench/pgtune.py, as bench.run does).
 Docs: docs/decisions/0035-reviews-read-model.md, 0036-qa-read-model.md."""
@@ -148,13 +151,21 @@ def run_service(
         redis.stop()
 
 
-def run_ceiling(dsn: str, max_id: int, a, unfair: bool = False, route: str | None = None) -> dict:
+def run_ceiling(
+    dsn: str,
+    max_id: int,
+    a,
+    unfair: bool = False,
+    route: str | None = None,
+    body_bytes: int | None = None,
+) -> dict:
     """ceiling-query; with `route`, that route's statement on a bare handler,
-    walked as the service is."""
+    walked as the service is; with `body_bytes`, answering bodies that size."""
     port = free_port()
     argv = [PYTHON, "-m", "bench.ceiling", "--port", str(port), "--query", dsn]
     argv += ["--unfair-pool"] if unfair else []
     argv += ["--route", route] if route else []
+    argv += ["--body-bytes", str(body_bytes)] if body_bytes else []
     proc = Proc(argv, ROOT, {})
     path = ["/x?id=", ""] if route is None else [ROUTES[route][1], ROUTES[route][2]]
     try:
@@ -204,6 +215,11 @@ def main() -> None:
         help="also ceiling-query on asyncpg's own (unfair) pool acquire, each round",
     )
     p.add_argument(
+        "--ceiling-bodies",
+        default="",
+        help="also ceiling-query answering bodies of these sizes (bytes, comma-separated)",
+    )
+    p.add_argument(
         "--bare",
         action="store_true",
         help="also each route's statement on a bare handler, each round (of_bare)",
@@ -229,11 +245,26 @@ def main() -> None:
         "old": dict(kv.split("=", 1) for kv in a.old_env.split(",") if kv),
         "new": dict(kv.split("=", 1) for kv in a.new_env.split(",") if kv),
     }
+    bodies = [int(n) for n in a.ceiling_bodies.split(",") if n]
     runs: list[dict] = []
     for rnd in range(a.rounds):
         ceiling = run_ceiling(cfg.database_url("reviews"), max_id.get("reviews", 100_000), a)
         runs.append({"round": rnd, "route": "ceiling-query", "tree": "-", **ceiling})
         print(json.dumps(runs[-1]), flush=True)
+        for size in bodies if rnd % 2 == 0 else bodies[::-1]:  # alternated, as the trees
+            sized = run_ceiling(
+                cfg.database_url("reviews"), max_id.get("reviews", 100_000), a, body_bytes=size
+            )
+            runs.append(
+                {
+                    "round": rnd,
+                    "route": f"ceiling-query-{size}B",
+                    "tree": "-",
+                    **sized,
+                    "of_ceiling": round(sized["rps"] / ceiling["rps"], 3),
+                }
+            )
+            print(json.dumps(runs[-1]), flush=True)
         if a.unfair_ceiling:
             unfair = run_ceiling(
                 cfg.database_url("reviews"), max_id.get("reviews", 100_000), a, unfair=True
@@ -265,12 +296,17 @@ def main() -> None:
                 )
                 print(json.dumps(runs[-1]), flush=True)
     summary = {}
-    ceilings = ["ceiling-query", *(["ceiling-query-unfair"] if a.unfair_ceiling else [])]
+    ceilings = [
+        "ceiling-query",
+        *(["ceiling-query-unfair"] if a.unfair_ceiling else []),
+        *(f"ceiling-query-{size}B" for size in bodies),
+    ]
     for name in [*ceilings, *routes]:
         labels = ["-"] if name in ceilings else ["bare", "old", "new"] if a.bare else ["old", "new"]
         for label in labels:
             mine = [r for r in runs if r["route"] == name and r["tree"] == label]
             served = label in ("old", "new")
+            sized = name.endswith("B") and name.startswith("ceiling-query-")
             summary[f"{name} {label}"] = {
                 k: statistics.median(r[k] for r in mine)
                 for k in (
@@ -278,7 +314,7 @@ def main() -> None:
                     "p50_ms",
                     "p99_ms",
                     "non_2xx",
-                    *(["of_ceiling"] if served else []),
+                    *(["of_ceiling"] if served or sized else []),
                     *(["of_bare"] if served and a.bare else []),
                 )
             }
