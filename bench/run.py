@@ -259,6 +259,11 @@ def soak_workload(cfg: BenchConfig, pools: dict[str, Path]) -> Workload:
 # --- running ---------------------------------------------------------------------------
 
 
+# Workloads whose target is a ratio to a ceiling, and that ceiling: each is
+# also measured back to back with it (paired_rounds; decisions 0009, 0052).
+PAIRED_CEILING = {"W1": "ceiling-bare", "W2": "ceiling-query"}
+
+
 def _run_one(cfg: BenchConfig, env: Processes, w: Workload) -> Result | None:
     w.ops = mix_for(w.ops, cfg.services, w.pools) if not w.on_ceiling else w.ops
     if not w.ops:
@@ -309,9 +314,11 @@ def run(cfg: BenchConfig, reload: bool, only_soak: bool) -> dict[str, Any]:
             result = _run_one(cfg, env, w)
             if result is not None:
                 results.append(result)
-                if w.name == "W1":
-                    bare = next(c for c in ceilings(cfg, pools) if c.name == "ceiling-bare")
-                    paired_rounds(cfg, env, w, bare, result)
+                if w.name in PAIRED_CEILING:
+                    ceiling = next(
+                        c for c in ceilings(cfg, pools) if c.name == PAIRED_CEILING[w.name]
+                    )
+                    paired_rounds(cfg, env, w, ceiling, result)
         if cfg.soak:
             w = soak_workload(cfg, pools)
             w.ops = mix_for(w.ops, cfg.services, w.pools)
@@ -333,28 +340,31 @@ def run(cfg: BenchConfig, reload: bool, only_soak: bool) -> dict[str, Any]:
 
 
 def paired_rounds(
-    cfg: BenchConfig, env: Processes, w1: Workload, ceiling: Workload, result: Result
+    cfg: BenchConfig, env: Processes, w: Workload, ceiling: Workload, result: Result
 ) -> None:
-    """W1's ratio to its ceiling, measured back to back: a few rounds of the
-    ceiling then W1, each round's ratio from runs seconds apart, and their
-    median. On a shared VM, two runs minutes apart can differ by 20% on their
-    own (ceiling-bare measured 11,345 and 13,879 rps in two runs of the same
-    code): the ceiling-bare row, measured minutes before W1, carries that
-    drift into the ratio; a round's ratio carries only what changed within it.
-    Adds `paired` to W1's result; report.add_ratios takes its median."""
+    """A workload's ratio to its ceiling (PAIRED_CEILING), measured back to
+    back: a few rounds of the ceiling then the workload, each round's ratio
+    from runs seconds apart, and their median. On a shared VM, two runs
+    minutes apart can differ by 20% on their own (ceiling-bare measured 11,345
+    and 13,879 rps in two runs of the same code): the ceiling's row, measured
+    minutes before, carries that drift into the ratio; a round's ratio carries
+    only what changed within it. A workload that flushes the caches first
+    (W2) flushes them before each of its rounds too, so every round is as
+    cold as its main run. Adds `paired` to the workload's result;
+    report.add_ratios takes its median."""
     d = cfg.durations
     rounds: list[dict[str, float]] = []
     data.log(
-        f"W1 against ceiling-bare back to back: {d.pair_rounds} rounds of"
+        f"{w.name} against {ceiling.name} back to back: {d.pair_rounds} rounds of"
         f" {d.pair_ceiling}s + {d.pair_read}s"
     )
     for _ in range(d.pair_rounds):
-        bare = measure(cfg, env, replace(ceiling, duration_s=d.pair_ceiling))
-        hot = measure(cfg, env, replace(w1, duration_s=d.pair_read))
-        result.failures += [f"paired round: {f}" for f in bare.failures + hot.failures]
-        ratio = round(hot.rps / bare.rps, 3)
-        rounds.append({"ceiling_rps": round(bare.rps, 1), "rps": round(hot.rps, 1), "ratio": ratio})
-        data.log(f"  ceiling-bare {bare.rps:,.0f} rps, W1 {hot.rps:,.0f} rps: {ratio:.3f}")
+        top = measure(cfg, env, replace(ceiling, duration_s=d.pair_ceiling))
+        mine = measure(cfg, env, replace(w, duration_s=d.pair_read))
+        result.failures += [f"paired round: {f}" for f in top.failures + mine.failures]
+        ratio = round(mine.rps / top.rps, 3)
+        rounds.append({"ceiling_rps": round(top.rps, 1), "rps": round(mine.rps, 1), "ratio": ratio})
+        data.log(f"  {ceiling.name} {top.rps:,.0f} rps, {w.name} {mine.rps:,.0f} rps: {ratio:.3f}")
     result.extra["paired"] = {
         "ceiling": ceiling.name,
         "rounds": rounds,
