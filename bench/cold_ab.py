@@ -178,6 +178,11 @@ def run_ceiling(
         proc.stop()
 
 
+def sized_ceiling(size: int) -> str:
+    """The row name of ceiling-query answering `size`-byte bodies."""
+    return f"ceiling-query-{size}B"
+
+
 def max_id_of(dsn: str, walk: str) -> int:
     """The largest id a walk draws from: `walk` is a service, or `answers`."""
     import asyncio
@@ -258,7 +263,7 @@ def main() -> None:
             runs.append(
                 {
                     "round": rnd,
-                    "route": f"ceiling-query-{size}B",
+                    "route": sized_ceiling(size),
                     "tree": "-",
                     **sized,
                     "of_ceiling": round(sized["rps"] / ceiling["rps"], 3),
@@ -299,14 +304,13 @@ def main() -> None:
     ceilings = [
         "ceiling-query",
         *(["ceiling-query-unfair"] if a.unfair_ceiling else []),
-        *(f"ceiling-query-{size}B" for size in bodies),
+        *(sized_ceiling(size) for size in bodies),
     ]
     for name in [*ceilings, *routes]:
         labels = ["-"] if name in ceilings else ["bare", "old", "new"] if a.bare else ["old", "new"]
         for label in labels:
             mine = [r for r in runs if r["route"] == name and r["tree"] == label]
             served = label in ("old", "new")
-            sized = name.endswith("B") and name.startswith("ceiling-query-")
             summary[f"{name} {label}"] = {
                 k: statistics.median(r[k] for r in mine)
                 for k in (
@@ -314,7 +318,7 @@ def main() -> None:
                     "p50_ms",
                     "p99_ms",
                     "non_2xx",
-                    *(["of_ceiling"] if served or sized else []),
+                    *(["of_ceiling"] if all("of_ceiling" in r for r in mine) else []),
                     *(["of_bare"] if served and a.bare else []),
                 )
             }
