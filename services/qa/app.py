@@ -10,7 +10,6 @@ from services.common.app import base_app, run
 from services.common.settings import Settings
 
 from . import views
-from .read_model_relay import relay_ctx
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CACHE_NAMESPACE = "qa"
@@ -20,7 +19,6 @@ def create_app(settings: Settings) -> web.Application:
     app, r = base_app(
         settings, cache_namespace=CACHE_NAMESPACE, migrations_dir=MIGRATIONS, outbox=True
     )
-    app.cleanup_ctx.append(relay_ctx)  # the questions read model's rebuilds
     # Every route also answers with a trailing slash: front ends send both forms.
     for suffix in ("", "/"):
         r.get("/qa/questions" + suffix, views.list_questions)

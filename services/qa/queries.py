@@ -49,26 +49,19 @@ ORDER BY q.helpful DESC, q.id DESC, a.helpful DESC, a.id DESC
 """
 
 # The read model (migrations/004_read_model.sql): each visible question's
-# JSON element, ready. The page's rows (index question_documents_product_idx),
-# comma-joined into one bytea, so nothing is decoded or encoded here.
-# NULL: an empty page.
-_DOCUMENT_PAGE = """
-    SELECT string_agg(element, '\\x2c'::bytea ORDER BY helpful DESC, question_id DESC)
-    FROM (
-        SELECT element, helpful, question_id
-        FROM question_documents
-        WHERE product_id = $1
-        ORDER BY helpful DESC, question_id DESC
-        LIMIT $2 OFFSET $3
-    ) page"""
-QUESTIONS_DOCUMENT = "SELECT (" + _DOCUMENT_PAGE + "\n)"
-# The page as served: NULL while a question of the product is pending
-# (an answer's write marked it and the relay has not rebuilt it yet:
-# migrations/012_pending_questions.sql); then the tables answer instead.
-QUESTIONS_DOCUMENT_UNLESS_PENDING = (
-    "SELECT CASE WHEN EXISTS (SELECT 1 FROM question_documents_pending WHERE product_id = $1)"
-    " THEN NULL ELSE coalesce((" + _DOCUMENT_PAGE + "\n), ''::bytea) END"
-)
+# JSON element, ready, kept current by triggers in each write's transaction.
+# The page's rows (index question_documents_product_idx), comma-joined into
+# one bytea, so nothing is decoded or encoded here. NULL: an empty page.
+QUESTIONS_DOCUMENT = """
+SELECT string_agg(element, '\\x2c'::bytea ORDER BY helpful DESC, question_id DESC)
+FROM (
+    SELECT element, helpful, question_id
+    FROM question_documents
+    WHERE product_id = $1
+    ORDER BY helpful DESC, question_id DESC
+    LIMIT $2 OFFSET $3
+) page
+"""
 
 # The page's answers by index: the one range both answers queries read.
 _ANSWERS_RANGE = """
@@ -262,21 +255,7 @@ def report_answer(db: Database, answer_id: int) -> Awaitable[asyncpg.Record | No
 
 
 async def questions_page(db: Database, product_id: int, page: int, count: int) -> bytes:
-    """The page from the read model, one indexed read of ready bytes; from the
-    tables while one of the product's questions is pending a rebuild."""
-    items = await db.read_fetchval(
-        QUESTIONS_DOCUMENT_UNLESS_PENDING, product_id, count, (page - 1) * count
-    )
-    if items is None:
-        return await questions_page_from_tables(db, product_id, page, count)
-    return b'{"product_id":"%d","results":[%b]}' % (product_id, items)
-
-
-async def questions_page_from_documents(
-    db: Database, product_id: int, page: int, count: int
-) -> bytes:
-    """The page from question_documents alone, pending or not (the read
-    model's checks: services.qa.data.check_read_model and the tests)."""
+    """The page from the read model: one indexed read of ready bytes."""
     items = await db.read_fetchval(QUESTIONS_DOCUMENT, product_id, count, (page - 1) * count)
     return b'{"product_id":"%d","results":[%b]}' % (product_id, items or b"")
 

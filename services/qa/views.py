@@ -19,7 +19,6 @@ from services.common.responses import cached_json, written
 from services.common.validation import parse_id, parse_paging, read_body
 
 from . import queries
-from .read_model_relay import RELAY
 from .schemas import NewAnswer, NewQuestion
 
 
@@ -81,7 +80,6 @@ async def add_answer(request: web.Request) -> web.Response:
     if row is None:
         raise ApiError(404, f"question_id {question_id} does not exist")
     product_id, outbox_id = row
-    request.app[RELAY].wake()  # the question is pending its element's rebuild
     marker = await request.app[OUTBOX].invalidate(
         outbox_id, question_scope(question_id), product_scope(product_id)
     )
@@ -108,7 +106,6 @@ async def _update_answer(
     if row is None:
         raise ApiError(404, f"answer_id {answer_id} does not exist")
     question_id, product_id, outbox_id = row
-    request.app[RELAY].wake()  # the question is pending its element's rebuild
     scopes = [question_scope(question_id)]
     if product_id is not None:
         scopes.append(product_scope(product_id))

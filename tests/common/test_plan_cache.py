@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 
 from services.common.resources import DB
-from services.qa.queries import QUESTIONS_DOCUMENT_UNLESS_PENDING
+from services.qa.queries import QUESTIONS_DOCUMENT
 from services.reviews.queries import PAGE_SQL
 from tests.conftest import POOLER_ENABLED
 
-STATEMENTS = {"reviews": PAGE_SQL["helpful"], "qa": QUESTIONS_DOCUMENT_UNLESS_PENDING}
+STATEMENTS = {"reviews": PAGE_SQL["helpful"], "qa": QUESTIONS_DOCUMENT}
 
 
 @pytest.mark.parametrize("service", sorted(STATEMENTS))

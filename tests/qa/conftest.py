@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.qa import read_model_relay
-
 
 @pytest.fixture
-async def qa_client(service_client, qa_db, monkeypatch):
-    """A qa app on an empty test database and an empty cache, its local tier
-    live. Its read-model relay runs when the app's own answer writes wake it,
-    not on a timer: a test that writes straight into the tables decides when
-    their questions are rebuilt (helpers.rebuild_pending)."""
-    monkeypatch.setattr(read_model_relay, "POLL_S", 3600.0)
+async def qa_client(service_client, qa_db):
+    """A qa app on an empty test database and an empty cache, its local tier live."""
     return await service_client("qa", qa_db, wait_cache=True)
 
 

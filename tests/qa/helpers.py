@@ -57,22 +57,7 @@ async def add_answer(
         await conn.execute(
             "INSERT INTO answers_photos (answer_id, url) VALUES ($1, $2)", answer_id, url
         )
-    await rebuild_pending(conn)  # its question's element holds it, as the tests expect
     return answer_id
-
-
-async def rebuild_pending(conn: asyncpg.Connection) -> None:
-    """Rebuild every question an answer's write marked pending (migrations/
-    012_pending_questions.sql), and wait for rows a running relay holds: when
-    this returns, no question is pending. A row an open transaction holds
-    would keep it waiting: bounded."""
-    for _ in range(10_000):
-        claimed = await conn.fetchval("SELECT qa_rebuild_pending_questions(500)")
-        if not claimed and not await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM question_documents_pending)"
-        ):
-            return
-    raise AssertionError("questions still pending: held by an open transaction?")
 
 
 def question_body(product_id: int, **overrides) -> dict:

@@ -10,26 +10,15 @@ import orjson
 from services.common.db import Database
 from services.qa import queries
 
-from .helpers import rebuild_pending
-
 PAGES = [(1, 5), (2, 5), (1, 1), (3, 1), (2, 2), (1, 1000), (4, 3), (50, 5)]
 
 
 async def assert_pages_match(db: Database, product_id: int) -> None:
-    """The pages as served (from the tables while a question is pending),
-    then, once every pending question is rebuilt, the read model's own."""
     for page, count in PAGES:
         served = await queries.questions_page(db, product_id, page, count)
         live = await queries.questions_page_from_tables(db, product_id, page, count)
         assert served == live, (product_id, page, count)
         orjson.loads(served)  # and it is JSON
-    async with db.connection() as conn:
-        await rebuild_pending(conn)
-    for page, count in PAGES:
-        stored = await queries.questions_page_from_documents(db, product_id, page, count)
-        live = await queries.questions_page_from_tables(db, product_id, page, count)
-        assert stored == live, (product_id, page, count)
-        assert await queries.questions_page(db, product_id, page, count) == live
 
 
 async def has_element(conn: asyncpg.Connection, question: int) -> bool:
@@ -38,8 +27,6 @@ async def has_element(conn: asyncpg.Connection, question: int) -> bool:
 
 
 async def element_of(conn: asyncpg.Connection, question: int) -> dict:
-    """The question's element once every pending question is rebuilt."""
-    await rebuild_pending(conn)
     sql = "SELECT element FROM question_documents WHERE question_id = $1"
     return orjson.loads(await conn.fetchval(sql, question))
 
@@ -50,8 +37,8 @@ async def rebuilds_and_patches(conn: asyncpg.Connection, sql: str, *args: object
     counts = (
         "SELECT funcname, calls FROM pg_stat_xact_user_functions"
         " WHERE funcname IN"
-        " ('qa_refresh_question_documents', 'qa_patch_question_helpful',"
-        " 'qa_mark_question_pending', 'qa_rebuild_pending_questions')"
+        " ('qa_refresh_question_documents', 'qa_patch_answer_helpful', 'qa_patch_new_answer',"
+        " 'qa_patch_answer_report')"
     )
     async with conn.transaction():
         await conn.execute("SET LOCAL track_functions = 'pl'")

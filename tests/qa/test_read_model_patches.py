@@ -101,13 +101,123 @@ async def test_a_new_question_is_built_from_its_row_alone(qa_client, qa_conn):
     await assert_pages_match(db, 17)
 
 
+async def test_an_answer_vote_patches_the_number_unless_the_order_changes(qa_client, qa_conn):
+    """PUT /qa/answers/:id/helpful patches the answer's number in place (006)
+    while the answers keep their order: an answer changed behind the
+    triggers' back stays as it was (a rebuild would pick it up). A vote that
+    moves the answer past another one rebuilds, and the order follows."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 18)
+    tricky = 'says ,"helpfulness":3, and "7":{"id":7,'
+    voted = await add_answer(qa_conn, question, helpful=9, body=tricky, name=tricky)
+    ahead = await add_answer(qa_conn, question, helpful=12)
+    behind = await add_answer(qa_conn, question, helpful=9)  # same helpful, larger id: first
+    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
+    await qa_conn.execute("UPDATE answers SET body = 'changed' WHERE id = $1", ahead)
+    await qa_conn.execute("RESET session_replication_role")
+    vote = f"/qa/answers/{voted}/helpful"
+    # 9 -> 10: `behind` (9, larger id) was before it and is after it now: a rebuild.
+    assert (await qa_client.put(vote)).status == 204
+    element = await element_of(qa_conn, question)
+    assert list(element["answers"]) == [str(ahead), str(voted), str(behind)]
+    assert element["answers"][str(ahead)]["body"] == "changed"  # rebuilt
+    await qa_conn.execute("SET session_replication_role = replica")
+    await qa_conn.execute("UPDATE answers SET body = 'behind the back' WHERE id = $1", ahead)
+    await qa_conn.execute("RESET session_replication_role")
+    # 10 -> 11 and 11 -> 12 (12 ties with `ahead`, whose larger id keeps it first): patched.
+    update = "UPDATE answers SET helpful = helpful + 1 WHERE id = $1"
+    for expected in (11, 12):
+        calls = await rebuilds_and_patches(qa_conn, update, voted)
+        assert calls == {"qa_patch_answer_helpful": 1}
+        element = await element_of(qa_conn, question)
+        assert element["answers"][str(voted)]["helpfulness"] == expected
+        assert element["answers"][str(voted)]["body"] == tricky
+        assert element["answers"][str(voted)]["answerer_name"] == tricky
+        assert element["answers"][str(ahead)]["body"] == "changed"  # patched, not rebuilt
+        assert list(element["answers"]) == [str(ahead), str(voted), str(behind)]
+    # 12 -> 13 passes `ahead`: a rebuild, and the order follows.
+    assert (await qa_client.put(vote)).status == 204
+    element = await element_of(qa_conn, question)
+    assert element["answers"][str(voted)]["helpfulness"] == 13
+    assert list(element["answers"]) == [str(voted), str(ahead), str(behind)]
+    assert element["answers"][str(ahead)]["body"] == "behind the back"
+    # Once rebuilt (the answer written through the triggers), all matches the tables.
+    await qa_conn.execute("UPDATE answers SET body = 'after' WHERE id = $1", ahead)
+    await assert_pages_match(db, 18)
+
+
+async def test_an_answer_vote_on_a_row_out_of_step_rebuilds_it(qa_client, qa_conn):
+    """The answer's patch applies only where its digits hold what the vote
+    changed from; a row out of step with the tables is rebuilt instead."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 19)
+    answer = await add_answer(qa_conn, question, helpful=4)
+    await qa_conn.execute("SET session_replication_role = replica")
+    await qa_conn.execute("UPDATE answers SET helpful = 40 WHERE id = $1", answer)
+    await qa_conn.execute("RESET session_replication_role")
+    update = "UPDATE answers SET helpful = helpful + 1 WHERE id = $1"
+    calls = await rebuilds_and_patches(qa_conn, update, answer)
+    assert calls == {"qa_patch_answer_helpful": 1, "qa_refresh_question_documents": 1}
+    assert (await element_of(qa_conn, question))["answers"][str(answer)]["helpfulness"] == 41
+    await assert_pages_match(db, 19)
+
+
+async def test_a_new_answer_without_photos_goes_into_the_element_in_place(qa_client, qa_conn):
+    """An answer without photos is put into its question's element where the
+    list's order puts it (007), without a rebuild: an answer changed behind
+    the triggers' back stays as it was. With photos, or several answers in
+    one statement, the element is rebuilt."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 20)
+    insert = queries.INSERT_ANSWER_NO_PHOTOS
+    # The first answer: into the empty "answers" object.
+    calls = await rebuilds_and_patches(qa_conn, insert, question, "first", "n", "n@x.io")
+    assert calls == {"qa_patch_new_answer": 1}
+    [first] = [int(k) for k in (await element_of(qa_conn, question))["answers"]]
+    voted = await add_answer(qa_conn, question, helpful=5, body="voted")
+    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
+    await qa_conn.execute("UPDATE answers SET body = 'behind the back' WHERE id = $1", voted)
+    await qa_conn.execute("RESET session_replication_role")
+    # Between the voted one (5) and the first (0, a smaller id).
+    tricky = 'a "7":{"id":7, and }} inside'
+    calls = await rebuilds_and_patches(qa_conn, insert, question, tricky, tricky, "n@x.io")
+    assert calls == {"qa_patch_new_answer": 1}
+    element = await element_of(qa_conn, question)
+    second = max(int(k) for k in element["answers"])
+    assert list(element["answers"]) == [str(voted), str(second), str(first)]
+    assert element["answers"][str(second)]["body"] == tricky
+    assert element["answers"][str(voted)]["body"] == "voted"  # patched, not rebuilt
+    # At the end, once every other answer sorts before a new one (helpful 0).
+    await qa_conn.execute("UPDATE answers SET helpful = 1 WHERE id = ANY($1)", [first, second])
+    calls = await rebuilds_and_patches(qa_conn, insert, question, "last", "n", "n@x.io")
+    assert calls == {"qa_patch_new_answer": 1}
+    element = await element_of(qa_conn, question)
+    last = max(int(k) for k in element["answers"])
+    assert list(element["answers"]) == [str(voted), str(second), str(first), str(last)]
+    # With photos: rebuilt (the photos trigger's call then finds it done:
+    # test_answer_and_photos_rebuild_once_per_statement_not_less).
+    photos = [PHOTO.format(7)]
+    calls = await rebuilds_and_patches(
+        qa_conn, queries.INSERT_ANSWER, question, "photo", "n", "n@x.io", photos
+    )
+    assert calls == {"qa_patch_new_answer": 1, "qa_refresh_question_documents": 2}
+    await assert_pages_match(db, 20)
+    # Two answers in one statement: rebuilt.
+    calls = await rebuilds_and_patches(
+        qa_conn,
+        "INSERT INTO answers (question_id, body, answerer_name, answerer_email)"
+        " SELECT $1, 'two at once', 'n', 'n@x.io' FROM generate_series(1, 2)",
+        question,
+    )
+    assert calls == {"qa_refresh_question_documents": 1}
+    await assert_pages_match(db, 20)
+
+
 async def test_the_new_write_paths_read_answers_by_index(qa_client, qa_conn):
-    """The writes' and the relay's reads of `answers` are index probes, never
-    a scan: a join with the transition table was once planned as a scan of
-    every answer (140 ms a new question at SCALE 0.1), which tiny test tables
-    never show. Counted with pg_stat_xact_user_tables after 20,000 answers and
-    ANALYZE; each write's rebuild runs in its own transaction, where no other
-    relay can claim the question first."""
+    """The patches' reads of `answers` are index probes, never a scan: a join
+    with the transition table was once planned as a scan of every answer
+    (140 ms a new question at SCALE 0.1), which tiny test tables never show.
+    Counted with pg_stat_xact_user_tables after 20,000 answers and ANALYZE."""
     question = await add_question(qa_conn, 21)
     answer = await add_answer(qa_conn, question)
     await qa_conn.execute("SET session_replication_role = replica")  # bulk rows, no triggers
@@ -131,9 +241,7 @@ async def test_the_new_write_paths_read_answers_by_index(qa_client, qa_conn):
         async with qa_conn.transaction():
             before = await qa_conn.fetchval(scans)
             await qa_conn.execute(sql, *args)
-            await qa_conn.fetchval("SELECT qa_rebuild_pending_questions(500)")
             assert await qa_conn.fetchval(scans) == before, sql
-    await assert_pages_match(qa_client.app[DB], 21)
 
 
 async def test_a_report_deletes_the_element_without_the_rebuild(qa_client, qa_conn):
@@ -155,27 +263,54 @@ async def test_a_report_deletes_the_element_without_the_rebuild(qa_client, qa_co
 
 
 async def test_an_answer_during_a_report_leaves_no_element(qa_client, qa_conn, connect, qa_db):
-    """An answer (with a photo) written while its question's report is
-    uncommitted marks the question pending; the relay's rebuild of it waits
-    for the report's lock, then reads the question as reported and builds
-    nothing. Without the lock it would have read the question as visible and
-    written the element back after the delete. The answer and the rebuild run
-    in one transaction here, so no other relay claims the question first."""
+    """An answer (with a photo: the full rebuild) written while its question's
+    report is uncommitted waits for the report's lock, then reads the question
+    as reported and builds nothing. Without the lock it would have read the
+    question as visible and written the element back after the delete."""
     db = qa_client.app[DB]
     question = await add_question(qa_conn, 18)
     other = await connect(qa_db)
     async with qa_conn.transaction():
         await qa_conn.execute(queries.QUESTION_REPORT, question)
-
-        async def answer_and_rebuild() -> int:
-            async with other.transaction():
-                await other.fetchrow(
-                    queries.INSERT_ANSWER, question, "b", "n", "n@x.io", [PHOTO.format(9)]
-                )
-                return await other.fetchval("SELECT qa_rebuild_pending_questions(500)")
-
-        late = asyncio.create_task(answer_and_rebuild())
+        late = asyncio.create_task(
+            other.fetchrow(queries.INSERT_ANSWER, question, "b", "n", "n@x.io", [PHOTO.format(9)])
+        )
         await wait_until_blocked(qa_conn, other.get_server_pid())
-    assert await late == 1
+    await late
     assert not await has_element(qa_conn, question)
     await assert_pages_match(db, 18)
+
+
+async def test_an_answer_report_cuts_its_member_without_the_rebuild(qa_client, qa_conn):
+    """PUT /qa/answers/:id/report cuts the answer out of its question's
+    element in place (010_answer_report_patch.sql): in the middle, first,
+    last and only, the element then matches the tables byte for byte."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 19)
+    first, middle, third, last = [
+        await add_answer(qa_conn, question, helpful=h, photos=[PHOTO.format(h)])
+        for h in (9, 5, 3, 1)
+    ]
+    for answer in (middle, first, last, third):  # the only one left comes last
+        calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_REPORT, answer)
+        assert calls == {"qa_patch_answer_report": 1}
+        assert str(answer) not in (await element_of(qa_conn, question))["answers"]
+        await assert_pages_match(db, 19)
+    assert (await element_of(qa_conn, question))["answers"] == {}
+
+
+async def test_an_answer_report_on_an_element_out_of_step_rebuilds_it(qa_client, qa_conn):
+    """When the element's order is not the table's (a vote written behind
+    the triggers' back), the cut would take a second member with it: the
+    report rebuilds the element instead."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 20)
+    first, second, third = [await add_answer(qa_conn, question, helpful=h) for h in (9, 5, 3)]
+    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
+    await qa_conn.execute("UPDATE answers SET helpful = 7 WHERE id = $1", third)
+    await qa_conn.execute("RESET session_replication_role")
+    calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_REPORT, first)
+    assert calls == {"qa_patch_answer_report": 1, "qa_refresh_question_documents": 1}
+    embedded = (await element_of(qa_conn, question))["answers"]
+    assert list(embedded) == [str(third), str(second)]
+    await assert_pages_match(db, 20)

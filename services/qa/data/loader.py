@@ -51,7 +51,6 @@ from .columns import HEADERS
 MAIN_TABLE = "questions"  # the stack loads demo data when this one is empty
 TABLES = ("questions", "answers", "answers_photos")
 READ_MODEL = "question_documents"  # derived from TABLES: truncated, then rebuilt at the end
-PENDING = "question_documents_pending"  # every question is rebuilt: none is left pending
 
 QUESTIONS = FileSpec("questions.csv", "questions", HEADERS["questions.csv"])
 ANSWERS = FileSpec("answers.csv", "answers", HEADERS["answers.csv"])
@@ -141,9 +140,9 @@ PHOTO_ELEMENTS_SQL = "SELECT qa_fill_answer_photo_elements()"
 async def _load_files(
     conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
-    index_sql = await begin_bulk_load(conn, MIGRATIONS, (*TABLES, READ_MODEL, PENDING))
-    # The read model's triggers would rebuild question by question, or mark
-    # every copied answer's question pending: off for the COPY (inside the load
+    index_sql = await begin_bulk_load(conn, MIGRATIONS, (*TABLES, READ_MODEL))
+    # The read model's triggers would collect every copied row in a transition
+    # table and rebuild product by product: off for the COPY (inside the load
     # transaction, so a failed load gets them back with the rollback), and
     # every document built at once at the end.
     triggers = await disable_triggers(conn, TABLES)
