@@ -252,14 +252,13 @@ def main() -> None:
     }
     bodies = [int(n) for n in a.ceiling_bodies.split(",") if n]
     runs: list[dict] = []
+    reviews_dsn, reviews_max = cfg.database_url("reviews"), max_id.get("reviews", 100_000)
     for rnd in range(a.rounds):
-        ceiling = run_ceiling(cfg.database_url("reviews"), max_id.get("reviews", 100_000), a)
+        ceiling = run_ceiling(reviews_dsn, reviews_max, a)
         runs.append({"round": rnd, "route": "ceiling-query", "tree": "-", **ceiling})
         print(json.dumps(runs[-1]), flush=True)
         for size in bodies if rnd % 2 == 0 else bodies[::-1]:  # alternated, as the trees
-            sized = run_ceiling(
-                cfg.database_url("reviews"), max_id.get("reviews", 100_000), a, body_bytes=size
-            )
+            sized = run_ceiling(reviews_dsn, reviews_max, a, body_bytes=size)
             runs.append(
                 {
                     "round": rnd,
@@ -271,9 +270,7 @@ def main() -> None:
             )
             print(json.dumps(runs[-1]), flush=True)
         if a.unfair_ceiling:
-            unfair = run_ceiling(
-                cfg.database_url("reviews"), max_id.get("reviews", 100_000), a, unfair=True
-            )
+            unfair = run_ceiling(reviews_dsn, reviews_max, a, unfair=True)
             runs.append({"round": rnd, "route": "ceiling-query-unfair", "tree": "-", **unfair})
             print(json.dumps(runs[-1]), flush=True)
         order = ["old", "new"] if rnd % 2 == 0 else ["new", "old"]
