@@ -54,6 +54,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from infra.stack_settings import flag, int_setting
+from infra.stall_watch import StallWatch
 
 SLOTS = 16384
 HOST = "127.0.0.1"
@@ -410,11 +411,18 @@ class Failover:
     promoted: Node
     promoted_s: float  # kill -> the replica a primary owning the slots (as it says)
     ok_s: float  # kill -> every surviving node cluster_state:ok, all slots ok
+    stalled_s: float = 0.0  # of ok_s, the time this process could not run (stall_watch)
+
+    @property
+    def ok_running_s(self) -> float:
+        """ok_s less the machine's stalls: what the cluster itself took."""
+        return self.ok_s - self.stalled_s
 
     def describe(self) -> str:
+        stalled = f" ({self.stalled_s:.2f}s of it stalled)" if self.stalled_s else ""
         return (
             f"killed {self.killed.address}: replica {self.promoted.address} promoted after "
-            f"{self.promoted_s:.2f}s, cluster ok after {self.ok_s:.2f}s"
+            f"{self.promoted_s:.2f}s, cluster ok after {self.ok_s:.2f}s{stalled}"
         )
 
 
@@ -422,7 +430,8 @@ def kill_primary(
     ports: Sequence[int], primary_port: int, *, how: str = "sigkill", timeout_s: float = 30
 ) -> Failover:
     """Kill the primary on `primary_port` and wait until its replica is
-    promoted (owns the slots) and every surviving node is ok again."""
+    promoted (owns the slots) and every surviving node is ok again. The
+    deadline is extended by any stall of this process (stall_watch)."""
     seen = topology(primary_port)
     primary = seen.node(primary_port)
     if not primary.is_primary or not primary.slots:
@@ -431,28 +440,33 @@ def kill_primary(
     if not candidates:
         raise ValueError(f"{primary.address} has no replica to take over")
     survivors = [p for p in ports if p != primary_port]
-    kill_node(primary_port, how)
-    start = time.monotonic()
-    deadline = start + timeout_s
-    promoted = None
-    while promoted is None:
-        for replica in candidates:
-            try:
-                me = topology(replica.port).node(replica.port)
-            except (redis.RedisError, OSError):
-                continue
-            if me.is_primary and set(primary.slots) <= set(me.slots):
-                promoted = me
-                break
-        if promoted is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no replica of {primary.address} promoted after {timeout_s}s")
-            time.sleep(0.02)
-    promoted_s = time.monotonic() - start
-    remaining = max(deadline - time.monotonic(), 1.0)
-    # The dead node stays known (flagged fail) to the survivors.
-    wait_ok(survivors, remaining, expect_nodes=len(ports), interval_s=0.02)
-    return Failover(primary, promoted, promoted_s, time.monotonic() - start)
+    with StallWatch() as stalls:
+        kill_node(primary_port, how)
+        start = time.monotonic()
+        deadline = start + timeout_s
+        promoted = None
+        while promoted is None:
+            for replica in candidates:
+                try:
+                    me = topology(replica.port).node(replica.port)
+                except (redis.RedisError, OSError):
+                    continue
+                if me.is_primary and set(primary.slots) <= set(me.slots):
+                    promoted = me
+                    break
+            if promoted is None:
+                if time.monotonic() > deadline + stalls.stalled_s:
+                    raise TimeoutError(
+                        f"no replica of {primary.address} promoted after {timeout_s}s "
+                        f"(+{stalls.stalled_s:.2f}s stalled)"
+                    )
+                time.sleep(0.02)
+        promoted_s = time.monotonic() - start
+        remaining = max(deadline + stalls.stalled_s - time.monotonic(), 1.0)
+        # The dead node stays known (flagged fail) to the survivors.
+        wait_ok(survivors, remaining, expect_nodes=len(ports), interval_s=0.02)
+        ok_s = time.monotonic() - start
+        return Failover(primary, promoted, promoted_s, ok_s, stalls.stalled_s)
 
 
 # --- a cluster of subprocesses (the tests) ------------------------------------------
@@ -508,14 +522,16 @@ class Cluster:
             create(self.ports, self.replicas)
             wait_ok(self.ports, timeout_s, expect_nodes=len(self.ports), whole=True)
         except BaseException:
-            tails = "\n".join(self._tail(p) for p in self.ports)
+            tails = self.log_tails()
             self.stop()
             raise RuntimeError(f"redis cluster did not start\n{tails}") from None
         return time.monotonic() - begin
 
-    def _tail(self, port: int) -> str:
-        log = self.log(port)
-        return f"--- {port}\n{log.read_text()[-1000:]}" if log.exists() else ""
+    def log_tails(self, chars: int = 1000) -> str:
+        """The end of every node's log: what a failed assertion should show."""
+        logs = [(port, self.log(port)) for port in self.ports]
+        tails = (f"--- {port}\n{log.read_text()[-chars:]}" for port, log in logs if log.exists())
+        return "\n".join(tails)
 
     def running(self, port: int) -> bool:
         process = self.processes.get(port)

@@ -154,7 +154,11 @@ async def test_killing_a_primary_promotes_its_replica(redis_cluster: rc.Cluster)
         failover = await asyncio.to_thread(redis_cluster.kill_primary, primary.port)
         assert failover.killed.port == primary.port
         assert failover.promoted.port == replica.port
-        assert failover.ok_s < FAILOVER_BOUND_S, failover.describe()
+        # What the cluster took, less any stall of this machine: a CI run once
+        # had this process held ~45 s past its deadline (stall_watch reports it).
+        assert failover.ok_running_s < FAILOVER_BOUND_S, (
+            f"{failover.describe()}\n{redis_cluster.log_tails()}"
+        )
         after = redis_cluster.topology()
         assert after.primary_for(rc.key_slot(CHANNEL)).port == replica.port
         assert after.slots_covered == rc.SLOTS and len(after.primaries) == 3
@@ -188,6 +192,7 @@ async def test_killing_a_primary_promotes_its_replica(redis_cluster: rc.Cluster)
             "node_timeout_ms": redis_cluster.node_timeout_ms,
             "promoted_s": round(failover.promoted_s, 3),
             "ok_s": round(failover.ok_s, 3),
+            "stalled_s": round(failover.stalled_s, 3),
             "rejoined_s": round(healed_s, 3),
             "client_errors": len(errors),
         },
