@@ -1,5 +1,5 @@
 """The processes a benchmark run starts and stops: its own Redis (one server,
-or with --redis-cluster a 3+3 Redis Cluster, infra/redis_cluster.py), the stack
+or with --redis-cluster a 3+3 Redis Cluster, infra/redis_cluster_subprocesses.py), the stack
 (infra/stack.py, as `make up` runs it, with the benchmark's environment), and
 the ceilings (aiohttp processes behind a bench-only NGINX). Also the process
 groups whose CPU and memory are reported."""
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra import redis_cluster
+from infra import redis_cluster, redis_cluster_subprocesses
 from infra.probe import http_status
 from services.common import settings as svc_settings
 from services.common.cache import flush_namespace
@@ -46,7 +46,7 @@ class Processes:
         self.cfg = cfg
         self.env = {**os.environ, **cfg.stack_env()}
         self.redis: subprocess.Popen[bytes] | None = None
-        self.cluster: redis_cluster.Cluster | None = None
+        self.cluster: redis_cluster_subprocesses.Cluster | None = None
         self.cluster_started_s: float | None = None
         self.ceiling_apps: list[subprocess.Popen[bytes]] = []
         self.ceiling_nginx: subprocess.Popen[bytes] | None = None
@@ -113,7 +113,9 @@ class Processes:
         # A node that finds an earlier run's nodes-<port>.conf rejoins that
         # cluster instead of starting fresh, and `--cluster create` refuses it.
         shutil.rmtree(root, ignore_errors=True)
-        self.cluster = redis_cluster.Cluster(root, tuple(ports), replicas=1, bus_ports=bus)
+        self.cluster = redis_cluster_subprocesses.Cluster(
+            root, tuple(ports), replicas=1, bus_ports=bus
+        )
         log(f"starting a Redis Cluster, 3 primaries + 3 replicas: ports {ports[0]}-{ports[-1]}")
         try:
             self.cluster_started_s = round(self.cluster.start(timeout_s=60), 2)

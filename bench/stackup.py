@@ -8,7 +8,7 @@ with --redis-cluster a cluster, is the harness's own too (bench/env.py): with
 REDIS_CLUSTER=1 `up` would otherwise add supervisord programs for cluster
 nodes on REDIS_CLUSTER_PORT, the ports the harness's nodes already hold. The
 services still get REDIS_CLUSTER=1 and REDIS_URL=<seed> from `up`'s own code
-(infra/redis_cluster.py service_env). Everything else (the supervisord
+(infra/redis_cluster_stack.py service_env). Everything else (the supervisord
 programs, the gateway, the readiness waits) is `make up`'s own code.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from infra import redis_cluster, stack
+from infra import redis_cluster_stack, stack
 from services.common.settings import SERVICES
 
 
@@ -24,8 +24,8 @@ def main() -> None:
     services = sys.argv[1].split(",") if len(sys.argv) > 1 else list(SERVICES)
     stack.prepare = lambda service: None  # data loaded by bench/data.py
     # The cluster's nodes are the harness's, started and found ok before this.
-    redis_cluster.programs = lambda *args, **kwargs: []
-    redis_cluster.stack_up = lambda *args, **kwargs: None
+    redis_cluster_stack.programs = lambda *args, **kwargs: []
+    redis_cluster_stack.stack_up = lambda *args, **kwargs: None
     stack.up(services)
 
 

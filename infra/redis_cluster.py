@@ -1,7 +1,7 @@
-"""Redis Cluster for the local stack and the tests: N primaries with one
-replica each (3+3 by default), on 127.0.0.1, made with `redis-cli --cluster
-create`, its topology read from CLUSTER NODES, and a primary killed to watch
-its replica take over.
+"""Redis Cluster nodes for the local stack and the tests: N primaries with
+one replica each (3+3 by default), on 127.0.0.1, made with `redis-cli
+--cluster create`, their topology read from CLUSTER NODES, their health
+checked, and one killed.
 
 Each node is `redis-server --cluster-enabled yes` with its own directory
 (<root>/<port>/: nodes-<port>.conf, the node's log), nothing persisted (a
@@ -26,41 +26,27 @@ slightly stale (or empty) entries beats leaving slots uncovered.
 `repl-diskless-sync-delay 0`: a replica (re)joining is synced at once rather
 than after Redis's default 5 s wait for more replicas to share the transfer.
 
-The local stack (infra/stack.py) with REDIS_CLUSTER=1: six supervisord
-programs redis-cluster-<port> on 127.0.0.1:REDIS_CLUSTER_PORT..+5 (7000-7005),
-data under run/redis-cluster/<port>/. The cluster is created once; later
-`make up`s restart the nodes, which re-form it from their nodes-<port>.conf.
-When a node's file is gone (or the nodes do not re-form), every node is reset
-and the cluster created again. Every service gets REDIS_CLUSTER=1 and
-REDIS_URL=redis://127.0.0.1:7000/0 (a seed node: the cluster client finds the
-rest). `make status` prints the cluster's state; `make down` stops it with
-the rest.
-"""
+The tests' own cluster of subprocesses and its failover:
+infra/redis_cluster_subprocesses.py; the local stack's: infra/redis_cluster_stack.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from infra.stack_settings import flag, int_setting
-from infra.stall_watch import StallWatch
-
 SLOTS = 16384
 HOST = "127.0.0.1"
 NODE_TIMEOUT_MS = 1000
-DEFAULT_PORT = 7000
-DEFAULT_PRIMARIES = 3
 
 
 def binary(name: str = "redis-server") -> str:
@@ -403,296 +389,3 @@ def kill_node(port: int, how: str = "sigkill") -> int:
     else:
         raise ValueError(f"unknown way to kill a node: {how!r}")
     return pid
-
-
-@dataclass(frozen=True)
-class Failover:
-    killed: Node
-    promoted: Node
-    promoted_s: float  # kill -> the replica a primary owning the slots (as it says)
-    ok_s: float  # kill -> every surviving node cluster_state:ok, all slots ok
-    stalled_s: float = 0.0  # of ok_s, the time this process could not run (stall_watch)
-
-    @property
-    def ok_running_s(self) -> float:
-        """ok_s less the machine's stalls: what the cluster itself took."""
-        return self.ok_s - self.stalled_s
-
-    def describe(self) -> str:
-        stalled = f" ({self.stalled_s:.2f}s of it stalled)" if self.stalled_s else ""
-        return (
-            f"killed {self.killed.address}: replica {self.promoted.address} promoted after "
-            f"{self.promoted_s:.2f}s, cluster ok after {self.ok_s:.2f}s{stalled}"
-        )
-
-
-def kill_primary(
-    ports: Sequence[int], primary_port: int, *, how: str = "sigkill", timeout_s: float = 30
-) -> Failover:
-    """Kill the primary on `primary_port` and wait until its replica is
-    promoted (owns the slots) and every surviving node is ok again. The
-    deadline is extended by any stall of this process (stall_watch)."""
-    seen = topology(primary_port)
-    primary = seen.node(primary_port)
-    if not primary.is_primary or not primary.slots:
-        raise ValueError(f"{primary.address} is not a primary serving slots")
-    candidates = seen.replicas_of(primary)
-    if not candidates:
-        raise ValueError(f"{primary.address} has no replica to take over")
-    survivors = [p for p in ports if p != primary_port]
-    with StallWatch() as stalls:
-        kill_node(primary_port, how)
-        start = time.monotonic()
-        deadline = start + timeout_s
-        promoted = None
-        while promoted is None:
-            for replica in candidates:
-                try:
-                    me = topology(replica.port).node(replica.port)
-                except (redis.RedisError, OSError):
-                    continue
-                if me.is_primary and set(primary.slots) <= set(me.slots):
-                    promoted = me
-                    break
-            if promoted is None:
-                if time.monotonic() > deadline + stalls.stalled_s:
-                    raise TimeoutError(
-                        f"no replica of {primary.address} promoted after {timeout_s}s "
-                        f"(+{stalls.stalled_s:.2f}s stalled)"
-                    )
-                time.sleep(0.02)
-        promoted_s = time.monotonic() - start
-        remaining = max(deadline + stalls.stalled_s - time.monotonic(), 1.0)
-        # The dead node stays known (flagged fail) to the survivors.
-        wait_ok(survivors, remaining, expect_nodes=len(ports), interval_s=0.02)
-        ok_s = time.monotonic() - start
-        return Failover(primary, promoted, promoted_s, ok_s, stalls.stalled_s)
-
-
-# --- a cluster of subprocesses (the tests) ------------------------------------------
-
-
-@dataclass
-class Cluster:
-    """N primaries + N*replicas replicas as subprocesses owned by the caller,
-    in `root` (one directory per node)."""
-
-    root: Path
-    ports: tuple[int, ...]
-    replicas: int = 1
-    node_timeout_ms: int = NODE_TIMEOUT_MS
-    bus_ports: Mapping[int, int] | None = None
-    processes: dict[int, subprocess.Popen] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if len(self.ports) % (1 + self.replicas):
-            raise ValueError(f"{len(self.ports)} nodes do not split into primaries + replicas")
-        if len(self.ports) // (1 + self.replicas) < 3:
-            raise ValueError("a Redis Cluster needs at least 3 primaries")
-
-    @property
-    def seed_port(self) -> int:
-        return self.ports[0]
-
-    def seed_url(self) -> str:
-        return seed_url(self.seed_port)
-
-    def node_dir(self, port: int) -> Path:
-        return self.root / str(port)
-
-    def log(self, port: int) -> Path:
-        return self.node_dir(port) / "redis.log"
-
-    def spawn(self, port: int) -> None:
-        directory = self.node_dir(port)
-        directory.mkdir(parents=True, exist_ok=True)
-        bus = (self.bus_ports or {}).get(port)
-        command = node_command(port, directory, node_timeout_ms=self.node_timeout_ms, bus_port=bus)
-        with self.log(port).open("ab") as log:
-            self.processes[port] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-    def start(self, timeout_s: float = 30) -> float:
-        """Start every node, create the cluster, wait until it is ok; the
-        seconds from the first spawn to ok."""
-        begin = time.monotonic()
-        try:
-            for port in self.ports:
-                self.spawn(port)
-            wait_answering(self.ports, timeout_s)
-            create(self.ports, self.replicas)
-            wait_ok(self.ports, timeout_s, expect_nodes=len(self.ports), whole=True)
-        except BaseException:
-            tails = self.log_tails()
-            self.stop()
-            raise RuntimeError(f"redis cluster did not start\n{tails}") from None
-        return time.monotonic() - begin
-
-    def log_tails(self, chars: int = 1000) -> str:
-        """The end of every node's log: what a failed assertion should show."""
-        logs = [(port, self.log(port)) for port in self.ports]
-        tails = (f"--- {port}\n{log.read_text()[-chars:]}" for port, log in logs if log.exists())
-        return "\n".join(tails)
-
-    def running(self, port: int) -> bool:
-        process = self.processes.get(port)
-        return process is not None and process.poll() is None
-
-    def live_ports(self) -> list[int]:
-        return [p for p in self.ports if self.running(p)]
-
-    def topology(self) -> Topology:
-        return topology(self.live_ports()[0])
-
-    def primaries(self) -> list[Node]:
-        return self.topology().primaries
-
-    def wait_ok(self, timeout_s: float = 30) -> float:
-        """Every node running answers ok; with all of them running, whole()."""
-        live = self.live_ports()
-        whole = len(live) == len(self.ports)
-        return wait_ok(live, timeout_s, expect_nodes=len(self.ports), whole=whole)
-
-    def kill(self, port: int) -> None:
-        """SIGKILL one node (the test's own process: no INFO round trip)."""
-        process = self.processes[port]
-        process.kill()
-        process.wait()
-
-    def kill_primary(self, port: int | None = None, timeout_s: float = 30) -> Failover:
-        """Kill a primary (the one on `port`, else the first) by SIGKILL and
-        wait for its replica's promotion and the cluster ok again."""
-        port = port if port is not None else self.primaries()[0].port
-        failover = kill_primary(self.live_ports(), port, timeout_s=timeout_s)
-        self.processes[port].wait()
-        return failover
-
-    def heal(self, timeout_s: float = 30) -> float:
-        """Restart every dead node (from its nodes-<port>.conf: it rejoins as
-        a replica of whoever took its slots) and wait until all are ok."""
-        for port in self.ports:
-            if not self.running(port):
-                self.spawn(port)
-        wait_answering(self.ports, timeout_s)
-        return self.wait_ok(timeout_s)
-
-    def flushall(self) -> None:
-        for node in self.primaries():
-            client(node.port).flushall()
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-        for process in self.processes.values():
-            process.wait()
-        self.processes.clear()
-
-
-# --- the local stack ------------------------------------------------------------------
-
-ProgramFn = Callable[[str, str, dict[str, str], Path], str]
-STATE_FILE = "cluster.json"
-
-
-def enabled(env: Mapping[str, str] = os.environ) -> bool:
-    return flag(env, "REDIS_CLUSTER")
-
-
-def stack_ports(env: Mapping[str, str] = os.environ) -> list[int]:
-    base = int_setting(env, "REDIS_CLUSTER_PORT", DEFAULT_PORT)
-    return [base + i for i in range(2 * DEFAULT_PRIMARIES)]
-
-
-def stack_dir(run_dir: Path) -> Path:
-    return run_dir / "redis-cluster"
-
-
-def service_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """What every service program gets when the stack runs a cluster."""
-    if not enabled(env):
-        return {}
-    return {"REDIS_CLUSTER": "1", "REDIS_URL": seed_url(stack_ports(env)[0])}
-
-
-def programs(run_dir: Path, program: ProgramFn, env: Mapping[str, str] = os.environ) -> list[str]:
-    """REDIS_CLUSTER=1: one supervisord program per node (none otherwise). A
-    node whose nodes-<port>.conf is gone would come back fresh next to nodes
-    that remember the old cluster: then every node file goes, and stack_up()
-    creates the cluster anew."""
-    if not enabled(env):
-        return []
-    ports = stack_ports(env)
-    root = stack_dir(run_dir)
-    files = [root / str(p) / f"nodes-{p}.conf" for p in ports]
-    if not all(f.exists() for f in files):
-        for f in files:
-            f.unlink(missing_ok=True)
-    sections = []
-    for port in ports:
-        directory = root / str(port)
-        directory.mkdir(parents=True, exist_ok=True)
-        command = " ".join('""' if arg == "" else arg for arg in node_command(port, directory))
-        log = run_dir / "logs" / f"redis-cluster-{port}.log"
-        sections.append(program(f"redis-cluster-{port}", command, {}, log))
-    (root / STATE_FILE).write_text(json.dumps({"ports": ports, "node_timeout_ms": NODE_TIMEOUT_MS}))
-    return sections
-
-
-def stack_up(run_dir: Path, env: Mapping[str, str] = os.environ, timeout_s: float = 60) -> None:
-    """Once supervisord runs the nodes: create the cluster when they are all
-    fresh; let them re-form it when they remember it; else (some fresh, some
-    not, or not re-forming) reset them all and create it again. Then wait
-    until every node is ok."""
-    if not enabled(env):
-        return
-    ports = stack_ports(env)
-    wait_answering(ports, timeout_s)
-    fresh = [p for p in ports if is_fresh(p)]
-    if fresh and len(fresh) < len(ports):
-        print(f"[redis-cluster] nodes {fresh} forgot the cluster: creating it again")
-        reset(ports)
-        fresh = ports
-    if not fresh:
-        try:
-            seconds = wait_ok(ports, 15, expect_nodes=len(ports), whole=True)
-            print(f"[redis-cluster] re-formed on {HOST}:{ports[0]}-{ports[-1]} in {seconds:.1f}s")
-            return
-        except TimeoutError as e:
-            print(f"[redis-cluster] {str(e)[:300]}: creating it again")
-            reset(ports)
-    print(f"[redis-cluster] creating {len(ports) // 2} primaries + {len(ports) // 2} replicas")
-    create(ports)
-    seconds = wait_ok(ports, timeout_s, expect_nodes=len(ports), whole=True)
-    print(f"[redis-cluster] ok on {HOST}:{ports[0]}-{ports[-1]} ({seconds:.1f}s after create)")
-
-
-def print_urls(env: Mapping[str, str] = os.environ) -> None:
-    if enabled(env):
-        ports = stack_ports(env)
-        print(f"  {'redis':9} {seed_url(ports[0])}  (cluster seed; nodes {ports[0]}-{ports[-1]})")
-
-
-def stack_status(run_dir: Path) -> None:
-    """`make status`: the cluster's state when the stack runs one (whatever
-    REDIS_CLUSTER says now: the ports come from the last `up`)."""
-    state = stack_dir(run_dir) / STATE_FILE
-    conf = run_dir / "supervisord.conf"
-    if not (state.exists() and conf.exists() and (run_dir / "supervisor.sock").exists()):
-        return
-    if "[program:redis-cluster-" not in conf.read_text():
-        return
-    ports = json.loads(state.read_text())["ports"]
-    live = [p for p in ports if answers(p)]
-    if not live:
-        print(f"redis-cluster {HOST}:{ports[0]}-{ports[-1]}: no node answers")
-        return
-    info = cluster_info(live[0])
-    seen = topology(live[0])
-    down = sorted(set(ports) - set(live))
-    print(
-        f"redis-cluster {HOST}:{ports[0]}-{ports[-1]}: cluster_state:{info.get('cluster_state')} "
-        f"slots ok {info.get('cluster_slots_ok')}/{SLOTS}, {len(seen.primaries)} primaries, "
-        f"{len(seen.replicas)} replicas" + (f", not answering: {down}" if down else "")
-    )
-    for line in seen.describe().splitlines():
-        print(f"  {line}")

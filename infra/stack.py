@@ -8,7 +8,7 @@ waits until every instance is ready; `down` stops everything; `status` shows it.
 PG_REPLICAS=1 adds a streaming replica of the local Postgres (infra/pg_replica.py),
 PG_POOLER=1 PgBouncer in transaction mode in front of it (infra/pgbouncer.py),
 REDIS_CLUSTER=1 a Redis Cluster of 3 primaries + 3 replicas on 7000-7005 for the
-services' cache (infra/redis_cluster.py).
+services' cache (infra/redis_cluster_stack.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from infra import gateway_and_prometheus, pg_replica, pgbouncer, photos_program, redis_cluster
+from infra import (
+    gateway_and_prometheus,
+    pg_replica,
+    pgbouncer,
+    photos_program,
+    redis_cluster_stack,
+)
 from infra.probe import http_status
 from services.common import settings as cfg
 from services.common.migrate import app_role, migrate_service, migrate_summary
@@ -118,7 +124,7 @@ def service_programs(services: list[str]) -> list[str]:
             # PG_REPLICAS=1: <SERVICE>_REPLICA_URLS; PG_POOLER=1: the URL through
             # PgBouncer, the direct one as <SERVICE>_MIGRATE_DATABASE_URL, DB_POOLER.
             env |= pg_replica.service_env(service, url) | pgbouncer.service_env(service, url)
-            env |= redis_cluster.service_env()  # REDIS_CLUSTER=1: REDIS_URL is a seed node
+            env |= redis_cluster_stack.service_env()  # REDIS_CLUSTER=1: REDIS_URL is a seed node
             if pgbouncer.enabled():
                 # As the app role: behind the pooler its timeouts are that role's
                 # settings (services/common/migrate.py), not startup parameters.
@@ -160,7 +166,7 @@ serverurl=unix://{sock}
     urls = {s: service_database_url(s) for s in services}
     pooler = pgbouncer.programs(RUN_DIR, _program, local_postgres_url("postgres"), urls)
     photos = photos_program.programs(RUN_DIR, _program)  # uploads (services/photos)
-    cluster = redis_cluster.programs(RUN_DIR, _program)  # REDIS_CLUSTER=1
+    cluster = redis_cluster_stack.programs(RUN_DIR, _program)  # REDIS_CLUSTER=1
     conf.write_text(header + "".join(cluster + pooler + service_programs(services) + photos + edge))
     return conf
 
@@ -242,7 +248,7 @@ def up(services: list[str]) -> None:
     conf = write_config(services)
     subprocess.run([_bin("supervisord"), "-c", str(conf)], check=True)
     pgbouncer.wait_ready()  # PG_POOLER=1
-    redis_cluster.stack_up(RUN_DIR)  # REDIS_CLUSTER=1: created once, then re-formed
+    redis_cluster_stack.stack_up(RUN_DIR)  # REDIS_CLUSTER=1: created once, then re-formed
     wait_ready(services)
     photos_program.wait_ready()
     gateway_and_prometheus.wait_ready()
@@ -251,7 +257,7 @@ def up(services: list[str]) -> None:
         for port in cfg.instance_ports(s):
             print(f"  {s:9} http://127.0.0.1:{port}")
     photos_program.print_urls()
-    redis_cluster.print_urls()
+    redis_cluster_stack.print_urls()
     gateway_and_prometheus.print_urls()
 
 
@@ -295,7 +301,7 @@ def status() -> None:
     else:
         print(supervisorctl("status").stdout, end="")
     pg_replica.stack_status(RUN_DIR, local_postgres_url("postgres"))  # its lag, when one runs
-    redis_cluster.stack_status(RUN_DIR)  # cluster_state, slots, primaries/replicas
+    redis_cluster_stack.stack_status(RUN_DIR)  # cluster_state, slots, primaries/replicas
 
 
 def main() -> None:

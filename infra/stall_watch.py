@@ -6,7 +6,7 @@ THRESHOLD_S counts the lateness as stalled time (a VM paused by its host, a
 SIGSTOP, a scheduler that gave the process no CPU, one call holding the GIL).
 A failover timed across such a stall measures the machine, not the cluster:
 the caller subtracts `stalled_s` from its own figure, extends its deadline by
-it, and reports it (infra/redis_cluster.py `kill_primary`).
+it, and reports it (infra/redis_cluster_subprocesses.py `kill_primary`).
 
 Invariant: only time in which this thread could not run is counted. Another
 thread blocked in a socket call adds nothing, since this one sleeps apart."""

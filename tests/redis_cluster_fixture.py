@@ -1,5 +1,5 @@
 """The `redis_cluster` fixture: a Redis Cluster of the tests' own (3 primaries
-+ 3 replicas, infra/redis_cluster.py) on free ports, never the machine's Redis.
++ 3 replicas, infra/redis_cluster_subprocesses.py) on free ports, never the machine's Redis.
 
 Use it from a test module with
 
@@ -20,7 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra.redis_cluster import NODE_TIMEOUT_MS, Cluster
+from infra.redis_cluster import NODE_TIMEOUT_MS
+from infra.redis_cluster_subprocesses import Cluster
 
 
 def free_ports(count: int) -> list[int]:

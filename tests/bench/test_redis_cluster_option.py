@@ -8,7 +8,7 @@ import pytest
 from bench import report
 from bench.config import BenchConfig, cluster_ports
 from bench.run import parse_args
-from infra import redis_cluster
+from infra import redis_cluster_stack
 from services.common import settings as svc_settings
 from tests.conftest import PORT_RANGE
 
@@ -48,7 +48,7 @@ def test_cluster_ports_clear_of_make_up_the_stack_and_the_tests(offset: int) -> 
     assert len(set(ports)) == 6 and set(bus) == set(ports)
     used = set(ports) | set(bus.values())
     assert len(used) == 12
-    make_up = redis_cluster.stack_ports({})  # 7000-7005, buses + 10000
+    make_up = redis_cluster_stack.stack_ports({})  # 7000-7005, buses + 10000
     assert not used & (set(make_up) | {p + 10000 for p in make_up})
     assert not used & bench_ports(config("--port-offset", str(offset)))
     assert max(used) < PORT_RANGE[0]  # the tests' servers pick theirs above
@@ -71,7 +71,10 @@ def test_the_services_get_the_cluster_seed() -> None:
     assert env["REDIS_CLUSTER"] == "1"
     assert env["REDIS_URL"] == "redis://127.0.0.1:16380/0"
     # infra.stack gives each service program REDIS_URL from REDIS_CLUSTER_PORT.
-    assert redis_cluster.service_env(env) == {"REDIS_CLUSTER": "1", "REDIS_URL": env["REDIS_URL"]}
+    assert redis_cluster_stack.service_env(env) == {
+        "REDIS_CLUSTER": "1",
+        "REDIS_URL": env["REDIS_URL"],
+    }
     assert cfg.redis_kind == "cluster 3+3"
 
 
@@ -81,7 +84,7 @@ def test_the_default_is_the_single_redis_on_its_socket() -> None:
     assert env["REDIS_URL"] == f"unix://{cfg.redis_socket}?db=0"
     assert env["REDIS_CLUSTER"] == "0"  # whatever the shell says
     assert "REDIS_CLUSTER_PORT" not in env
-    assert redis_cluster.service_env(env) == {}
+    assert redis_cluster_stack.service_env(env) == {}
     assert cfg.redis_kind == "single"
 
 

@@ -1,4 +1,4 @@
-"""Redis Cluster on real servers (infra/redis_cluster.py, the `redis_cluster`
+"""Redis Cluster on real servers (infra/redis_cluster*.py, the `redis_cluster`
 fixture of tests/redis_cluster_fixture.py): 3 primaries + 3 replicas of the
 tests' own on free ports (never the machine's Redis on 6379), reached through
 redis-py's asyncio cluster client as the cache will reach it: keys routed by
@@ -25,7 +25,9 @@ import yaml
 from redis.asyncio.cluster import RedisCluster
 
 from infra import redis_cluster as rc
+from infra import redis_cluster_stack as rcs
 from infra import stack
+from infra.redis_cluster_subprocesses import Cluster
 from tests.conftest import ROOT
 from tests.redis_cluster_fixture import free_port_block, free_ports, redis_cluster  # noqa: F401
 from tests.reliability.harness import record_figures
@@ -53,7 +55,7 @@ def test_cluster_nodes_lines_are_parsed() -> None:
     assert topology.slots_covered == 5461 + 5462 + 1
 
 
-def test_a_3_plus_3_cluster_comes_up_ok(redis_cluster: rc.Cluster) -> None:  # noqa: F811
+def test_a_3_plus_3_cluster_comes_up_ok(redis_cluster: Cluster) -> None:  # noqa: F811
     topology = redis_cluster.topology()
     assert len(topology.primaries) == 3 and len(topology.replicas) == 3
     assert topology.slots_covered == rc.SLOTS
@@ -69,7 +71,7 @@ def test_a_3_plus_3_cluster_comes_up_ok(redis_cluster: rc.Cluster) -> None:  # n
 
 
 async def test_keys_set_through_the_cluster_client_are_read_back(
-    redis_cluster: rc.Cluster,  # noqa: F811
+    redis_cluster: Cluster,  # noqa: F811
 ) -> None:
     client = RedisCluster.from_url(redis_cluster.seed_url(), socket_timeout=2)
     try:
@@ -113,7 +115,7 @@ async def _sharded_messages(pubsub, count: int, timeout_s: float = 5) -> list[by
     return got
 
 
-async def test_sharded_pubsub_delivers_in_order(redis_cluster: rc.Cluster) -> None:  # noqa: F811
+async def test_sharded_pubsub_delivers_in_order(redis_cluster: Cluster) -> None:  # noqa: F811
     client = RedisCluster.from_url(redis_cluster.seed_url(), socket_timeout=2)
     # ssubscribe() routes by the client's slot map and does not load it itself
     # (SlotNotCoveredError on a client that has sent nothing yet).
@@ -137,7 +139,7 @@ async def test_sharded_pubsub_delivers_in_order(redis_cluster: rc.Cluster) -> No
         await client.aclose()
 
 
-async def test_killing_a_primary_promotes_its_replica(redis_cluster: rc.Cluster) -> None:  # noqa: F811
+async def test_killing_a_primary_promotes_its_replica(redis_cluster: Cluster) -> None:  # noqa: F811
     key = "{runway-test}:survives"
     before = redis_cluster.topology()
     primary = before.primary_for(rc.key_slot(CHANNEL))
@@ -216,8 +218,8 @@ def test_the_services_get_the_seed_node_and_the_cluster_flag(monkeypatch) -> Non
     (program,) = stack.service_programs(["reviews"])
     assert 'REDIS_CLUSTER="1"' in program
     assert 'REDIS_URL="redis://127.0.0.1:7100/0"' in program
-    assert rc.stack_ports({"REDIS_CLUSTER": "1"}) == list(range(7000, 7006))
-    assert rc.programs(Path("/nonexistent"), stack._program, {}) == []
+    assert rcs.stack_ports({"REDIS_CLUSTER": "1"}) == list(range(7000, 7006))
+    assert rcs.programs(Path("/nonexistent"), stack._program, {}) == []
 
 
 def _supervisord(run_dir: Path, sections: list[str]) -> Path:
@@ -248,10 +250,10 @@ def test_the_stack_creates_the_cluster_once_and_again_when_node_files_are_gone(
 ) -> None:
     base = free_port_block(6)
     env = {"REDIS_CLUSTER": "1", "REDIS_CLUSTER_PORT": str(base)}
-    ports = rc.stack_ports(env)
+    ports = rcs.stack_ports(env)
     run_dir = tmp_path / "run"
     (run_dir / "logs").mkdir(parents=True)
-    conf = _supervisord(run_dir, rc.programs(run_dir, stack._program, env))
+    conf = _supervisord(run_dir, rcs.programs(run_dir, stack._program, env))
     bin_dir = Path(sys.executable).parent
 
     def ctl(*args: str) -> str:
@@ -265,7 +267,7 @@ def test_the_stack_creates_the_cluster_once_and_again_when_node_files_are_gone(
 
     def up_output() -> str:
         capsys.readouterr()
-        rc.stack_up(run_dir, env, timeout_s=30)
+        rcs.stack_up(run_dir, env, timeout_s=30)
         return capsys.readouterr().out
 
     subprocess.run([str(bin_dir / "supervisord"), "-c", str(conf)], check=True)
@@ -279,7 +281,7 @@ def test_the_stack_creates_the_cluster_once_and_again_when_node_files_are_gone(
         assert "re-formed" in up_output()
         assert {p: rc.topology(p).node(p).id for p in ports} == ids
 
-        rc.stack_status(run_dir)
+        rcs.stack_status(run_dir)
         status = capsys.readouterr().out
         assert "cluster_state:ok" in status and f"slots ok {rc.SLOTS}/{rc.SLOTS}" in status
         assert "3 primaries, 3 replicas" in status
@@ -297,7 +299,7 @@ def test_the_stack_creates_the_cluster_once_and_again_when_node_files_are_gone(
         # programs() step removes every node file, so the nodes start fresh.
         ctl("stop", "all")
         (run_dir / "redis-cluster" / str(ports[1]) / f"nodes-{ports[1]}.conf").unlink()
-        rc.programs(run_dir, stack._program, env)
+        rcs.programs(run_dir, stack._program, env)
         assert not any((run_dir / "redis-cluster").glob("*/nodes-*.conf"))
         ctl("start", "all")
         assert "creating 3 primaries" in up_output()
@@ -318,7 +320,7 @@ def test_the_compose_init_script_creates_the_cluster_once(tmp_path: Path) -> Non
     script = init["command"][-1].replace("$$", "$")
     picked = free_ports(12)
     ports, buses = picked[:6], picked[6:]
-    cluster = rc.Cluster(tmp_path, tuple(ports), bus_ports=dict(zip(ports, buses, strict=True)))
+    cluster = Cluster(tmp_path, tuple(ports), bus_ports=dict(zip(ports, buses, strict=True)))
     env = {**os.environ, "NODES": " ".join(f"localhost:{p}" for p in cluster.ports)}
     try:
         for port in cluster.ports:
