@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra import pg_replica
+from infra import pg_replica_stack
 from services.common import settings as cfg
 
 ProgramFn = Callable[[str, str, dict[str, str], Path], str]
@@ -61,9 +61,9 @@ PG_QUERIES = Path(__file__).resolve().parent / "prometheus" / "postgres-queries.
 
 def postgres_dsns(env: Mapping[str, str] = os.environ) -> list[str]:
     dsns = [env.get("POSTGRES_EXPORTER_DSN") or DEFAULT_PG_DSN]
-    if pg_replica.enabled(env):
+    if pg_replica_stack.enabled(env):
         dsns.append(
-            f"postgresql://postgres@127.0.0.1:{pg_replica.stack_port(env)}/postgres?sslmode=disable"
+            f"postgresql://postgres@127.0.0.1:{pg_replica_stack.stack_port(env)}/postgres?sslmode=disable"
         )
     return dsns
 

@@ -5,7 +5,7 @@ waits until every instance is ready; `down` stops everything; `status` shows it.
 
     python -m infra.stack up|down|status [--only reviews,qa]
 
-PG_REPLICAS=1 adds a streaming replica of the local Postgres (infra/pg_replica.py),
+PG_REPLICAS=1 adds a streaming replica of the local Postgres (infra/pg_replica_stack.py),
 PG_POOLER=1 PgBouncer in transaction mode in front of it (infra/pgbouncer.py),
 REDIS_CLUSTER=1 a Redis Cluster of 3 primaries + 3 replicas on 7000-7005 for the
 services' cache (infra/redis_cluster_stack.py).
@@ -28,7 +28,7 @@ import asyncpg
 
 from infra import (
     gateway_and_prometheus,
-    pg_replica,
+    pg_replica_stack,
     pgbouncer,
     photos_program,
     redis_cluster_stack,
@@ -123,7 +123,7 @@ def service_programs(services: list[str]) -> list[str]:
             }
             # PG_REPLICAS=1: <SERVICE>_REPLICA_URLS; PG_POOLER=1: the URL through
             # PgBouncer, the direct one as <SERVICE>_MIGRATE_DATABASE_URL, DB_POOLER.
-            env |= pg_replica.service_env(service, url) | pgbouncer.service_env(service, url)
+            env |= pg_replica_stack.service_env(service, url) | pgbouncer.service_env(service, url)
             env |= redis_cluster_stack.service_env()  # REDIS_CLUSTER=1: REDIS_URL is a seed node
             if pgbouncer.enabled():
                 # As the app role: behind the pooler its timeouts are that role's
@@ -242,7 +242,7 @@ def wait_ready(services: list[str], timeout_s: float = 60) -> None:
 def up(services: list[str]) -> None:
     for service in services:
         prepare(service)
-    pg_replica.stack_up(RUN_DIR, local_postgres_url("postgres"))  # PG_REPLICAS=1
+    pg_replica_stack.stack_up(RUN_DIR, local_postgres_url("postgres"))  # PG_REPLICAS=1
     if running():
         _shut_down()
     conf = write_config(services)
@@ -267,7 +267,7 @@ def down() -> None:
         print("[stack] stopped")
     else:
         print("[stack] not running")
-    pg_replica.stack_down(RUN_DIR)
+    pg_replica_stack.stack_down(RUN_DIR)
 
 
 def _shut_down(timeout_s: float = 30) -> None:
@@ -300,7 +300,7 @@ def status() -> None:
         print("[stack] not running")
     else:
         print(supervisorctl("status").stdout, end="")
-    pg_replica.stack_status(RUN_DIR, local_postgres_url("postgres"))  # its lag, when one runs
+    pg_replica_stack.stack_status(RUN_DIR, local_postgres_url("postgres"))  # its lag, when one runs
     redis_cluster_stack.stack_status(RUN_DIR)  # cluster_state, slots, primaries/replicas
 
 

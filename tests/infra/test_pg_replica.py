@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from infra import pg_replica, pgbouncer, stack
+from infra import pg_replica, pg_replica_stack, pgbouncer, stack
 from tests.conftest import free_port
 from tests.reliability.pgcluster import PgCluster, postgres_bin
 
@@ -167,21 +167,21 @@ def test_the_stack_replica_is_made_once_then_reused_and_reports_its_lag(
     """stack_up/status/down (`make up|status|down PG_REPLICAS=1`) against the
     private primary instead of the machine's shared one."""
     env = {"PG_REPLICAS": "1", "PG_REPLICA_PORT": str(free_port())}
-    replica = pg_replica.stack_replica(run_dir, env)
+    replica = pg_replica_stack.stack_replica(run_dir, env)
     try:
-        pg_replica.stack_up(run_dir, primary.admin_url, env)
+        pg_replica_stack.stack_up(run_dir, primary.admin_url, env)
         assert "pg_basebackup" in capsys.readouterr().out
         assert asyncio.run(_val(replica.dsn(), "SELECT pg_is_in_recovery()")) is True
-        pg_replica.stack_up(run_dir, primary.admin_url, env)
+        pg_replica_stack.stack_up(run_dir, primary.admin_url, env)
         assert "reusing" in capsys.readouterr().out
-        pg_replica.stack_status(run_dir, primary.admin_url, env)
+        pg_replica_stack.stack_status(run_dir, primary.admin_url, env)
         status = capsys.readouterr().out
         assert f"127.0.0.1:{replica.port}" in status and "state=streaming" in status, status
         assert asyncio.run(replica.can_reuse(primary.admin_url))
-        pg_replica.stack_down(run_dir, env)
+        pg_replica_stack.stack_down(run_dir, env)
         assert "stopped" in capsys.readouterr().out
         assert not replica.running()
-        pg_replica.stack_status(run_dir, primary.admin_url, env)
+        pg_replica_stack.stack_status(run_dir, primary.admin_url, env)
         assert capsys.readouterr().out == ""
     finally:
         replica.destroy()
