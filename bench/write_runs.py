@@ -100,13 +100,14 @@ REPORTED = {
 }
 # The rows a run's requests name, as (table, how many, the POST run that
 # makes them; "spread": --spread). Answers go to questions 1..--spread, the
-# helpful PUTs to ids 1..1000: made first, unmeasured, when --runs leaves out
-# the POST that would have made them (each tree's ids start at 1).
+# answer vote to answers 1..--spread, the other helpful PUTs to ids 1..1000:
+# made first, unmeasured, when --runs leaves out the POST that would have made
+# them (each tree's ids start at 1).
 NEEDS = {
     "post_answer": ("questions", "spread", "post_question"),
     "post_answer_photos": ("questions", "spread", "post_question"),
     "put_question_helpful": ("questions", 1000, "post_question"),
-    "put_answer_helpful": ("answers", 1000, "post_answer"),
+    "put_answer_helpful": ("answers", "spread", "post_answer"),
     "put_review_helpful": ("reviews", 1000, "post_review"),
 }
 
