@@ -1,5 +1,5 @@
 """The writes that patch a question's read-model element in place instead of
-rebuilding it (migrations 005-007, 009, 010): each patch is checked against
+rebuilding it (migrations 005-007, 009, 010, 012): each patch is checked against
 the live query byte for byte, shown to skip the rebuild, and shown to fall
 back to the rebuild when the element is out of step with the tables."""
 
@@ -101,11 +101,11 @@ async def test_a_new_question_is_built_from_its_row_alone(qa_client, qa_conn):
     await assert_pages_match(db, 17)
 
 
-async def test_an_answer_vote_patches_the_number_unless_the_order_changes(qa_client, qa_conn):
+async def test_an_answer_vote_patches_the_number_or_moves_the_member(qa_client, qa_conn):
     """PUT /qa/answers/:id/helpful patches the answer's number in place (006)
-    while the answers keep their order: an answer changed behind the
-    triggers' back stays as it was (a rebuild would pick it up). A vote that
-    moves the answer past another one rebuilds, and the order follows."""
+    while the answers keep their order, and moves its member in place when
+    the vote moves it past others (012): either way an answer changed behind
+    the triggers' back stays as it was (a rebuild would pick it up)."""
     db = qa_client.app[DB]
     question = await add_question(qa_conn, 18)
     tricky = 'says ,"helpfulness":3, and "7":{"id":7,'
@@ -113,37 +113,88 @@ async def test_an_answer_vote_patches_the_number_unless_the_order_changes(qa_cli
     ahead = await add_answer(qa_conn, question, helpful=12)
     behind = await add_answer(qa_conn, question, helpful=9)  # same helpful, larger id: first
     await qa_conn.execute("SET session_replication_role = replica")  # no triggers
-    await qa_conn.execute("UPDATE answers SET body = 'changed' WHERE id = $1", ahead)
-    await qa_conn.execute("RESET session_replication_role")
-    vote = f"/qa/answers/{voted}/helpful"
-    # 9 -> 10: `behind` (9, larger id) was before it and is after it now: a rebuild.
-    assert (await qa_client.put(vote)).status == 204
-    element = await element_of(qa_conn, question)
-    assert list(element["answers"]) == [str(ahead), str(voted), str(behind)]
-    assert element["answers"][str(ahead)]["body"] == "changed"  # rebuilt
-    await qa_conn.execute("SET session_replication_role = replica")
     await qa_conn.execute("UPDATE answers SET body = 'behind the back' WHERE id = $1", ahead)
     await qa_conn.execute("RESET session_replication_role")
-    # 10 -> 11 and 11 -> 12 (12 ties with `ahead`, whose larger id keeps it first): patched.
     update = "UPDATE answers SET helpful = helpful + 1 WHERE id = $1"
-    for expected in (11, 12):
+    # 9 -> 10: `behind` (9, larger id) was before it and is after it now: moved.
+    # 10 -> 11 and 11 -> 12 (12 ties with `ahead`, whose larger id keeps it
+    # first): in place. 12 -> 13 passes `ahead`: moved.
+    orders = {
+        10: [ahead, voted, behind],
+        11: [ahead, voted, behind],
+        12: [ahead, voted, behind],
+        13: [voted, ahead, behind],
+    }
+    for expected, order in orders.items():
         calls = await rebuilds_and_patches(qa_conn, update, voted)
-        assert calls == {"qa_patch_answer_helpful": 1}
+        assert calls == {"qa_patch_answer_helpful": 1}, expected
         element = await element_of(qa_conn, question)
+        assert list(element["answers"]) == [str(a) for a in order]
         assert element["answers"][str(voted)]["helpfulness"] == expected
         assert element["answers"][str(voted)]["body"] == tricky
         assert element["answers"][str(voted)]["answerer_name"] == tricky
-        assert element["answers"][str(ahead)]["body"] == "changed"  # patched, not rebuilt
-        assert list(element["answers"]) == [str(ahead), str(voted), str(behind)]
-    # 12 -> 13 passes `ahead`: a rebuild, and the order follows.
-    assert (await qa_client.put(vote)).status == 204
-    element = await element_of(qa_conn, question)
-    assert element["answers"][str(voted)]["helpfulness"] == 13
-    assert list(element["answers"]) == [str(voted), str(ahead), str(behind)]
-    assert element["answers"][str(ahead)]["body"] == "behind the back"
+        assert element["answers"][str(ahead)]["body"] == "Very."  # patched, not rebuilt
     # Once rebuilt (the answer written through the triggers), all matches the tables.
     await qa_conn.execute("UPDATE answers SET body = 'after' WHERE id = $1", ahead)
     await assert_pages_match(db, 18)
+
+
+async def test_an_answer_vote_that_moves_it_matches_the_tables(qa_client, qa_conn):
+    """Moves (012) from the last member to the first, from the middle, past
+    several at once, between the only two, with photos, and across a digit
+    count: after each, the element matches the live query byte for byte,
+    with no rebuild."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 22)
+    low, tied_a, tied_b, high = [
+        await add_answer(qa_conn, question, helpful=h, photos=[PHOTO.format(i)] * (i % 2))
+        for i, h in enumerate((0, 9, 9, 99))
+    ]
+    votes = [
+        low,  # 0 -> 1: still last (no move), in place
+        tied_a,  # 9 -> 10: past tied_b (the larger id), and 9 -> 10 digits
+        tied_b,  # 9 -> 10: past tied_a, now the same count with a smaller id
+        low,  # 1 -> 2: in place
+        high,  # 99 -> 100: first already: in place
+    ]
+    for answer in votes:
+        calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_HELPFUL, answer)
+        assert calls == {"qa_patch_answer_helpful": 1}
+        await assert_pages_match(db, 22)
+    await qa_conn.execute("UPDATE answers SET helpful = 100 WHERE id = ANY($1)", [low])
+    # low (100, the smallest id) last; its vote to 101 passes all three at once.
+    calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_HELPFUL, low)
+    assert calls == {"qa_patch_answer_helpful": 1}
+    assert next(iter((await element_of(qa_conn, question))["answers"])) == str(low)
+    await assert_pages_match(db, 22)
+    # Two answers at 0: the vote on the second (smaller id) puts it first.
+    pair = await add_question(qa_conn, 22)
+    first, second = [await add_answer(qa_conn, pair) for _ in range(2)]
+    calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_HELPFUL, first)
+    assert calls == {"qa_patch_answer_helpful": 1}
+    assert list((await element_of(qa_conn, pair))["answers"]) == [str(first), str(second)]
+    await assert_pages_match(db, 22)
+
+
+async def test_an_answer_vote_that_moves_it_on_an_element_out_of_step_rebuilds_it(
+    qa_client, qa_conn
+):
+    """When the element's order is not the table's (a vote written behind
+    the triggers' back), the member's cut would take another with it: the
+    vote rebuilds the element instead."""
+    db = qa_client.app[DB]
+    question = await add_question(qa_conn, 23)
+    first, second, third = [await add_answer(qa_conn, question, helpful=h) for h in (9, 5, 3)]
+    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
+    await qa_conn.execute("UPDATE answers SET helpful = 5 WHERE id = $1", third)
+    await qa_conn.execute("RESET session_replication_role")
+    # second 5 -> 6 passes third (now 5, a larger id), which the element has after it.
+    calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_HELPFUL, second)
+    assert calls == {"qa_patch_answer_helpful": 1, "qa_refresh_question_documents": 1}
+    embedded = (await element_of(qa_conn, question))["answers"]
+    assert list(embedded) == [str(first), str(second), str(third)]
+    assert embedded[str(third)]["helpfulness"] == 5
+    await assert_pages_match(db, 23)
 
 
 async def test_an_answer_vote_on_a_row_out_of_step_rebuilds_it(qa_client, qa_conn):
