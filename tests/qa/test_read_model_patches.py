@@ -22,6 +22,17 @@ from .read_model_checks import (
 )
 
 
+async def out_of_step(conn, product: int, third_helpful: int) -> tuple[int, list[int]]:
+    """A question with answers at 9, 5 and 3 votes, then the third's count set
+    to `third_helpful` behind the triggers' back: its element out of step."""
+    question = await add_question(conn, product)
+    answers = [await add_answer(conn, question, helpful=h) for h in (9, 5, 3)]
+    await conn.execute("SET session_replication_role = replica")  # no triggers
+    await conn.execute("UPDATE answers SET helpful = $1 WHERE id = $2", third_helpful, answers[2])
+    await conn.execute("RESET session_replication_role")
+    return question, answers
+
+
 async def test_a_helpful_vote_patches_the_number_and_rebuilds_nothing(qa_client, qa_conn):
     """PUT /qa/questions/:id/helpful patches the element's number in place
     (005_helpful_patch.sql): an answer changed behind the triggers' back
@@ -183,11 +194,7 @@ async def test_an_answer_vote_that_moves_it_on_an_element_out_of_step_rebuilds_i
     the triggers' back), the member's cut would take another with it: the
     vote rebuilds the element instead."""
     db = qa_client.app[DB]
-    question = await add_question(qa_conn, 23)
-    first, second, third = [await add_answer(qa_conn, question, helpful=h) for h in (9, 5, 3)]
-    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
-    await qa_conn.execute("UPDATE answers SET helpful = 5 WHERE id = $1", third)
-    await qa_conn.execute("RESET session_replication_role")
+    question, (first, second, third) = await out_of_step(qa_conn, 23, third_helpful=5)
     # second 5 -> 6 passes third (now 5, a larger id), which the element has after it.
     calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_HELPFUL, second)
     assert calls == {"qa_patch_answer_helpful": 1, "qa_refresh_question_documents": 1}
@@ -355,11 +362,7 @@ async def test_an_answer_report_on_an_element_out_of_step_rebuilds_it(qa_client,
     the triggers' back), the cut would take a second member with it: the
     report rebuilds the element instead."""
     db = qa_client.app[DB]
-    question = await add_question(qa_conn, 20)
-    first, second, third = [await add_answer(qa_conn, question, helpful=h) for h in (9, 5, 3)]
-    await qa_conn.execute("SET session_replication_role = replica")  # no triggers
-    await qa_conn.execute("UPDATE answers SET helpful = 7 WHERE id = $1", third)
-    await qa_conn.execute("RESET session_replication_role")
+    question, (first, second, third) = await out_of_step(qa_conn, 20, third_helpful=7)
     calls = await rebuilds_and_patches(qa_conn, queries.ANSWER_REPORT, first)
     assert calls == {"qa_patch_answer_report": 1, "qa_refresh_question_documents": 1}
     embedded = (await element_of(qa_conn, question))["answers"]
