@@ -65,3 +65,19 @@ def test_paired_rounds_give_the_ratio_and_the_row_ratio_stays_beside_it() -> Non
     assert "0.62 (ceiling-bare, paired)" in text
     assert "6,000 / 12,000 = 0.50" in text and "median 0.62" in text
     assert "minutes apart: 0.54" in text
+
+
+def test_cold_reads_are_judged_against_ceiling_query_s_rate_and_p99() -> None:
+    """Issue 21: W2 and each cold route at >= 0.75 x ceiling-query's rps and
+    <= 1.5 x its p99, in the same run."""
+    ceiling = workload("ceiling-query", 10_000)
+    ceiling["latency_ms"]["p99"] = 20.0
+    fast = workload("W2", 8_000, "ceiling-query")
+    fast["latency_ms"]["p99"] = 29.0
+    slow = workload("cold-answers", 7_000, "ceiling-query")
+    slow["latency_ms"]["p99"] = 31.0
+    runs = [ceiling, fast, slow]
+    report.add_ratios(runs)
+    assert fast["ceiling_p99_ratio"] == 1.45
+    assert report.target_status(fast) == "met"
+    assert report.target_status(slow) == "missed: ratio<0.75, p99>1.5x ceiling's"
