@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from services.common.cache.admission import Doorkeeper
-from tests.common.test_cache import FakeDatabase, make_cache
+from tests.common.cache_harness import FakeDatabase, make_cache
 
 
 def test_a_key_is_admitted_from_its_second_miss() -> None:

@@ -1,6 +1,6 @@
 """cache/grouping.py's InvalidationGroups on its own, with a `send` the test
 holds open: which call carries which write, and who hears what. (Against a
-real Redis and cluster: tests/common/test_cache.py,
+real Redis and cluster: tests/common/test_cache_coherence.py,
 test_concurrent_invalidations_go_out_in_groups.)"""
 
 from __future__ import annotations
