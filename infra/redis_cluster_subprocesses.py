@@ -65,8 +65,8 @@ def kill_primary(
     if not candidates:
         raise ValueError(f"{primary.address} has no replica to take over")
     survivors = [p for p in ports if p != primary_port]
-    with StallWatch() as stalls:
-        kill_node(primary_port, how)
+    kill_node(primary_port, how)
+    with StallWatch() as stalls:  # from the kill on, as ok_s
         start = time.monotonic()
         deadline = start + timeout_s
         promoted = None
