@@ -69,29 +69,22 @@ PHOTO_URL: Schema = {
     "description": "Under the gateway's public base URL (PUBLIC_BASE_URL); accepted in `photos`.",
 }
 
+# A product in the list; its detail adds "features".
+PRODUCT_FIELDS: dict[str, Schema] = {
+    "id": INT_ID,
+    "name": {"type": "string"},
+    "slogan": {"type": "string"},
+    "description": {"type": "string"},
+    "category": {"type": "string"},
+    "default_price": PRICE,
+}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": obj({"error": {"type": "string", "minLength": 1}}),
     "UploadedPhoto": obj({"url": PHOTO_URL, "thumbnail_url": PHOTO_URL}),
-    "Product": obj(
-        {
-            "id": INT_ID,
-            "name": {"type": "string"},
-            "slogan": {"type": "string"},
-            "description": {"type": "string"},
-            "category": {"type": "string"},
-            "default_price": PRICE,
-        }
-    ),
+    "Product": obj(PRODUCT_FIELDS),
     "ProductDetail": obj(
-        {
-            "id": INT_ID,
-            "name": {"type": "string"},
-            "slogan": {"type": "string"},
-            "description": {"type": "string"},
-            "category": {"type": "string"},
-            "default_price": PRICE,
-            "features": {"type": "array", "items": ref("Feature")},
-        }
+        {**PRODUCT_FIELDS, "features": {"type": "array", "items": ref("Feature")}}
     ),
     "Feature": obj({"feature": {"type": "string"}, "value": nullable({"type": "string"})}),
     "StylePhoto": obj({"thumbnail_url": nullable(URL), "url": nullable(URL)}),
