@@ -26,7 +26,6 @@ class StallWatch:
         self.tick_s = tick_s
         self.threshold_s = threshold_s
         self._stalled_s = 0.0
-        self._longest_s = 0.0
         self._last = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -41,9 +40,7 @@ class StallWatch:
         while not self._stop.wait(self.tick_s):
             now = time.monotonic()
             with self._lock:
-                late = self._late(now)
-                self._stalled_s += late
-                self._longest_s = max(self._longest_s, late)
+                self._stalled_s += self._late(now)
                 self._last = now
 
     @property
@@ -52,11 +49,6 @@ class StallWatch:
         (a reader that thaws first must not see its deadline pass unexcused)."""
         with self._lock:
             return self._stalled_s + self._late(time.monotonic())
-
-    @property
-    def longest_s(self) -> float:
-        with self._lock:
-            return max(self._longest_s, self._late(time.monotonic()))
 
     def __enter__(self) -> StallWatch:
         self._last = time.monotonic()
