@@ -1,13 +1,12 @@
 """What the cache's mechanism tests share (tests/common/test_cache_*.py): a
 counting stand-in for the database behind a loader, caches made as the
-services make them (on one Redis or a Redis Cluster), a pub/sub listener made
-late on purpose, and the cache's counters."""
+services make them (on one Redis or a Redis Cluster), and the cache's
+counters."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 from redis.asyncio import Redis
 
@@ -79,47 +78,5 @@ def make_cache(url: str, namespace: str = "t", *, cluster: bool = False, **kwarg
     )
 
 
-def make_like(cache: ResponseCache) -> ResponseCache:
-    """Another process's cache on the same Redis (or cluster) as `cache`."""
-    return make_cache(cache.test_url, cluster=cache._cluster)
-
-
-def delay_listener(cache: ResponseCache, seconds: float) -> None:
-    """The process handles each pub/sub message `seconds` after it arrived (a
-    busy loop), in order, without falling further behind (beacons come every
-    50 ms). Called again, it changes the delay of the messages to come;
-    `seconds=0` ends it once the queue has been handled."""
-    coherence = cache._coherence
-    state = getattr(coherence, "_test_delay", None)
-    if state is not None:
-        state["seconds"] = seconds
-        return
-    handle = type(coherence).handle_message.__get__(coherence)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    state = coherence._test_delay = {"seconds": seconds}
-
-    async def worker() -> None:
-        while True:
-            due, message = await queue.get()
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)  # the subject: a listener running late
-            await handle(message)
-
-    state["task"] = asyncio.ensure_future(worker())
-
-    async def delayed(message: dict) -> None:
-        queue.put_nowait((loop.time() + state["seconds"], message))
-
-    coherence.handle_message = delayed
-
-
 def counter(cache: ResponseCache, tier: str, result: str) -> float:
     return cache._metrics.cache.labels(tier, result).value
-
-
-async def timed_get(c: ResponseCache, db: FakeDatabase, scope: str = "p:1") -> float:
-    start = time.perf_counter()
-    assert await c.get(scope, "k", db.load) == db.value
-    return time.perf_counter() - start

@@ -15,13 +15,44 @@ from redis.asyncio import Redis
 
 from services.common import cache as cache_module
 from services.common.cache import (
+    ResponseCache,
     flush_namespace,
 )
 from tests.common.cache_harness import (
     FakeDatabase,
     counter,
-    delay_listener,
 )
+
+
+def delay_listener(cache: ResponseCache, seconds: float) -> None:
+    """The process handles each pub/sub message `seconds` after it arrived (a
+    busy loop), in order, without falling further behind (beacons come every
+    50 ms). Called again, it changes the delay of the messages to come;
+    `seconds=0` ends it once the queue has been handled."""
+    coherence = cache._coherence
+    state = getattr(coherence, "_test_delay", None)
+    if state is not None:
+        state["seconds"] = seconds
+        return
+    handle = type(coherence).handle_message.__get__(coherence)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    state = coherence._test_delay = {"seconds": seconds}
+
+    async def worker() -> None:
+        while True:
+            due, message = await queue.get()
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the subject: a listener running late
+            await handle(message)
+
+    state["task"] = asyncio.ensure_future(worker())
+
+    async def delayed(message: dict) -> None:
+        queue.put_nowait((loop.time() + state["seconds"], message))
+
+    coherence.handle_message = delayed
 
 
 async def test_the_writer_s_session_reads_its_write_in_any_process(caches):

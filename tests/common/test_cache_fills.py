@@ -11,6 +11,7 @@ import sys
 from redis.asyncio import Redis
 
 from services.common.cache import (
+    ResponseCache,
     local,
     redis_tier,
 )
@@ -18,9 +19,13 @@ from tests.common.cache_harness import (
     FakeDatabase,
     counter,
     make_cache,
-    make_like,
     returns,
 )
+
+
+def make_like(cache: ResponseCache) -> ResponseCache:
+    """Another process's cache on the same Redis (or cluster) as `cache`."""
+    return make_cache(cache.test_url, cluster=cache._cluster)
 
 
 async def test_second_read_is_a_local_hit(caches):
