@@ -68,7 +68,7 @@ READS: dict[str, tuple[str, str, str, Args, bool]] = {
         for n in (5, 30, 1000)
     },
     "reviews meta": ("reviews", reviews.META_SQL, "review_product", lambda i: (i,), False),
-    "questions 5": ("qa", qa.QUESTIONS_DOCUMENT, "qa_product", lambda i: (i, 5, 0), False),
+    "questions 5": ("qa", qa.QUESTIONS_PAGE, "qa_product", lambda i: (i, 5, 0), False),
     "answers 5": ("qa", qa.ANSWERS_PAGE, "question", lambda i: (i, 5, 0), False),
     "product": ("overview", overview.DOCUMENT_DETAIL, "product", lambda i: (i,), False),
     "styles": ("overview", overview.DOCUMENT_STYLES, "product", lambda i: (i,), False),

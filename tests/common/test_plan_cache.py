@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 
 from services.common.resources import DB
-from services.qa.queries import QUESTIONS_DOCUMENT
+from services.qa.queries import QUESTIONS_PAGE
 from services.reviews.queries import PAGE_SQL
 from tests.conftest import POOLER_ENABLED
 
-STATEMENTS = {"reviews": PAGE_SQL["helpful"], "qa": QUESTIONS_DOCUMENT}
+STATEMENTS = {"reviews": PAGE_SQL["helpful"], "qa": QUESTIONS_PAGE}
 
 
 @pytest.mark.parametrize("service", sorted(STATEMENTS))

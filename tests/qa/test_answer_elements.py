@@ -16,7 +16,7 @@ from services.qa import queries
 from tests.stored_photos import photos_written_at_once, recompute_calls
 
 from .helpers import PHOTO, add_answer, add_question, answer_body
-from .test_read_model import api_writes, table_writes
+from .test_questions_page import api_writes, table_writes
 
 PAGES = [(1, 5), (2, 5), (1, 1), (3, 1), (2, 2), (1, 1000), (4, 3), (50, 5)]
 

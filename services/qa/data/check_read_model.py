@@ -1,16 +1,19 @@
-"""Operator check of the questions lists' read model against the tables.
+"""Operator check of the questions lists, as served from the stored elements,
+against the tables.
 
     python -m services.qa.data.check_read_model [--sample N] [--dsn ...] [--seed S]
 
 For N products drawn at random from those with questions (all of them with
---sample 0), the whole list and two random pages as served from
-question_documents (queries.questions_page) must equal, byte for byte, the live
-query and fold (queries.questions_page_from_tables). Read-only. Prints the
-products that differ and exits 1 if any does. A difference means a write
-reached the tables without its triggers (e.g. with session_replication_role
-= replica, or triggers disabled by hand); repair it with
-`SELECT qa_refresh_question_documents(ARRAY(SELECT id FROM questions WHERE
-product_id = ANY(ARRAY[<product ids>])))`.
+--sample 0), the whole list and two random pages as served
+(queries.questions_page: the rows' stored elements joined in SQL) must equal,
+byte for byte, the live query and fold (queries.questions_page_from_tables).
+Read-only. Prints the products that differ and exits 1 if any does. The
+elements are generated columns and cannot go stale; an answer's stored
+photos (answers.photo_elements, which the questions list reads to know
+whether to look for photo urls) are kept by a trigger, so a difference means
+a photo reached the tables without it (e.g. with session_replication_role =
+replica, or the trigger disabled by hand); repair it with
+`SELECT qa_fill_answer_photo_elements()`.
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@ One transaction: TRUNCATE, drop the secondary indexes, COPY questions,
 answers and answer photos (each file of 16 MB or more parsed and checked in
 a child process while Postgres ingests the previous chunk; ServiceLoader),
 store each answer's photos in its row (qa_fill_answer_photo_elements in
-migrations/011_answer_photo_elements.sql), rebuild the indexes, ANALYZE,
-build the read model of the questions lists (question_documents, set-based
-in SQL: qa_build_question_documents in migrations/004_read_model.sql; the
-tables' triggers are disabled for the COPY), move the id sequences past the
-loaded ids. A failed load rolls back and leaves the previous data in place;
-re-running replaces it. After the commit the service's cache namespace is
-flushed, so running services never serve pages of the old data.
+migrations/011_answer_photo_elements.sql; the trigger that keeps them is
+disabled for the COPY), rebuild the indexes, ANALYZE, move the id sequences
+past the loaded ids. The rows' stored elements (migrations 008 and 013) are
+generated columns: the COPY computes them. A failed load rolls back and
+leaves the previous data in place; re-running replaces it. After the commit
+the service's cache namespace is flushed, so running services never serve
+pages of the old data.
 
 Rejected (never silently dropped; see rejects.csv beside load-report.json):
 - rows with the wrong number of fields, duplicate or out-of-range ids, a
@@ -50,7 +50,6 @@ from .columns import HEADERS
 
 MAIN_TABLE = "questions"  # the stack loads demo data when this one is empty
 TABLES = ("questions", "answers", "answers_photos")
-READ_MODEL = "question_documents"  # derived from TABLES: truncated, then rebuilt at the end
 
 QUESTIONS = FileSpec("questions.csv", "questions", HEADERS["questions.csv"])
 ANSWERS = FileSpec("answers.csv", "answers", HEADERS["answers.csv"])
@@ -140,11 +139,10 @@ PHOTO_ELEMENTS_SQL = "SELECT qa_fill_answer_photo_elements()"
 async def _load_files(
     conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
-    index_sql = await begin_bulk_load(conn, MIGRATIONS, (*TABLES, READ_MODEL))
-    # The read model's triggers would collect every copied row in a transition
-    # table and rebuild product by product: off for the COPY (inside the load
-    # transaction, so a failed load gets them back with the rollback), and
-    # every document built at once at the end.
+    index_sql = await begin_bulk_load(conn, MIGRATIONS, TABLES)
+    # The photos' row trigger would update an answer per copied photo: off for
+    # the COPY (inside the load transaction, so a failed load gets it back
+    # with the rollback), and every answer's photos stored at once after it.
     triggers = await disable_triggers(conn, TABLES)
     kw = {"parse_in_child": parse_in_child}
     questions = await copy_file(conn, data_dir, QUESTIONS, questions_converter, None, report, **kw)
@@ -154,14 +152,7 @@ async def _load_files(
     await conn.execute(PHOTO_ELEMENTS_SQL)
     report.step("photo_elements", time.perf_counter() - started)
 
-    await rebuild_after_copy(
-        conn,
-        report,
-        index_sql,
-        TABLES,
-        TABLES,
-        aggregates={READ_MODEL: f"SELECT qa_build_question_documents(); ANALYZE {READ_MODEL}"},
-    )
+    await rebuild_after_copy(conn, report, index_sql, TABLES, TABLES)
     await enable_triggers(conn, triggers)
 
 

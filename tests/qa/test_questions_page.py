@@ -1,12 +1,11 @@
-"""The questions lists' read model (question_documents, kept by triggers in each
-write's transaction; migrations/004_read_model.sql) against the live query
-and Python fold it replaced (queries.questions_page_from_tables): after
-randomized writes through the API and awkward values written straight into
-the tables, every touched product's pages must match byte for byte."""
+"""The questions lists as served (queries.questions_page: the rows' stored
+elements joined in SQL; migrations 008, 011 and 013) against the live query
+and Python fold (queries.questions_page_from_tables): after randomized writes
+through the API and awkward values written straight into the tables, every
+touched product's pages must match byte for byte."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import asyncpg
@@ -15,10 +14,10 @@ import orjson
 from services.common.db import Database
 from services.common.resources import DB
 from services.qa import queries
-from tests.lock_waits import wait_until_blocked
 
 from .helpers import PHOTO, add_answer, add_question, answer_body, question_body
-from .read_model_checks import assert_pages_match
+
+PAGES = [(1, 5), (2, 5), (1, 1), (3, 1), (2, 2), (1, 1000), (4, 3), (50, 5)]
 
 # Each of these must come out of to_json exactly as orjson writes it.
 AWKWARD = [
@@ -33,6 +32,14 @@ AWKWARD = [
     "  spaced  ",
     "x" * 1000,
 ]
+
+
+async def assert_pages_match(db: Database, product_id: int) -> None:
+    for page, count in PAGES:
+        served = await queries.questions_page(db, product_id, page, count)
+        live = await queries.questions_page_from_tables(db, product_id, page, count)
+        assert served == live, (product_id, page, count)
+        orjson.loads(served)  # and it is JSON
 
 
 async def api_writes(client, conn: asyncpg.Connection, rng: random.Random, products: list[int]):
@@ -75,7 +82,8 @@ async def api_writes(client, conn: asyncpg.Connection, rng: random.Random, produ
 
 async def table_writes(db: Database, rng: random.Random, products: list[int]) -> set[int]:
     """Awkward values straight into the tables, as the app role (through the
-    tests' PgBouncer with RUNWAY_TEST_POOLER=1): its rights run the triggers."""
+    tests' PgBouncer with RUNWAY_TEST_POOLER=1): its rights run the photos'
+    trigger."""
     product = rng.choice(products)
     helpful = rng.randrange(4)  # ties on helpful: the id decides
     question = await db.write_fetchval(
@@ -144,7 +152,7 @@ async def test_randomized_writes_match_the_live_query(qa_client, qa_conn):
     assert touched == set(products)
     for product in sorted(touched):
         await assert_pages_match(db, product)
-    # The view serves the read model's bytes (a key no earlier read cached).
+    # The view serves these bytes (a key no earlier read cached).
     resp = await qa_client.get(f"/qa/questions?product_id={products[0]}&page=1&count=7")
     assert resp.status == 200
     assert await resp.read() == await queries.questions_page_from_tables(db, products[0], 1, 7)
@@ -157,7 +165,7 @@ async def test_randomized_writes_match_the_live_query(qa_client, qa_conn):
     assert stats["r"] >= 3 and stats["v"] >= 30 and stats["a"] >= 30 and stats["p"] >= 30
 
 
-async def test_answer_with_photos_in_one_statement_is_in_the_document(qa_client, qa_conn):
+async def test_answer_with_photos_in_one_statement_is_on_the_page(qa_client, qa_conn):
     question = await add_question(qa_conn, 9)
     photos = [PHOTO.format(1), PHOTO.format(2)]
     resp = await qa_client.post(
@@ -173,9 +181,8 @@ async def test_no_questions_or_all_reported_is_empty(qa_client, qa_conn):
     db = qa_client.app[DB]
     assert await queries.questions_page(db, 4, 1, 5) == b'{"product_id":"4","results":[]}'
     question = await add_question(qa_conn, 4)
-    assert await qa_conn.fetchval("SELECT count(*) FROM question_documents") == 1
+    assert await queries.questions_page(db, 4, 1, 5) != b'{"product_id":"4","results":[]}'
     assert (await qa_client.put(f"/qa/questions/{question}/report")).status == 204
-    assert await qa_conn.fetchval("SELECT count(*) FROM question_documents") == 0  # row dropped
     assert await queries.questions_page(db, 4, 1, 5) == b'{"product_id":"4","results":[]}'
     # Pages far past the end, up to the largest page and count the routes accept.
     await add_question(qa_conn, 4)
@@ -185,48 +192,40 @@ async def test_no_questions_or_all_reported_is_empty(qa_client, qa_conn):
         )
 
 
-async def test_concurrent_writes_to_one_question_lose_nothing(qa_client, qa_conn, connect, qa_db):
-    """Two transactions change two answers of one question at once: the
-    second's trigger must wait for the first's commit and build from it."""
-    db = qa_client.app[DB]
-    question = await add_question(qa_conn, 8)
-    first, second = await add_answer(qa_conn, question), await add_answer(qa_conn, question)
-    other = await connect(qa_db)
-    async with qa_conn.transaction():
-        await qa_conn.execute("UPDATE answers SET helpful = 5 WHERE id = $1", first)
-        late = asyncio.create_task(
-            other.execute("UPDATE answers SET helpful = 3 WHERE id = $1", second)
-        )
-        await wait_until_blocked(qa_conn, other.get_server_pid())
-    await late
-    await assert_pages_match(db, 8)
-    served = orjson.loads(await queries.questions_page(db, 8, 1, 5))
-    embedded = served["results"][0]["answers"].values()
-    assert [a["helpfulness"] for a in embedded] == [5, 3]
-
-
-async def test_unchanged_update_and_unrelated_writes_keep_the_row(qa_client, qa_conn):
-    """A second report changes nothing visible: the row is not rewritten."""
+async def test_answer_writes_write_no_question_row(qa_client, qa_conn, connect, qa_db):
+    """What 013 is for (decision 0055): an answer's POST, vote and report
+    write their own rows (and the outbox's), never their question's."""
     question = await add_question(qa_conn, 6)
-    answer = await add_answer(qa_conn, question, reported=True)
-    before = await qa_conn.fetchval(
-        "SELECT xmin::text FROM question_documents WHERE question_id = $1", question
+    answer = await add_answer(qa_conn, question)
+    photos = [PHOTO.format(1)]
+    writes = [
+        (queries.INSERT_ANSWER, (question, "b", "n", "n@x.io", photos)),
+        (queries.INSERT_ANSWER_NO_PHOTOS, (question, "b", "n", "n@x.io")),
+        (queries.ANSWER_HELPFUL, (answer,)),
+        (queries.ANSWER_REPORT, (answer,)),
+    ]
+    written = (
+        "SELECT pg_stat_get_xact_tuples_inserted(c) + pg_stat_get_xact_tuples_updated(c)"
+        " + pg_stat_get_xact_tuples_deleted(c) FROM (SELECT 'questions'::regclass::oid c) x"
     )
-    assert (await qa_client.put(f"/qa/answers/{answer}/report")).status == 204
-    after = await qa_conn.fetchval(
-        "SELECT xmin::text FROM question_documents WHERE question_id = $1", question
-    )
-    assert before == after
-    assert (await qa_client.put(f"/qa/questions/{question}/helpful")).status == 204
-    assert (
-        await qa_conn.fetchval(
-            "SELECT xmin::text FROM question_documents WHERE question_id = $1", question
-        )
-        != after
-    )
+    for sql, args in writes:
+        # A fresh session: the xact counters also hold its earlier, unflushed writes.
+        fresh = await connect(qa_db)
+        async with fresh.transaction():
+            assert await fresh.fetchrow(sql, *args) is not None
+            assert await fresh.fetchval(written) == 0, sql
+    # ...while the page shows them all.
+    await assert_pages_match(qa_client.app[DB], 6)
+    served = orjson.loads(await queries.questions_page(qa_client.app[DB], 6, 1, 5))
+    assert len(served["results"][0]["answers"]) == 2  # the reported one is gone
+    # A question's own vote does write its row.
+    fresh = await connect(qa_db)
+    async with fresh.transaction():
+        await fresh.fetchrow(queries.QUESTION_HELPFUL, question)
+        assert await fresh.fetchval(written) == 1
 
 
-async def test_loader_builds_every_document_and_leaves_the_triggers_on(
+async def test_loader_loads_every_page_and_leaves_the_trigger_on(
     tmp_path, qa_client, qa_conn, qa_db, redis_server
 ):
     from services.qa.data import generator
@@ -234,18 +233,15 @@ async def test_loader_builds_every_document_and_leaves_the_triggers_on(
     from .test_etl import QUIRKY_ANSWERS, QUIRKY_PHOTOS, QUIRKY_QUESTIONS, run_load, write_export
 
     db = qa_client.app[DB]
-    # A document of the previous data must not survive the load.
+    # A question of the previous data must not survive the load.
     await add_question(qa_conn, 10**6)
     generator.generate(tmp_path / "data", scale=0.0005, seed=5)
     report = await run_load(qa_db, tmp_path / "data", tmp_path / "report", redis_server.url)
-    assert report["status"] == "ok" and "question_documents" in report["steps"]
+    assert report["status"] == "ok" and "photo_elements" in report["steps"]
     products = [
         r[0] for r in await qa_conn.fetch("SELECT DISTINCT product_id FROM questions ORDER BY 1")
     ]
     assert len(products) > 100
-    assert await qa_conn.fetchval(
-        "SELECT count(*) FROM question_documents"
-    ) == await qa_conn.fetchval("SELECT count(*) FROM questions WHERE NOT reported")
     for product in products:
         for page, count in ((1, 1000), (1, 5), (2, 3)):
             assert await queries.questions_page(db, product, page, count) == (
@@ -253,7 +249,7 @@ async def test_loader_builds_every_document_and_leaves_the_triggers_on(
             ), (product, page, count)
     assert await queries.questions_page(db, 10**6, 1, 5) == b'{"product_id":"1000000","results":[]}'
 
-    # The triggers are on again: a write after the load reaches the document.
+    # The photos' trigger is on again: a photo written after the load is listed.
     busiest = products[0]
     question = await qa_conn.fetchval(
         "SELECT id FROM questions WHERE product_id = $1 AND NOT reported LIMIT 1", busiest
@@ -268,59 +264,45 @@ async def test_loader_builds_every_document_and_leaves_the_triggers_on(
     # The export's quirks (quotes, newlines, a NULL and a "null" url, reported rows).
     data = write_export(tmp_path / "quirky", QUIRKY_QUESTIONS, QUIRKY_ANSWERS, QUIRKY_PHOTOS)
     await run_load(qa_db, data, tmp_path / "report2", redis_server.url, parse_in_child=False)
-    assert sorted(
-        r[0] for r in await qa_conn.fetch("SELECT DISTINCT product_id FROM question_documents")
-    ) == [
-        5,
-        7,
-    ]
+    visible = "SELECT DISTINCT product_id FROM questions WHERE NOT reported ORDER BY 1"
+    assert [r[0] for r in await qa_conn.fetch(visible)] == [5, 7]
     for product in (5, 6, 7, busiest):
         await assert_pages_match(db, product)
 
 
-async def test_check_tool_finds_a_stale_document(qa_client, qa_conn, qa_db, capsys):
+async def test_check_tool_finds_photos_stored_behind_the_trigger(qa_client, qa_conn, qa_db, capsys):
     from services.qa.data import check_read_model
 
     for product in (1, 2, 3):
         question = await add_question(qa_conn, product, body=f"q{product}")
         await add_answer(qa_conn, question, photos=[PHOTO.format(product)])
     assert await check_read_model.check(qa_db, 0, seed=1) == []
-    # A write that bypassed the triggers: the check names the product.
-    await qa_conn.execute("ALTER TABLE answers DISABLE TRIGGER USER")
+    # A photo written behind the trigger, to an answer without any: its
+    # stored photos stay NULL, and the list would not look for its url.
+    question = await add_question(qa_conn, 2, body="q2 again")
+    answer = await add_answer(qa_conn, question)
+    await qa_conn.execute("ALTER TABLE answers_photos DISABLE TRIGGER USER")
     try:
-        await qa_conn.execute("UPDATE answers SET body = 'changed' WHERE id = 2")
+        await qa_conn.execute(
+            "INSERT INTO answers_photos (answer_id, url) VALUES ($1, $2)", answer, PHOTO.format(9)
+        )
     finally:
-        await qa_conn.execute("ALTER TABLE answers ENABLE TRIGGER USER")
+        await qa_conn.execute("ALTER TABLE answers_photos ENABLE TRIGGER USER")
     assert await check_read_model.check(qa_db, 0, seed=1) == [2]
     assert "3 products: 1 differ" in capsys.readouterr().out
     # The documented repair.
-    await qa_conn.execute(
-        "SELECT qa_refresh_question_documents(ARRAY(SELECT id FROM questions"
-        " WHERE product_id = ANY(ARRAY[2])))"
-    )
+    await qa_conn.execute("SELECT qa_fill_answer_photo_elements()")
     assert await check_read_model.check(qa_db, 0, seed=1) == []
 
 
-async def test_answer_and_photos_rebuild_once_per_statement_not_less(
-    qa_client, qa_conn, connect, qa_db
-):
-    """INSERT_ANSWER's answers trigger rebuilds the product after the answer
-    and its photos; its photos trigger then skips it. Photos written by a
-    later statement of the same transaction still rebuild it."""
+async def test_photos_of_every_kind_of_write_are_listed(qa_client, qa_conn):
+    """The list looks for an answer's photo urls only where its stored photos
+    (migrations/011) say it has some: photos written with their answer, by a
+    later statement, and inside a function must all be listed."""
     db = qa_client.app[DB]
     question = await add_question(qa_conn, 11)
-    written = (
-        "SELECT pg_stat_get_xact_tuples_inserted(c) + pg_stat_get_xact_tuples_updated(c)"
-        " FROM (SELECT 'question_documents'::regclass::oid c) x"
-    )
-    # A fresh session: the xact counters also hold its earlier, unflushed writes.
-    fresh = await connect(qa_db)
-    async with fresh.transaction():
-        photos = [PHOTO.format(1), PHOTO.format(2)]
-        await fresh.fetchrow(queries.INSERT_ANSWER, question, "b", "n", "n@x.io", photos)
-        assert await fresh.fetchval(written) == 1
-    await assert_pages_match(db, 11)
-
+    photos = [PHOTO.format(1), PHOTO.format(2)]
+    await qa_conn.fetchrow(queries.INSERT_ANSWER, question, "b", "n", "n@x.io", photos)
     insert_answer = (
         "INSERT INTO answers (question_id, body, answerer_name, answerer_email)"
         " VALUES ($1, 'later', 'n', 'n@x.io') RETURNING id"
