@@ -249,24 +249,25 @@ async def test_loader_loads_every_page_and_leaves_the_trigger_on(
             ), (product, page, count)
     assert await queries.questions_page(db, 10**6, 1, 5) == b'{"product_id":"1000000","results":[]}'
 
-    # The photos' trigger is on again: a photo written after the load is listed.
-    busiest = products[0]
-    question = await qa_conn.fetchval(
-        "SELECT id FROM questions WHERE product_id = $1 AND NOT reported LIMIT 1", busiest
+    # The photos' trigger is on again: a photo written on its own after the
+    # load, to an answer that had none, is listed.
+    answer, product_id = await qa_conn.fetchrow(
+        "SELECT a.id, q.product_id FROM answers a JOIN questions q ON q.id = a.question_id"
+        " WHERE NOT q.reported AND NOT a.reported AND a.photo_elements IS NULL"
+        " ORDER BY a.id LIMIT 1"
     )
-    resp = await qa_client.post(
-        f"/qa/questions/{question}/answers", json=answer_body(photos=[PHOTO.format(9)])
+    await qa_conn.execute(
+        "INSERT INTO answers_photos (answer_id, url) VALUES ($1, $2)", answer, PHOTO.format(9)
     )
-    assert resp.status == 201
-    await assert_pages_match(db, busiest)
-    assert b'"https://img.example/9.jpg"' in await queries.questions_page(db, busiest, 1, 1000)
+    await assert_pages_match(db, product_id)
+    assert b'"https://img.example/9.jpg"' in await queries.questions_page(db, product_id, 1, 1000)
 
     # The export's quirks (quotes, newlines, a NULL and a "null" url, reported rows).
     data = write_export(tmp_path / "quirky", QUIRKY_QUESTIONS, QUIRKY_ANSWERS, QUIRKY_PHOTOS)
     await run_load(qa_db, data, tmp_path / "report2", redis_server.url, parse_in_child=False)
     visible = "SELECT DISTINCT product_id FROM questions WHERE NOT reported ORDER BY 1"
     assert [r[0] for r in await qa_conn.fetch(visible)] == [5, 7]
-    for product in (5, 6, 7, busiest):
+    for product in (5, 6, 7, product_id):
         await assert_pages_match(db, product)
 
 
