@@ -192,6 +192,13 @@ async def test_stampede_costs_one_load_per_process(caches):
     a, b = caches
     db = FakeDatabase()
     db.gate = asyncio.Event()
+    # Readers join a load only under a live lease (flights.py); one at the
+    # tail of its 250 ms, its renewal late on a loaded machine, would lapse
+    # between the readers and send the last ones to Postgres on their own,
+    # as it should. So the readers start on freshly renewed leases.
+    renewed = [asyncio.shield(c._coherence.lease_renewed()) for c in caches]
+    async with asyncio.timeout(2):
+        await asyncio.gather(*renewed)
     readers = [asyncio.create_task(c.get("p:5", "k", db.load)) for c in (a, b) for _ in range(50)]
     await db.reads_reach(2)  # one load per process (more would come before the gate opens)
     db.gate.set()
