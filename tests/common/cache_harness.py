@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
@@ -76,6 +77,18 @@ def make_cache(url: str, namespace: str = "t", *, cluster: bool = False, **kwarg
         pubsub_factory=lambda: Redis.from_url(url, socket_timeout=None),
         **kwargs,
     )
+
+
+@contextlib.asynccontextmanager
+async def started_cache(url: str, **kwargs) -> AsyncIterator[ResponseCache]:
+    """make_cache(url, **kwargs), started and ready; stopped on the way out."""
+    c = make_cache(url, **kwargs)
+    await c.start()
+    assert await c.wait_ready()
+    try:
+        yield c
+    finally:
+        await c.stop()
 
 
 def counter(cache: ResponseCache, tier: str, result: str) -> float:

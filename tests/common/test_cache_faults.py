@@ -23,6 +23,7 @@ from tests.common.cache_harness import (
     FakeDatabase,
     counter,
     make_cache,
+    started_cache,
 )
 
 
@@ -78,20 +79,17 @@ async def test_fail_open_and_resume(private_redis, fault):
 async def test_an_open_breaker_keeps_reads_off_a_stalled_redis(private_redis):
     """After a Redis call fails, reads skip Redis for BREAKER_S: against a
     stalled Redis only the first read waits out its deadline, not every one."""
-    c = make_cache(private_redis.url)
-    await c.start()
-    assert await c.wait_ready()
     db = FakeDatabase()
-    try:
-        private_redis.pause()
-        await timed_get(c, db, "p:0")  # waits out its deadline: the breaker opens
-        start = time.perf_counter()
-        for i in range(1, 21):
-            assert await c.get(f"p:{i}", "k", db.load) == b"v1"
-        assert time.perf_counter() - start < 0.25  # 20 deadlines of 50 ms would take 1 s
-    finally:
-        private_redis.resume()
-        await c.stop()
+    async with started_cache(private_redis.url) as c:
+        try:
+            private_redis.pause()
+            await timed_get(c, db, "p:0")  # waits out its deadline: the breaker opens
+            start = time.perf_counter()
+            for i in range(1, 21):
+                assert await c.get(f"p:{i}", "k", db.load) == b"v1"
+            assert time.perf_counter() - start < 0.25  # 20 deadlines of 50 ms would take 1 s
+        finally:
+            private_redis.resume()
 
 
 async def test_a_failed_invalidation_is_replayed_when_redis_answers(private_redis):

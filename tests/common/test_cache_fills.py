@@ -20,6 +20,7 @@ from tests.common.cache_harness import (
     counter,
     make_cache,
     returns,
+    started_cache,
 )
 
 
@@ -208,17 +209,12 @@ async def test_stampede_costs_one_load_per_process(caches):
 
 async def test_local_tier_is_bounded_in_bytes(redis_server):
     redis_server.flush()
-    c = make_cache(redis_server.url, local_max_bytes=10_000)
-    await c.start()
-    assert await c.wait_ready()
-    try:
+    async with started_cache(redis_server.url, local_max_bytes=10_000) as c:
         for i in range(100):
             await c.get(f"p:{i}", "k", returns(b"x" * 1000))
         assert 0 < c._local_tier.held_bytes <= 10_000
         assert len(c._local) <= 10
         assert "p:99" in c._local and "p:0" not in c._local  # least recently used went first
-    finally:
-        await c.stop()
 
 
 async def test_small_answers_are_counted_with_their_overhead(redis_server):
@@ -226,10 +222,7 @@ async def test_small_answers_are_counted_with_their_overhead(redis_server):
     headers), not just their bodies: counting bodies alone let a walk over
     many small answers hold several times the budget."""
     redis_server.flush()
-    c = make_cache(redis_server.url, local_max_bytes=20_000)
-    await c.start()
-    assert await c.wait_ready()
-    try:
+    async with started_cache(redis_server.url, local_max_bytes=20_000) as c:
         for i in range(500):
             await c.get(f"p:{i}", "k", returns(b"[]"))
         held = sum(
@@ -239,8 +232,6 @@ async def test_small_answers_are_counted_with_their_overhead(redis_server):
             for scope, entries in c._local.items()
         )
         assert 0 < held <= 20_000
-    finally:
-        await c.stop()
 
 
 async def test_scope_sequences_are_bounded_and_an_evicted_one_still_refuses_a_stale_fill(
