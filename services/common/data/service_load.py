@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from .rebuild import vacuum_loaded
 from .report import LoadReport
 from .values import EtlError
 
@@ -40,6 +41,7 @@ class ServiceLoader:
     migrations: Path
     load_files: LoadFiles
     description: str
+    tables: tuple[str, ...]  # the tables the load replaces: vacuumed after it
 
     async def __call__(
         self,
@@ -55,8 +57,9 @@ class ServiceLoader:
         transaction (a failed load leaves the previous data), write
         load-report.json and rejects.csv into `report_dir`, then flush the
         service's cache (`redis_url`, default REDIS_URL): after the commit, so
-        that a reader that refilled it mid-load with old rows is dropped too.
-        Returns the report."""
+        that a reader that refilled it mid-load with old rows is dropped too;
+        then vacuum the loaded tables (`vacuum_loaded`; the services may serve
+        meanwhile: VACUUM blocks neither reads nor writes). Returns the report."""
         from services.common.cache import flush_namespace
         from services.common.db import ensure_database, migrate
         from services.common.settings import Settings
@@ -70,20 +73,33 @@ class ServiceLoader:
             async with conn.transaction():
                 await self.load_files(conn, Path(data_dir), report, parse_in_child)
         except BaseException as exc:
+            await conn.close()
             report.finish("failed", f"{type(exc).__name__}: {exc}", quiet=quiet)
             raise
+        try:
+            started = time.perf_counter()
+            redis_url = redis_url or Settings.from_env(service).redis_url
+            if not await flush_namespace(redis_url, self.cache_namespace, timeout_ms=500):
+                print(
+                    f"warning: {service} cache flush did not reach Redis at {redis_url}; "
+                    "running processes drop their local tier within a lease and Redis entries "
+                    "expire with their TTL",
+                    file=sys.stderr,
+                )
+            report.step("cache_flush", time.perf_counter() - started)
+            started = time.perf_counter()
+            try:
+                await vacuum_loaded(conn, self.tables)
+            except asyncpg.PostgresError as exc:
+                # The data is in: a failed vacuum costs the first reads' speed only.
+                print(
+                    f"warning: {service} loaded, but VACUUM (FREEZE, ANALYZE) failed: {exc}; "
+                    "run it by hand",
+                    file=sys.stderr,
+                )
+            report.step("vacuum", time.perf_counter() - started)
         finally:
             await conn.close()
-        started = time.perf_counter()
-        redis_url = redis_url or Settings.from_env(service).redis_url
-        if not await flush_namespace(redis_url, self.cache_namespace, timeout_ms=500):
-            print(
-                f"warning: {service} cache flush did not reach Redis at {redis_url}; running "
-                "processes drop their local tier within a lease and Redis entries expire with "
-                "their TTL",
-                file=sys.stderr,
-            )
-        report.step("cache_flush", time.perf_counter() - started)
         return report.finish(quiet=quiet)
 
     def main(self, argv: list[str] | None = None) -> None:

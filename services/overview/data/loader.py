@@ -373,6 +373,7 @@ load = ServiceLoader(
     MIGRATIONS,
     _load_files,
     "Load the product CSV export into Postgres.",
+    tables=TABLES,
 )
 main = load.main
 

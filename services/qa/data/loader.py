@@ -157,7 +157,12 @@ async def _load_files(
 
 
 load = ServiceLoader(
-    "qa", CACHE_NAMESPACE, MIGRATIONS, _load_files, "Load the Q&A CSV export into Postgres."
+    "qa",
+    CACHE_NAMESPACE,
+    MIGRATIONS,
+    _load_files,
+    "Load the Q&A CSV export into Postgres.",
+    tables=TABLES,
 )
 main = load.main
 

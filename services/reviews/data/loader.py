@@ -286,6 +286,7 @@ load = ServiceLoader(
     MIGRATIONS,
     _load_files,
     "Load the reviews CSV export into Postgres.",
+    tables=TABLES,
 )
 main = load.main
 
