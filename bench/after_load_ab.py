@@ -1,0 +1,172 @@
+"""Reads right after a load, as the load left the tables against vacuumed
+(decision 0057). Both sides start from one template database per service,
+loaded once by the checkout under test (before 0057's loader, which did not
+vacuum): each round copies the template and, on the "vacuumed" side, runs
+what the loader now runs after its commit (`VACUUM (FREEZE, ANALYZE)` of
+the service's loaded tables). Sides alternate their order round by round.
+
+    # one statement, straight at Postgres: its rate on a first and a second
+    # pass over the same random products, and its buffers per execution
+    python -m bench.after_load_ab statements --service qa --template vt1_qa_t
+    # the bench on copies of the three templates atelier_<service>_tpl
+    python -m bench.after_load_ab bench -- --scale 0.1 --only ceiling-query,W2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import random
+import subprocess
+import sys
+import time
+
+import asyncpg
+
+from services.qa.queries import QUESTIONS_PAGE
+from services.reviews.queries import PAGE_SQL
+
+from .config import ROOT
+
+SERVER = "postgresql://postgres@/{db}?host=/run/postgresql"
+SIDES = ("as-loaded", "vacuumed")
+# The cold statement each service's W2 share is made of, with its arguments
+# after the product id; and the table whose rows give the products.
+STATEMENTS = {
+    "reviews": (PAGE_SQL["newest"], (1000, 0), "reviews"),
+    "qa": (QUESTIONS_PAGE, (5, 0), "questions"),
+}
+SERVING = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
+
+
+def alternated(rounds: int) -> list[tuple[int, str]]:
+    """(round, side) in run order: AB, BA, AB, ..."""
+    return [(r, side) for r in range(rounds) for side in (SIDES if r % 2 == 0 else SIDES[::-1])]
+
+
+async def copy_of(template: str, db: str, service: str, side: str) -> float:
+    """`db` as a fresh copy of `template`, vacuumed on that side; the vacuum's seconds."""
+    admin = await asyncpg.connect(SERVER.format(db="postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {db} TEMPLATE {template}")
+    finally:
+        await admin.close()
+    if side != "vacuumed":
+        return 0.0
+    from services.common.data.rebuild import vacuum_loaded
+
+    tables = importlib.import_module(f"services.{service}.data.loader").TABLES
+    conn = await asyncpg.connect(SERVER.format(db=db))
+    try:
+        started = time.perf_counter()
+        await vacuum_loaded(conn, tables)
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def _pass(db: str, sql: str, args: tuple, ids: list[int], conns: int = 2) -> float:
+    """Statements a second over `ids`, `conns` sessions at a time."""
+    left = list(ids)
+    sessions = [
+        await asyncpg.connect(SERVER.format(db=db), server_settings=SERVING) for _ in range(conns)
+    ]
+
+    async def worker(conn: asyncpg.Connection) -> None:
+        statement = await conn.prepare(sql)
+        while left:
+            await statement.fetchval(left.pop(), *args)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in sessions))
+    seconds = time.perf_counter() - started
+    await asyncio.gather(*(c.close() for c in sessions))
+    return len(ids) / seconds
+
+
+async def _buffers(db: str, sql: str, args: tuple, ids: list[int]) -> dict[str, float]:
+    """Shared buffers hit / read / dirtied per execution (EXPLAIN ANALYZE)."""
+    conn = await asyncpg.connect(SERVER.format(db=db), server_settings=SERVING)
+    keys = ("Shared Hit Blocks", "Shared Read Blocks", "Shared Dirtied Blocks")
+    total = dict.fromkeys(keys, 0)
+    try:
+        explain = await conn.prepare("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql)
+        for product_id in ids:
+            plan = json.loads(await explain.fetchval(product_id, *args))[0]["Plan"]
+            for key in keys:
+                total[key] += plan.get(key, 0)
+    finally:
+        await conn.close()
+    return {key.split()[1].lower(): round(n / len(ids), 2) for key, n in total.items()}
+
+
+async def statements(service: str, template: str, rounds: int, count: int) -> None:
+    sql, args, table = STATEMENTS[service]
+    conn = await asyncpg.connect(SERVER.format(db=template))
+    last = await conn.fetchval(f"SELECT max(product_id) FROM {table}")
+    await conn.close()
+    db = f"{template}_ab"
+    for r, side in alternated(rounds):
+        vacuum = await copy_of(template, db, service, side)
+        rng = random.Random(r)  # the same products on both sides of a round
+        ids = [rng.randint(1, last) for _ in range(count)]
+        first = await _pass(db, sql, args, ids)
+        second = await _pass(db, sql, args, ids)
+        explained = await _buffers(db, sql, args, [rng.randint(1, last) for _ in range(300)])
+        row = {
+            "round": r,
+            "side": side,
+            "vacuum_s": round(vacuum, 2),
+            "first_pass_per_s": round(first),
+            "second_pass_per_s": round(second),
+            "buffers": explained,
+        }
+        print(json.dumps(row), flush=True)
+    admin = await asyncpg.connect(SERVER.format(db="postgres"))
+    await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    await admin.close()
+
+
+def bench(rounds: int, bench_args: list[str]) -> None:
+    for r, side in alternated(rounds):
+        vacuum = {
+            s: round(asyncio.run(copy_of(f"atelier_{s}_tpl", f"atelier_{s}_bench", s, side)), 2)
+            for s in ("overview", "reviews", "qa")
+        }
+        run = subprocess.run(
+            [sys.executable, "-m", "bench.run", *bench_args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        shown = [
+            line for line in run.stdout.splitlines() if "json:" in line or "back to back" in line
+        ]
+        print(
+            json.dumps(
+                {"round": r, "side": side, "vacuum_s": vacuum, "rc": run.returncode, "run": shown}
+            ),
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("mode", choices=("statements", "bench"))
+    p.add_argument("--service", choices=sorted(STATEMENTS), default="qa")
+    p.add_argument("--template", help="statements: the template database")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--count", type=int, default=20_000, help="statements per pass")
+    p.add_argument("bench_args", nargs="*", help="bench: bench.run's arguments, after --")
+    a = p.parse_args(argv)
+    if a.mode == "statements":
+        asyncio.run(statements(a.service, a.template, a.rounds, a.count))
+    else:
+        bench(a.rounds, a.bench_args)
+
+
+if __name__ == "__main__":
+    main()
