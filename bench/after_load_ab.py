@@ -160,12 +160,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--template", help="statements: the template database")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--count", type=int, default=20_000, help="statements per pass")
-    p.add_argument("bench_args", nargs="*", help="bench: bench.run's arguments, after --")
-    a = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # bench.run's own arguments follow "--", passed on as they are.
+    split = argv.index("--") if "--" in argv else len(argv)
+    a = p.parse_args(argv[:split])
+    bench_args = argv[split + 1 :]
     if a.mode == "statements":
         asyncio.run(statements(a.service, a.template, a.rounds, a.count))
     else:
-        bench(a.rounds, a.bench_args)
+        bench(a.rounds, bench_args)
 
 
 if __name__ == "__main__":
