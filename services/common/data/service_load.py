@@ -60,9 +60,7 @@ class ServiceLoader:
         that a reader that refilled it mid-load with old rows is dropped too;
         then vacuum the loaded tables (`vacuum_loaded`; the services may serve
         meanwhile: VACUUM blocks neither reads nor writes). Returns the report."""
-        from services.common.cache import flush_namespace
         from services.common.db import ensure_database, migrate
-        from services.common.settings import Settings
 
         service = self.service
         await ensure_database(dsn)
@@ -77,30 +75,39 @@ class ServiceLoader:
             report.finish("failed", f"{type(exc).__name__}: {exc}", quiet=quiet)
             raise
         try:
-            started = time.perf_counter()
-            redis_url = redis_url or Settings.from_env(service).redis_url
-            if not await flush_namespace(redis_url, self.cache_namespace, timeout_ms=500):
-                print(
-                    f"warning: {service} cache flush did not reach Redis at {redis_url}; "
-                    "running processes drop their local tier within a lease and Redis entries "
-                    "expire with their TTL",
-                    file=sys.stderr,
-                )
-            report.step("cache_flush", time.perf_counter() - started)
-            started = time.perf_counter()
-            try:
-                await vacuum_loaded(conn, self.tables)
-            except asyncpg.PostgresError as exc:
-                # The data is in: a failed vacuum costs the first reads' speed only.
-                print(
-                    f"warning: {service} loaded, but VACUUM (FREEZE, ANALYZE) failed: {exc}; "
-                    "run it by hand",
-                    file=sys.stderr,
-                )
-            report.step("vacuum", time.perf_counter() - started)
+            await self._flush_cache(redis_url, report)
+            await self._vacuum(conn, report)
         finally:
             await conn.close()
         return report.finish(quiet=quiet)
+
+    async def _flush_cache(self, redis_url: str | None, report: LoadReport) -> None:
+        from services.common.cache import flush_namespace
+        from services.common.settings import Settings
+
+        started = time.perf_counter()
+        redis_url = redis_url or Settings.from_env(self.service).redis_url
+        if not await flush_namespace(redis_url, self.cache_namespace, timeout_ms=500):
+            print(
+                f"warning: {self.service} cache flush did not reach Redis at {redis_url}; running "
+                "processes drop their local tier within a lease and Redis entries expire with "
+                "their TTL",
+                file=sys.stderr,
+            )
+        report.step("cache_flush", time.perf_counter() - started)
+
+    async def _vacuum(self, conn: asyncpg.Connection, report: LoadReport) -> None:
+        started = time.perf_counter()
+        try:
+            await vacuum_loaded(conn, self.tables)
+        except asyncpg.PostgresError as exc:
+            # The data is in: a failed vacuum costs the first reads' speed only.
+            print(
+                f"warning: {self.service} loaded, but VACUUM (FREEZE, ANALYZE) failed: {exc}; "
+                "run it by hand",
+                file=sys.stderr,
+            )
+        report.step("vacuum", time.perf_counter() - started)
 
     def main(self, argv: list[str] | None = None) -> None:
         """The command line every service's loader shares."""
