@@ -46,14 +46,18 @@ def alternated(rounds: int) -> list[tuple[int, str]]:
     return [(r, side) for r in range(rounds) for side in (SIDES if r % 2 == 0 else SIDES[::-1])]
 
 
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(SERVER.format(db="postgres"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 async def copy_of(template: str, db: str, service: str, side: str) -> float:
     """`db` as a fresh copy of `template`, vacuumed on that side; the vacuum's seconds."""
-    admin = await asyncpg.connect(SERVER.format(db="postgres"))
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {db} TEMPLATE {template}")
-    finally:
-        await admin.close()
+    await _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    await _admin(f"CREATE DATABASE {db} TEMPLATE {template}")
     if side != "vacuumed":
         return 0.0
     from services.common.data.rebuild import vacuum_loaded
@@ -125,9 +129,7 @@ async def statements(service: str, template: str, rounds: int, count: int) -> No
             "buffers": explained,
         }
         print(json.dumps(row), flush=True)
-    admin = await asyncpg.connect(SERVER.format(db="postgres"))
-    await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    await admin.close()
+    await _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
 def bench(rounds: int, bench_args: list[str]) -> None:
