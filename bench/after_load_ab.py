@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -25,12 +26,14 @@ import time
 
 import asyncpg
 
+from services.common.data.rebuild import vacuum_loaded
+from services.common.db import drop_database, with_database
 from services.qa.queries import QUESTIONS_PAGE
 from services.reviews.queries import PAGE_SQL
 
 from .config import ROOT
 
-SERVER = "postgresql://postgres@/{db}?host=/run/postgresql"
+ADMIN = os.environ.get("TEST_PG_URL", "postgresql://postgres@/postgres?host=/run/postgresql")
 SIDES = ("as-loaded", "vacuumed")
 # The cold statement each service's W2 share is made of, with its arguments
 # after the product id; and the table whose rows give the products.
@@ -46,24 +49,18 @@ def alternated(rounds: int) -> list[tuple[int, str]]:
     return [(r, side) for r in range(rounds) for side in (SIDES if r % 2 == 0 else SIDES[::-1])]
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(SERVER.format(db="postgres"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def copy_of(template: str, db: str, service: str, side: str) -> float:
     """`db` as a fresh copy of `template`, vacuumed on that side; the vacuum's seconds."""
-    await _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    await _admin(f"CREATE DATABASE {db} TEMPLATE {template}")
+    await drop_database(with_database(ADMIN, db))
+    admin = await asyncpg.connect(ADMIN)
+    try:
+        await admin.execute(f"CREATE DATABASE {db} TEMPLATE {template}")
+    finally:
+        await admin.close()
     if side != "vacuumed":
         return 0.0
-    from services.common.data.rebuild import vacuum_loaded
-
     tables = importlib.import_module(f"services.{service}.data.loader").TABLES
-    conn = await asyncpg.connect(SERVER.format(db=db))
+    conn = await asyncpg.connect(with_database(ADMIN, db))
     try:
         started = time.perf_counter()
         await vacuum_loaded(conn, tables)
@@ -75,9 +72,8 @@ async def copy_of(template: str, db: str, service: str, side: str) -> float:
 async def _pass(db: str, sql: str, args: tuple, ids: list[int], conns: int = 2) -> float:
     """Statements a second over `ids`, `conns` sessions at a time."""
     left = list(ids)
-    sessions = [
-        await asyncpg.connect(SERVER.format(db=db), server_settings=SERVING) for _ in range(conns)
-    ]
+    url = with_database(ADMIN, db)
+    sessions = [await asyncpg.connect(url, server_settings=SERVING) for _ in range(conns)]
 
     async def worker(conn: asyncpg.Connection) -> None:
         statement = await conn.prepare(sql)
@@ -93,7 +89,7 @@ async def _pass(db: str, sql: str, args: tuple, ids: list[int], conns: int = 2) 
 
 async def _buffers(db: str, sql: str, args: tuple, ids: list[int]) -> dict[str, float]:
     """Shared buffers hit / read / dirtied per execution (EXPLAIN ANALYZE)."""
-    conn = await asyncpg.connect(SERVER.format(db=db), server_settings=SERVING)
+    conn = await asyncpg.connect(with_database(ADMIN, db), server_settings=SERVING)
     keys = ("Shared Hit Blocks", "Shared Read Blocks", "Shared Dirtied Blocks")
     total = dict.fromkeys(keys, 0)
     try:
@@ -109,7 +105,7 @@ async def _buffers(db: str, sql: str, args: tuple, ids: list[int]) -> dict[str, 
 
 async def statements(service: str, template: str, rounds: int, count: int) -> None:
     sql, args, table = STATEMENTS[service]
-    conn = await asyncpg.connect(SERVER.format(db=template))
+    conn = await asyncpg.connect(with_database(ADMIN, template))
     last = await conn.fetchval(f"SELECT max(product_id) FROM {table}")
     await conn.close()
     db = f"{template}_ab"
@@ -129,7 +125,7 @@ async def statements(service: str, template: str, rounds: int, count: int) -> No
             "buffers": explained,
         }
         print(json.dumps(row), flush=True)
-    await _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    await drop_database(with_database(ADMIN, db))
 
 
 def bench(rounds: int, bench_args: list[str]) -> None:

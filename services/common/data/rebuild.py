@@ -128,5 +128,6 @@ async def vacuum_loaded(conn: asyncpg.Connection, tables: Sequence[str]) -> None
     aggregates and the documents are INSERT ... SELECT. Left as they are,
     the first readers of a page prune its dead versions and set hint bits,
     so cold reads after a load dirty pages and run slower until each page
-    has been read (decision 0057). VACUUM does that work here, once, without cost delay."""
+    has been read (decision 0057). VACUUM does that work here, once,
+    without cost delay."""
     await conn.execute(f"VACUUM (FREEZE, ANALYZE) {', '.join(tables)}")
