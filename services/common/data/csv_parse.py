@@ -118,7 +118,9 @@ class FileSpec:
     `columns` are the expected header names (matched ignoring case and
     underscores) in the order the converter receives them; `copy_columns` are
     the table columns of the converter's output tuple (default: `columns`).
-    `nullable` columns may hold bare `null` (-> None in, NULL out).
+    `nullable` columns may hold bare `null` (-> None in, NULL out); an output
+    column the converter adds (in `copy_columns` only) is nullable when named
+    there: the converter's None is written as NULL.
     `id_column` values are checked positive, int4 and unique (bitmap), and
     handed to the converter as int. `repair` is an optional line hook
     (line -> repaired line, or None when it leaves the line alone)."""
@@ -267,7 +269,7 @@ class FileParser:
             bits = seen.bits
             convert, batch_rows, reject = self.convert, self.batch_rows, self._reject
             out: list[str] = []  # CSV text of the current chunk
-            write = self._writer(out, bool(null_in))
+            write = self._writer(out, bool(spec.nullable))
             rows: list[Sequence[Any]] = []
             line_no = reader.line_num + 1
             flag[0] = False

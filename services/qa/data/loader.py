@@ -3,11 +3,11 @@
     python -m services.qa.data.loader --data data/qa --report data/reports/qa [--dsn ...]
 
 One transaction: TRUNCATE, drop the secondary indexes, COPY questions,
-answers and answer photos (each file of 16 MB or more parsed and checked in
-a child process while Postgres ingests the previous chunk; ServiceLoader),
-store each answer's photos in its row (qa_fill_answer_photo_elements in
-migrations/011_answer_photo_elements.sql; the trigger that keeps them is
-disabled for the COPY), rebuild the indexes, ANALYZE, move the id sequences
+answers (each with its photos' elements, migrations/011_answer_photo_elements.sql,
+read from the photos file before the first answer: photo_elements.py) and
+answer photos (each file of 16 MB or more parsed and checked in a child
+process while Postgres ingests the previous chunk; ServiceLoader; the
+triggers are disabled for the COPY), rebuild the indexes, ANALYZE, move the id sequences
 past the loaded ids. The rows' stored elements (migrations 008 and 013) are
 generated columns: the COPY computes them. A failed load rolls back and
 leaves the previous data in place; re-running replaces it. After the commit
@@ -26,7 +26,6 @@ A bare `null` photo url is loaded as NULL (the export has a few).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from services.common.data.bulk_copy import (
     enable_triggers,
 )
 from services.common.data.csv_parse import Converter, FileSpec
+from services.common.data.photo_elements import stored_photos
 from services.common.data.rebuild import rebuild_after_copy
 from services.common.data.report import LoadReport
 from services.common.data.service_load import ServiceLoader
@@ -52,7 +52,13 @@ MAIN_TABLE = "questions"  # the stack loads demo data when this one is empty
 TABLES = ("questions", "answers", "answers_photos")
 
 QUESTIONS = FileSpec("questions.csv", "questions", HEADERS["questions.csv"])
-ANSWERS = FileSpec("answers.csv", "answers", HEADERS["answers.csv"])
+ANSWERS = FileSpec(
+    "answers.csv",
+    "answers",
+    HEADERS["answers.csv"],
+    copy_columns=(*HEADERS["answers.csv"], "photo_elements"),
+    nullable=frozenset({"photo_elements"}),  # written, never read: no photos
+)
 PHOTOS = FileSpec(
     "answers_photos.csv",
     "answers_photos",
@@ -74,9 +80,12 @@ class Loaded(ParentFile):
 # files' closures carry .result() handing their Loaded back to the loader.
 
 
-def _post_converter(kind: str, parent: Loaded | None) -> Converter:
+def _post_converter(
+    kind: str, parent: Loaded | None, photos: dict[int, str] | None = None
+) -> Converter:
     """questions.csv (parent None: column 1 is a product id) or answers.csv
-    (column 1 must be a loaded question): the two files share a layout."""
+    (column 1 must be a loaded question; each answer written with its
+    `photos`): the two files share a layout."""
     loaded = Loaded(kind)
     add = loaded.ids.add
     parents = parent.ids if parent is not None else None
@@ -103,7 +112,9 @@ def _post_converter(kind: str, parent: Loaded | None) -> Converter:
         if helpful < 0:
             fail(row_id, f"helpful {helpful} negative")
         add(row_id)
-        return (row_id, owner, row[2], when, row[4], row[5], reported, helpful)
+        if photos is None:
+            return (row_id, owner, row[2], when, row[4], row[5], reported, helpful)
+        return (row_id, owner, row[2], when, row[4], row[5], reported, helpful, photos.get(row_id))
 
     convert.result = lambda: loaded  # type: ignore[attr-defined]
     return convert
@@ -113,8 +124,9 @@ def questions_converter(_: Any = None) -> Converter:
     return _post_converter("question", None)
 
 
-def answers_converter(questions: Loaded) -> Converter:
-    return _post_converter("answer", questions)
+def answers_converter(context: tuple[Loaded, Path]) -> Converter:
+    questions, photos_file = context
+    return _post_converter("answer", questions, stored_photos(photos_file, PHOTOS))
 
 
 def photos_converter(answers: Loaded) -> Converter:
@@ -129,28 +141,21 @@ def photos_converter(answers: Loaded) -> Converter:
     return convert
 
 
-# Each answer's photos, ready (migrations/011_answer_photo_elements.sql):
-# filled in one statement after the COPY, with the trigger that keeps them
-# off for it, and before the indexes are built (no index entries for the
-# rows it rewrites).
-PHOTO_ELEMENTS_SQL = "SELECT qa_fill_answer_photo_elements()"
-
-
 async def _load_files(
     conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
     index_sql = await begin_bulk_load(conn, MIGRATIONS, TABLES)
-    # The photos' row trigger would update an answer per copied photo: off for
-    # the COPY (inside the load transaction, so a failed load gets it back
-    # with the rollback), and every answer's photos stored at once after it.
+    # The answers carry their photos in the COPY; the photos' row trigger
+    # would recompute them per copied photo: off for the load (inside its
+    # transaction, so a failed load gets it back with the rollback).
     triggers = await disable_triggers(conn, TABLES)
     kw = {"parse_in_child": parse_in_child}
     questions = await copy_file(conn, data_dir, QUESTIONS, questions_converter, None, report, **kw)
-    answers = await copy_file(conn, data_dir, ANSWERS, answers_converter, questions, report, **kw)
+    answers_context = (questions, Path(data_dir) / PHOTOS.name)
+    answers = await copy_file(
+        conn, data_dir, ANSWERS, answers_converter, answers_context, report, **kw
+    )
     await copy_file(conn, data_dir, PHOTOS, photos_converter, answers, report, **kw)
-    started = time.perf_counter()
-    await conn.execute(PHOTO_ELEMENTS_SQL)
-    report.step("photo_elements", time.perf_counter() - started)
 
     await rebuild_after_copy(conn, report, index_sql, TABLES, TABLES)
     await enable_triggers(conn, triggers)

@@ -3,9 +3,10 @@
     python -m services.reviews.data.loader --data data/reviews --report data/reports/reviews
 
 One transaction: TRUNCATE, drop the secondary indexes, COPY characteristics,
-reviews, photos and characteristic scores (each file of 16 MB or more parsed
-and checked in a child process while Postgres ingests the previous chunk;
-ServiceLoader), rebuild indexes, build the aggregates (product_ratings,
+reviews (each with its photos' elements, read from the photos file before the
+first review: photo_elements.py), photos and characteristic scores (each file
+of 16 MB or more parsed and checked in a child process while Postgres ingests
+the previous chunk; ServiceLoader), rebuild indexes, build the aggregates (product_ratings,
 characteristics.score_sum/count over non-reported reviews), move the id
 sequences past the loaded ids. A failed load rolls back and leaves the
 previous data in place; re-running replaces it.
@@ -38,6 +39,7 @@ from services.common.data.bulk_copy import (
 )
 from services.common.data.csv_parse import Converter, FileSpec
 from services.common.data.parse_job import ParseJob
+from services.common.data.photo_elements import stored_photos
 from services.common.data.rebuild import drop_primary_keys, rebuild_after_copy
 from services.common.data.report import LoadReport
 from services.common.data.service_load import ServiceLoader
@@ -60,7 +62,11 @@ TABLES = (*ID_TABLES, "product_ratings")
 
 CHARACTERISTICS = FileSpec("characteristics.csv", "characteristics", HEADERS["characteristics.csv"])
 REVIEWS = FileSpec(
-    "reviews.csv", "reviews", HEADERS["reviews.csv"], nullable=frozenset({"response"})
+    "reviews.csv",
+    "reviews",
+    HEADERS["reviews.csv"],
+    copy_columns=(*HEADERS["reviews.csv"], "photo_elements"),
+    nullable=frozenset({"response"}),
 )
 PHOTOS = FileSpec(
     "reviews_photos.csv",
@@ -109,7 +115,10 @@ def characteristics_converter(_: Any = None) -> Converter:
     return convert
 
 
-def reviews_converter(_: Any = None) -> Converter:
+def reviews_converter(photos_file: Path) -> Converter:
+    """Each review goes in with its photos (migrations/005_photo_elements.sql),
+    read from the photos file before the first review (photo_elements.py)."""
+    photos = stored_photos(photos_file, PHOTOS).get
     parents = Parents("review")
     product, flags, fail = parents.product, parents.reported, parents.reject
     booleans = BOOL_TRUE_FALSE
@@ -151,6 +160,7 @@ def reviews_converter(_: Any = None) -> Converter:
             row[9],
             row[10],
             helpfulness,
+            photos(rid),
         )
 
     convert.result = lambda: parents  # type: ignore[attr-defined]
@@ -218,10 +228,6 @@ CREATE TEMP TABLE characteristic_scores_load (id integer, score_sum bigint, scor
     ON COMMIT DROP;
 """
 CHARACTERISTICS_LOAD = replace(CHARACTERISTICS, table="characteristics_load")
-# Each review's photos, ready (migrations/005_photo_elements.sql): filled in one
-# statement after the COPY, with the trigger that keeps them off for it, and
-# before the indexes are built (no index entries for the rows it rewrites).
-PHOTO_ELEMENTS_SQL = "SELECT reviews_fill_photo_elements()"
 INSERT_CHARACTERISTICS_SQL = """
 INSERT INTO characteristics (id, product_id, name, score_sum, score_count)
 SELECT c.id, c.product_id, c.name, coalesce(s.score_sum, 0), coalesce(s.score_count, 0)
@@ -233,6 +239,9 @@ async def _load_files(
     conn: asyncpg.Connection, data_dir: Path, report: LoadReport, parse_in_child: bool | None
 ) -> None:
     index_sql = await begin_bulk_load(conn, MIGRATIONS, TABLES)
+    # The reviews carry their photos in the COPY; the photos' row trigger
+    # would recompute them per copied photo: off for the load (inside its
+    # transaction, so a failed load gets it back with the rollback).
     triggers = await disable_triggers(conn, ("reviews_photos",))
     await conn.execute(STAGING_SQL)
     # Unique ids are checked while parsing; building the primary keys after
@@ -248,7 +257,7 @@ async def _load_files(
         # Two independent parsers at a time: the next file's parsing overlaps
         # the COPY of the previous one on this transaction's one connection.
         chars_job = parse(CHARACTERISTICS_LOAD, characteristics_converter, None)
-        reviews_job = parse(REVIEWS, reviews_converter, None)
+        reviews_job = parse(REVIEWS, reviews_converter, Path(data_dir) / PHOTOS.name)
         chars = await copy_parsed(conn, chars_job, report)
         reviews = await copy_parsed(conn, reviews_job, report)
         photos_job = parse(PHOTOS, photos_converter, reviews)
@@ -265,9 +274,6 @@ async def _load_files(
     )
     await conn.execute(INSERT_CHARACTERISTICS_SQL)
     report.step("characteristics+scores", time.perf_counter() - started)
-    started = time.perf_counter()
-    await conn.execute(PHOTO_ELEMENTS_SQL)
-    report.step("photo_elements", time.perf_counter() - started)
     await rebuild_after_copy(
         conn,
         report,
