@@ -8,6 +8,9 @@ the service's loaded tables). Sides alternate their order round by round.
     # one statement, straight at Postgres: its rate on a first and a second
     # pass over the same random products, and its buffers per execution
     python -m bench.after_load_ab statements --service qa --template vt1_qa_t
+    # the same statement on copies of two templates, each as it was loaded
+    # (decision 0058: the loader before and after the photos went in the COPY)
+    python -m bench.after_load_ab statements --service qa --template old_qa --against new_qa
     # the bench on copies of the three templates atelier_<service>_tpl
     python -m bench.after_load_ab bench -- --scale 0.1 --only ceiling-query,W2
 """
@@ -28,7 +31,7 @@ import asyncpg
 
 from services.common.data.rebuild import vacuum_loaded
 from services.common.db import drop_database, with_database
-from services.qa.queries import QUESTIONS_PAGE
+from services.qa.queries import ANSWERS_PAGE, QUESTIONS_PAGE
 from services.reviews.queries import PAGE_SQL
 
 from .config import ROOT
@@ -36,17 +39,19 @@ from .config import ROOT
 ADMIN = os.environ.get("TEST_PG_URL", "postgresql://postgres@/postgres?host=/run/postgresql")
 SIDES = ("as-loaded", "vacuumed")
 # The cold statement each service's W2 share is made of, with its arguments
-# after the product id; and the table whose rows give the products.
+# after the id; and the table and column whose largest value bounds the ids
+# (uniform from 1). "qa-answers" is the answers page, of the qa service.
 STATEMENTS = {
-    "reviews": (PAGE_SQL["newest"], (1000, 0), "reviews"),
-    "qa": (QUESTIONS_PAGE, (5, 0), "questions"),
+    "reviews": (PAGE_SQL["newest"], (1000, 0), "reviews", "product_id"),
+    "qa": (QUESTIONS_PAGE, (5, 0), "questions", "product_id"),
+    "qa-answers": (ANSWERS_PAGE, (5, 0), "questions", "id"),
 }
 SERVING = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
 
 
-def alternated(rounds: int) -> list[tuple[int, str]]:
+def alternated(rounds: int, sides: tuple[str, str] = SIDES) -> list[tuple[int, str]]:
     """(round, side) in run order: AB, BA, AB, ..."""
-    return [(r, side) for r in range(rounds) for side in (SIDES if r % 2 == 0 else SIDES[::-1])]
+    return [(r, side) for r in range(rounds) for side in (sides if r % 2 == 0 else sides[::-1])]
 
 
 async def copy_of(template: str, db: str, service: str, side: str) -> float:
@@ -103,14 +108,20 @@ async def _buffers(db: str, sql: str, args: tuple, ids: list[int]) -> dict[str, 
     return {key.split()[1].lower(): round(n / len(ids), 2) for key, n in total.items()}
 
 
-async def statements(service: str, template: str, rounds: int, count: int) -> None:
-    sql, args, table = STATEMENTS[service]
+async def statements(
+    statement: str, template: str, rounds: int, count: int, against: str | None = None
+) -> None:
+    """Sides: as loaded and vacuumed copies of `template`, or, `against`
+    given, copies of `template` and of `against` as they are."""
+    sql, args, table, column = STATEMENTS[statement]
+    service = statement.split("-")[0]
+    sides = (template, against) if against else SIDES
     conn = await asyncpg.connect(with_database(ADMIN, template))
-    last = await conn.fetchval(f"SELECT max(product_id) FROM {table}")
+    last = await conn.fetchval(f"SELECT max({column}) FROM {table}")
     await conn.close()
     db = f"{template}_ab"
-    for r, side in alternated(rounds):
-        vacuum = await copy_of(template, db, service, side)
+    for r, side in alternated(rounds, sides):
+        vacuum = await copy_of(side if against else template, db, service, side)
         rng = random.Random(r)  # the same products on both sides of a round
         ids = [rng.randint(1, last) for _ in range(count)]
         first = await _pass(db, sql, args, ids)
@@ -156,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("mode", choices=("statements", "bench"))
     p.add_argument("--service", choices=sorted(STATEMENTS), default="qa")
     p.add_argument("--template", help="statements: the template database")
+    p.add_argument("--against", help="statements: a second template, the other side")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--count", type=int, default=20_000, help="statements per pass")
     argv = sys.argv[1:] if argv is None else argv
@@ -164,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv[:split])
     bench_args = argv[split + 1 :]
     if a.mode == "statements":
-        asyncio.run(statements(a.service, a.template, a.rounds, a.count))
+        asyncio.run(statements(a.service, a.template, a.rounds, a.count, a.against))
     else:
         bench(a.rounds, bench_args)
 

@@ -59,12 +59,13 @@ AWKWARD_URLS = (
     "",
     None,  # a bare null: NULL
     "null",  # a quoted "null": the string
+    ',{"id":1,"url":"x"}',  # looks like an element's start
 )
 
 
 def awkward_photos_csv(parent_key: str, parent_id: int, other_parent_id: int) -> str:
     """A photos file (id, parent_key, url): `parent_id` gets the awkward urls
-    (ids 20 down to 13), `other_parent_id` one photo (id 1), and two rows are
+    (ids 20 down to 12), `other_parent_id` one photo (id 1), and two rows are
     rejected (a duplicate id 20, a parent id that is not a number)."""
 
     def field(url: str | None) -> str:

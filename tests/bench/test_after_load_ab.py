@@ -14,3 +14,12 @@ def test_sides_alternate_their_order_round_by_round() -> None:
         (2, "as-loaded"),
         (2, "vacuumed"),
     ]
+
+
+def test_two_templates_alternate_the_same_way() -> None:
+    assert alternated(2, ("old_qa", "new_qa")) == [
+        (0, "old_qa"),
+        (0, "new_qa"),
+        (1, "new_qa"),
+        (1, "old_qa"),
+    ]

@@ -320,7 +320,7 @@ async def test_answers_are_copied_with_their_photos(
         qa_db, data, tmp_path / "report", redis_server.url, parse_in_child=parse_in_child
     )
     stats = report["files"]["answers_photos.csv"]
-    assert (stats["read"], stats["loaded"], stats["rejected"]) == (11, 9, 2)
+    assert (stats["read"], stats["loaded"], stats["rejected"]) == (12, 10, 2)
     assert [r["reason"] for r in read_rejects(tmp_path / "report")][-2:] == [
         "duplicate id 20",
         "bad value: invalid literal for int() with base 10: 'x'",
@@ -331,5 +331,5 @@ async def test_answers_are_copied_with_their_photos(
         assert photo_element(photo_id, url) == element
     assert await stored_photos_out_of_step(qa_conn, "answers") == []
     stored = dict(await qa_conn.fetch("SELECT id, photo_elements FROM answers ORDER BY id"))
-    assert stored[1].count('"url":') == 8 and stored[5].count('"url":') == 1
+    assert stored[1].count('"url":') == 9 and stored[5].count('"url":') == 1
     assert stored[2] is None and stored[6] is None

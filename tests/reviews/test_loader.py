@@ -189,11 +189,11 @@ async def test_reviews_are_copied_with_their_photos(
         db_url, data, tmp_path / "report", quiet=True, parse_in_child=parse_in_child
     )
     stats = report["files"]["reviews_photos.csv"]
-    assert (stats["read"], stats["loaded"], stats["rejected"]) == (11, 9, 2)
+    assert (stats["read"], stats["loaded"], stats["rejected"]) == (12, 10, 2)
     assert [r for r in read_rejects(tmp_path / "report") if r[0] == "reviews_photos.csv"] == [
-        # Lines 13 and 14: three urls above span two or three lines each.
-        ("reviews_photos.csv", 13, "duplicate id 20"),
-        ("reviews_photos.csv", 14, "bad value: invalid literal for int() with base 10: 'x'"),
+        # Lines 14 and 15: two urls above span two and three lines.
+        ("reviews_photos.csv", 14, "duplicate id 20"),
+        ("reviews_photos.csv", 15, "bad value: invalid literal for int() with base 10: 'x'"),
     ]
     conn = await asyncpg.connect(db_url)
     try:
@@ -205,7 +205,7 @@ async def test_reviews_are_copied_with_their_photos(
         stored = dict(await conn.fetch("SELECT id, photo_elements FROM reviews ORDER BY id"))
     finally:
         await conn.close()
-    assert stored[1].count('"url":') == 8 and stored[2].count('"url":') == 1
+    assert stored[1].count('"url":') == 9 and stored[2].count('"url":') == 1
     assert stored[4] is None and stored[5] is None
 
 
