@@ -13,6 +13,8 @@ the service's loaded tables). Sides alternate their order round by round.
     python -m bench.after_load_ab statements --service qa --template old_qa --against new_qa
     # the bench on copies of the three templates atelier_<service>_tpl
     python -m bench.after_load_ab bench -- --scale 0.1 --only ceiling-query,W2
+    # ... or on copies of atelier_<service>_old against atelier_<service>_new
+    python -m bench.after_load_ab bench --suffixes old,new -- --scale 1.0 --only W2
 """
 
 from __future__ import annotations
@@ -139,12 +141,15 @@ async def statements(
     await drop_database(with_database(ADMIN, db))
 
 
-def bench(rounds: int, bench_args: list[str]) -> None:
-    for r, side in alternated(rounds):
-        vacuum = {
-            s: round(asyncio.run(copy_of(f"atelier_{s}_tpl", f"atelier_{s}_bench", s, side)), 2)
-            for s in ("overview", "reviews", "qa")
-        }
+def bench(rounds: int, bench_args: list[str], suffixes: tuple[str, str] | None = None) -> None:
+    """Sides: as loaded and vacuumed copies of atelier_<service>_tpl, or,
+    `suffixes` given, copies of atelier_<service>_<suffix> as they are."""
+    for r, side in alternated(rounds, suffixes or SIDES):
+        template = "atelier_{}_" + (side if suffixes else "tpl")
+        vacuum = {}
+        for s in ("overview", "reviews", "qa"):
+            seconds = asyncio.run(copy_of(template.format(s), f"atelier_{s}_bench", s, side))
+            vacuum[s] = round(seconds, 2)
         run = subprocess.run(
             [sys.executable, "-m", "bench.run", *bench_args],
             cwd=ROOT,
@@ -168,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--service", choices=sorted(STATEMENTS), default="qa")
     p.add_argument("--template", help="statements: the template database")
     p.add_argument("--against", help="statements: a second template, the other side")
+    p.add_argument("--suffixes", help="bench: two template suffixes, A,B (default: tpl, vacuumed)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--count", type=int, default=20_000, help="statements per pass")
     argv = sys.argv[1:] if argv is None else argv
@@ -178,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.mode == "statements":
         asyncio.run(statements(a.service, a.template, a.rounds, a.count, a.against))
     else:
-        bench(a.rounds, bench_args)
+        bench(a.rounds, bench_args, tuple(a.suffixes.split(",")) if a.suffixes else None)
 
 
 if __name__ == "__main__":
