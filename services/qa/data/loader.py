@@ -3,11 +3,11 @@
     python -m services.qa.data.loader --data data/qa --report data/reports/qa [--dsn ...]
 
 One transaction: TRUNCATE, drop the secondary indexes, COPY questions,
-answers (each with its photos' elements, migrations/011_answer_photo_elements.sql,
-read from the photos file before the first answer: photo_elements.py) and
-answer photos (each file of 16 MB or more parsed and checked in a child
-process while Postgres ingests the previous chunk; ServiceLoader; the
-triggers are disabled for the COPY), rebuild the indexes, ANALYZE, move the id sequences
+answers (each with its photos' elements, 011_answer_photo_elements.sql, read
+from the photos file before the first answer: photo_elements.py) and answer
+photos (each file of 16 MB or more parsed and checked in a child process
+while Postgres ingests the previous chunk; ServiceLoader; the triggers are
+disabled for the COPY), rebuild the indexes, ANALYZE, move the id sequences
 past the loaded ids. The rows' stored elements (migrations 008 and 013) are
 generated columns: the COPY computes them. A failed load rolls back and
 leaves the previous data in place; re-running replaces it. After the commit
@@ -57,7 +57,7 @@ ANSWERS = FileSpec(
     "answers",
     HEADERS["answers.csv"],
     copy_columns=(*HEADERS["answers.csv"], "photo_elements"),
-    nullable=frozenset({"photo_elements"}),  # written, never read: no photos
+    nullable=frozenset({"photo_elements"}),  # NULL: the answer has no photos
 )
 PHOTOS = FileSpec(
     "answers_photos.csv",
