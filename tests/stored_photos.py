@@ -1,6 +1,7 @@
 """Checks of a parent row's stored photos (`photo_elements`, kept by a row
-trigger on its photos table), shared by the reviews (migration 005) and qa
-(migration 011) tests: the two services keep them the same way."""
+trigger on its photos table and written by the loader's COPY), shared by the
+reviews (migration 005) and qa (migration 011) tests: the two services keep
+them the same way."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ One transaction: TRUNCATE, drop the secondary indexes, COPY characteristics,
 reviews (each with its photos' elements, read from the photos file before the
 first review: photo_elements.py), photos and characteristic scores (each file
 of 16 MB or more parsed and checked in a child process while Postgres ingests
-the previous chunk; ServiceLoader), rebuild indexes, build the aggregates (product_ratings,
-characteristics.score_sum/count over non-reported reviews), move the id
-sequences past the loaded ids. A failed load rolls back and leaves the
+the previous chunk; ServiceLoader), rebuild indexes, build the aggregates
+(product_ratings, characteristics.score_sum/count over non-reported
+reviews), move the id sequences past the loaded ids. A failed load rolls back and leaves the
 previous data in place; re-running replaces it.
 
 Rejected (never clamped or silently dropped; see rejects.csv):
@@ -66,7 +66,7 @@ REVIEWS = FileSpec(
     "reviews",
     HEADERS["reviews.csv"],
     copy_columns=(*HEADERS["reviews.csv"], "photo_elements"),
-    nullable=frozenset({"response"}),
+    nullable=frozenset({"response", "photo_elements"}),  # photo_elements NULL: no photos
 )
 PHOTOS = FileSpec(
     "reviews_photos.csv",
