@@ -3,7 +3,7 @@ service process, every request a cache miss (issue 21's per-route figures).
 
     python -m bench.cold_ab OLD_DIR NEW_DIR [--scale 0.1] [--rounds 3] [--seconds 8]
                             [--connections 32] [--routes list1000,list30,meta,questions]
-                            [--bare] [--ceiling-bodies 400,1400]
+                            [--bare] [--ceiling-bodies 400,1400] [--cpu]
 
 Loads the SCALE dataset into the benchmark databases first if it is not
 there (bench/data.py, with this checkout's loaders). Each round: ceiling-query
@@ -21,6 +21,10 @@ then what the service around the statement leaves of it (docs/decisions/0047).
 With --ceiling-bodies, each round also runs ceiling-query answering bodies of
 each size given (bytes; `ceiling-query-<N>B`): what a route's larger body
 alone costs the ceiling (docs/decisions/0052).
+With --cpu, each run also reports `cpu_us`: CPU microseconds per request of
+the process under test (`app`), of all Postgres processes and of wrk
+(docs/decisions/0059). Straight at one process, the app's single core is
+what saturates first.
 The services' tables and indexes are read into Postgres's buffers first
 (bench/pgtune.py, as bench.run does).
 Docs: docs/decisions/0035-reviews-read-model.md, 0036-qa-read-model.md."""
@@ -32,6 +36,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -42,8 +47,9 @@ from pathlib import Path
 
 from bench import data, pgtune
 from bench.env import wait_for as wait_http
+from bench.procs import Sampler, by_comm
 from bench.run import parse_args as bench_args
-from bench.write_ab import free_port
+from bench.write_ab import free_port, per_request
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv/bin/python")
@@ -71,7 +77,15 @@ ID_SQL = {
 }
 
 
-def wrk(url: str, seconds: int, connections: int, args: list[str]) -> dict:
+def wrk(
+    url: str, seconds: int, connections: int, args: list[str], cpu_of: int | None = None
+) -> dict:
+    """One wrk run's rate and latency; with `cpu_of` (the pid under test), its
+    `cpu_us` too. A Postgres backend born during the run is charged whole."""
+    if cpu_of is not None:
+        sampler = Sampler(lambda: {"app": {"app": cpu_of}, "postgres": by_comm("postgres")})
+        sampler.start()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [
             "wrk",
@@ -96,12 +110,16 @@ def wrk(url: str, seconds: int, connections: int, args: list[str]) -> dict:
         return float(m[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m[2]]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
+    result = {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
         "p50_ms": ms("50%"),
         "p99_ms": ms("99%"),
         "non_2xx": int(errors[1]) if errors else 0,
     }
+    if cpu_of is not None:
+        requests = float(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+        result["cpu_us"] = per_request(sampler, before, requests)
+    return result
 
 
 class Proc:
@@ -145,6 +163,7 @@ def run_service(
             a.seconds,
             a.connections,
             [route[1], route[2], str(max_id), start],
+            svc.p.pid if a.cpu else None,
         )
     finally:
         svc.stop()
@@ -172,7 +191,11 @@ def run_ceiling(
         wait_http(f"http://127.0.0.1:{port}{path[0]}1{path[1]}")
         start = str(random.randrange(max_id))
         return wrk(
-            f"http://127.0.0.1:{port}", a.seconds, a.connections, [*path, str(max_id), start]
+            f"http://127.0.0.1:{port}",
+            a.seconds,
+            a.connections,
+            [*path, str(max_id), start],
+            proc.p.pid if a.cpu else None,
         )
     finally:
         proc.stop()
@@ -228,6 +251,11 @@ def main() -> None:
         "--bare",
         action="store_true",
         help="also each route's statement on a bare handler, each round (of_bare)",
+    )
+    p.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also CPU us per request of the process, Postgres and wrk, each run",
     )
     a = p.parse_args()
     cfg, _ = bench_args(["--scale", a.scale])
@@ -321,6 +349,11 @@ def main() -> None:
                     *(["of_bare"] if served and a.bare else []),
                 )
             }
+            if a.cpu:
+                summary[f"{name} {label}"]["cpu_us"] = {
+                    group: statistics.median(r["cpu_us"][group] for r in mine)
+                    for group in mine[0]["cpu_us"]
+                }
         if name not in ceilings:
             pairs = [
                 next(
