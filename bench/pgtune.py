@@ -24,6 +24,7 @@ import asyncpg
 
 from services.common.db import with_database
 
+from . import huge_pages
 from .config import BenchConfig
 from .data import log
 
@@ -33,6 +34,9 @@ from .data import log
 # the read path is ~15 GB at SCALE 1.0, reviews' heap left out at 0.5;
 # decision 0041).
 BUFFER_SHARE = float(os.environ.get("BENCH_BUFFER_SHARE", "0.5"))
+# The buffers on huge pages where the machine can hold them (huge_pages.py);
+# BENCH_HUGE_PAGES=0 keeps them on 4 kB pages (decision 0060's other side).
+HUGE_PAGES = os.environ.get("BENCH_HUGE_PAGES", "1").strip().lower() not in ("0", "false", "no")
 # Not on the path of the benchmark's reads, so not worth buffer space: written
 # but never read by a GET (the first three), or the overview catalogue tables
 # whose answers the loader prebuilds into product_documents (read only for a
@@ -88,35 +92,89 @@ def shared_buffers(cfg: BenchConfig) -> int:
     return asyncio.run(_shared_buffers(cfg))
 
 
-def ensure_buffers(cfg: BenchConfig) -> int:
-    """shared_buffers at BUFFER_SHARE of memory; returns the size in effect."""
-    want_mb = int(_memory_bytes() * BUFFER_SHARE) // 2**20
-    current = asyncio.run(_shared_buffers(cfg))
-    if current >= want_mb * 2**20 * 0.95:
-        return current
-
-    async def set_it() -> None:
-        conn = await _admin(cfg)
-        try:
-            await conn.execute(f"ALTER SYSTEM SET shared_buffers = '{want_mb}MB'")
-        finally:
-            await conn.close()
-
-    asyncio.run(set_it())
-    log(f"Postgres shared_buffers {current // 2**20} MB -> {want_mb} MB: restarting the cluster")
-    if not _restart_cluster(5432):
-        log("could not restart Postgres here (no pg_ctlcluster cluster on 5432, or no rights):")
-        log("  restart it yourself for shared_buffers to apply; measuring with the current size")
-        return current
+def _wait_up(cfg: BenchConfig) -> int:
+    """shared_buffers once the restarted cluster answers."""
     deadline = time.monotonic() + 60
     while True:
         try:
-            current = asyncio.run(_shared_buffers(cfg))
-            return current
+            return asyncio.run(_shared_buffers(cfg))
         except (OSError, asyncpg.PostgresError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def _restart(cfg: BenchConfig, why: str) -> bool:
+    log(f"{why}: restarting the cluster")
+    if not _restart_cluster(5432):
+        log("could not restart Postgres here (no pg_ctlcluster cluster on 5432, or no rights):")
+        log("  restart it yourself for the setting to apply; measuring as it is")
+        return False
+    _wait_up(cfg)
+    return True
+
+
+async def _show(cfg: BenchConfig, name: str) -> str:
+    conn = await _admin(cfg)
+    try:
+        return str(await conn.fetchval(f"SHOW {name}"))
+    finally:
+        await conn.close()
+
+
+async def _alter(cfg: BenchConfig, name: str, value: str) -> None:
+    conn = await _admin(cfg)
+    try:
+        await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    finally:
+        await conn.close()
+
+
+def ensure_buffers(cfg: BenchConfig) -> int:
+    """shared_buffers at BUFFER_SHARE of memory, on huge pages where this
+    machine can hold them (ensure_huge_pages); returns the size in effect."""
+    want_mb = int(_memory_bytes() * BUFFER_SHARE) // 2**20
+    current = asyncio.run(_shared_buffers(cfg))
+    if current < want_mb * 2**20 * 0.95:
+        asyncio.run(_alter(cfg, "shared_buffers", f"{want_mb}MB"))
+        why = f"Postgres shared_buffers {current // 2**20} MB -> {want_mb} MB"
+        if _restart(cfg, why):
+            current = asyncio.run(_shared_buffers(cfg))
+    ensure_huge_pages(cfg)
+    return current
+
+
+def on_huge_pages(cfg: BenchConfig) -> bool:
+    """Whether Postgres's shared memory is on huge pages: they are all
+    committed (huge_pages.committed), and the setting allows them."""
+    if asyncio.run(_show(cfg, "huge_pages")) == "off":
+        return False
+    need = int(asyncio.run(_show(cfg, "shared_memory_size_in_huge_pages")))
+    return huge_pages.committed() >= need
+
+
+def ensure_huge_pages(cfg: BenchConfig) -> None:
+    """Postgres's buffers on huge pages (its default `huge_pages = try`, with
+    the kernel's pool raised to what it asks); with BENCH_HUGE_PAGES=0, on 4
+    kB pages (`off`) and the pool given back, so that an A/B's other side
+    does not hold the same memory twice."""
+    want = "try" if HUGE_PAGES else "off"
+    setting = asyncio.run(_show(cfg, "huge_pages"))
+    if not HUGE_PAGES:
+        if setting != "off":
+            asyncio.run(_alter(cfg, "huge_pages", "off"))
+            _restart(cfg, "Postgres huge_pages -> off (BENCH_HUGE_PAGES=0)")
+        huge_pages.release()
+        return
+    need = int(asyncio.run(_show(cfg, "shared_memory_size_in_huge_pages")))
+    held = huge_pages.reserve(need)
+    if held < need:
+        log(f"huge pages: {need:,} wanted, {held:,} held: Postgres stays on 4 kB pages")
+    if setting == "off":
+        asyncio.run(_alter(cfg, "huge_pages", want))
+    if held >= need and not on_huge_pages(cfg):
+        _restart(cfg, f"Postgres onto {need:,} huge pages")
+    log(f"Postgres on huge pages: {'yes' if on_huge_pages(cfg) else 'no'}")
 
 
 async def _relations(dsn: str) -> list[tuple[str, str, int, bool]]:
@@ -187,6 +245,7 @@ def prewarm(cfg: BenchConfig, buffers: int) -> dict[str, object]:
     log(f"prewarmed {sum(mb.values()):,} MB in {seconds}s; left out: {left_out or 'nothing'}")
     return {
         "shared_buffers_mb": buffers // 2**20,
+        "huge_pages": on_huge_pages(cfg),
         "prewarmed_mb": mb,
         "left_out": left_out,
         "prewarm_s": seconds,

@@ -103,8 +103,10 @@ def _postgres_line(pg: dict[str, Any]) -> list[str]:
     if not pg:
         return []
     warm = ", ".join(f"{s} {mb:,} MB" for s, mb in pg["prewarmed_mb"].items())
+    # Runs before decision 0060 did not record the page size.
+    pages = {True: " on huge pages", False: " on 4 kB pages"}.get(pg.get("huge_pages"), "")
     return [
-        f"Postgres shared_buffers {pg['shared_buffers_mb']:,} MB, prewarmed ({warm}) in "
+        f"Postgres shared_buffers {pg['shared_buffers_mb']:,} MB{pages}, prewarmed ({warm}) in "
         f"{pg['prewarm_s']} s."
     ]
 

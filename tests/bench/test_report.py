@@ -81,3 +81,11 @@ def test_cold_reads_are_judged_against_ceiling_query_s_rate_and_p99() -> None:
     assert fast["ceiling_p99_ratio"] == 1.45
     assert report.target_status(fast) == "met"
     assert report.target_status(slow) == "missed: ratio<0.75, p99>1.5x ceiling's"
+
+
+def test_the_postgres_line_says_which_pages_the_buffers_were_on() -> None:
+    pg = {"shared_buffers_mb": 12052, "prewarmed_mb": {"qa": 5000}, "prewarm_s": 3.3}
+    assert "12,052 MB on huge pages," in report._postgres_line({**pg, "huge_pages": True})[0]
+    assert "12,052 MB on 4 kB pages," in report._postgres_line({**pg, "huge_pages": False})[0]
+    # Runs recorded before the page size was: nothing said either way.
+    assert "12,052 MB, prewarmed (qa 5,000 MB)" in report._postgres_line(pg)[0]
