@@ -2,9 +2,9 @@
 
 Why: on 4 kB pages, 12 GB of shared_buffers are three million pages. Every
 backend maps the ones it touches page by page, and a cold walk touches them
-all over, so each backend spends its time in page faults and TLB misses that
-2 MB pages mostly spare. At SCALE 1.0 that was 15-30% of Postgres's CPU on
-the questions, answers and meta pages (docs/decisions/0060). Postgres's
+all over: page faults and TLB misses that 2 MB pages mostly spare. At SCALE
+1.0, on huge pages, Postgres spent 15-27% less CPU on the questions,
+answers and meta pages (docs/decisions/0060). Postgres's
 default `huge_pages = try` uses huge pages when the kernel holds enough of
 them, and a fresh machine holds none (vm.nr_hugepages = 0).
 
