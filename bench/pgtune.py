@@ -92,12 +92,13 @@ def shared_buffers(cfg: BenchConfig) -> int:
     return asyncio.run(_shared_buffers(cfg))
 
 
-def _wait_up(cfg: BenchConfig) -> int:
-    """shared_buffers once the restarted cluster answers."""
+def _wait_up(cfg: BenchConfig) -> None:
+    """Until the restarted cluster answers."""
     deadline = time.monotonic() + 60
     while True:
         try:
-            return asyncio.run(_shared_buffers(cfg))
+            asyncio.run(_shared_buffers(cfg))
+            return
         except (OSError, asyncpg.PostgresError):
             if time.monotonic() > deadline:
                 raise
@@ -158,7 +159,6 @@ def ensure_huge_pages(cfg: BenchConfig) -> None:
     the kernel's pool raised to what it asks); with BENCH_HUGE_PAGES=0, on 4
     kB pages (`off`) and the pool given back, so that an A/B's other side
     does not hold the same memory twice."""
-    want = "try" if HUGE_PAGES else "off"
     setting = asyncio.run(_show(cfg, "huge_pages"))
     if not HUGE_PAGES:
         if setting != "off":
@@ -171,7 +171,7 @@ def ensure_huge_pages(cfg: BenchConfig) -> None:
     if held < need:
         log(f"huge pages: {need:,} wanted, {held:,} held: Postgres stays on 4 kB pages")
     if setting == "off":
-        asyncio.run(_alter(cfg, "huge_pages", want))
+        asyncio.run(_alter(cfg, "huge_pages", "try"))
     if held >= need and not on_huge_pages(cfg):
         _restart(cfg, f"Postgres onto {need:,} huge pages")
     log(f"Postgres on huge pages: {'yes' if on_huge_pages(cfg) else 'no'}")

@@ -8,8 +8,8 @@ first review: photo_elements.py), photos and characteristic scores (each file
 of 16 MB or more parsed and checked in a child process while Postgres ingests
 the previous chunk; ServiceLoader), rebuild indexes, build the aggregates
 (product_ratings, characteristics.score_sum/count over non-reported
-reviews), move the id sequences past the loaded ids. A failed load rolls back and leaves the
-previous data in place; re-running replaces it.
+reviews), move the id sequences past the loaded ids. A failed load rolls
+back and leaves the previous data in place; re-running replaces it.
 
 Rejected (never clamped or silently dropped; see rejects.csv):
 - a review with a rating outside 1-5, and with it its photos and scores
