@@ -238,6 +238,9 @@ async def test_an_exhausted_connection_pool_is_waited_for_not_taken_for_an_outag
         assert await a.lookup("p:12", "k", db.load) == (b"v2", "db")
         await a.invalidate("p:11")
         assert await asyncio.gather(*holders) == [None, None]
+        # b applies the message when its listener reads it: wait for that
+        # (without it, CI once read b's local copy first).
+        assert await b.drain()
         assert await b.get("p:11", "k", db.load) == b"v2"
         assert a._metrics.cache_invalidations.labels("ok")._value.get() == 1
         assert a._metrics.cache_invalidations.labels("failed")._value.get() == 0
