@@ -9,8 +9,8 @@ is bound by CPU, the ratio of two workloads' throughputs is the inverse
 ratio of their totals, so this says where one spends what the other does
 not (docs/decisions/0043). `--mix` adds, under each mix of several routes,
 what it would cost if each route cost what it did alone in the same run (its
-`cold-*` workloads): the difference is the cost of sharing the cores among
-three services' processes (docs/decisions/0061).
+`cold-*` workloads): the difference is what mixing the routes costs
+(docs/decisions/0061).
 """
 
 from __future__ import annotations
