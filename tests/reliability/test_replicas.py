@@ -305,7 +305,14 @@ async def test_coherence_with_reads_on_the_lagging_replica(
     figures = {}
     for service in ("reviews", "qa"):
         await fresh(pair, redis_server, service)
-        apps = [await make_app(aiohttp_client, pair, redis_server, service) for _ in range(2)]
+        # A 1 s Redis deadline, not 50 ms: on a loaded machine a timed-out
+        # call opens the breaker, reads then fall back to the primary, and the
+        # run would check no replica read at all (seen once with both cores
+        # busy). Redis deadlines have their own tests (test_cache_faults).
+        apps = [
+            await make_app(aiohttp_client, pair, redis_server, service, redis_timeout_ms=1000)
+            for _ in range(2)
+        ]
         await settle(pair, *apps, service=service)
         bases = [str(app.make_url("")).rstrip("/") for app in apps]
         model_class, first_product = MODELS[service]
