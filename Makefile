@@ -24,7 +24,7 @@ venv: $(VENV)/.installed
 deps:
 	bash infra/ensure-deps.sh postgres redis nginx prometheus pgbouncer exporters
 
-# wrk drives the benchmark (a fresh machine has none).
+# wrk drives the benchmark and one of its tests (a fresh machine has none).
 bench-deps:
 	bash infra/ensure-deps.sh wrk
 
@@ -54,7 +54,7 @@ status: venv
 
 # Then the service and e2e suites once more through PgBouncer in transaction
 # mode (RUNWAY_TEST_POOLER=1: tests/conftest.py, tests/e2e/conftest.py).
-test: venv deps
+test: venv deps bench-deps
 	$(VENV)/bin/ruff check services infra tests bench gateway
 	$(VENV)/bin/ruff format --check services infra tests bench gateway
 	$(VENV)/bin/pytest -q

@@ -204,12 +204,16 @@ def build_pools(cfg: BenchConfig) -> dict[str, Path]:
     soak = sorted(per_run.sample(rest, min(5 * WRITE_SET, len(rest))))
     pools = {
         "hot_products": hot,
-        "all_products": products,
+        # The cold pools in a random order: the cold workloads walk them in
+        # file order (workload.lua, walk=1), each id once a pass, and
+        # neighbouring ids, which share pages, end up apart.
+        "all_products": per_run.sample(products, len(products)),
         "w4_products": tail,
         "w3_products": w3,
         "soak_products": soak,
     }
     pools.update(_qa_pools(cfg, hot, tail, w3, soak))
+    pools["all_questions"] = per_run.sample(pools["all_questions"], len(pools["all_questions"]))
     pools.update(_reviews_pools(cfg, w3, soak))
     d = cfg.ids_dir
     for name, ids in pools.items():

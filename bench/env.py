@@ -51,6 +51,11 @@ class Processes:
         self.ceiling_apps: list[subprocess.Popen[bytes]] = []
         self.ceiling_nginx: subprocess.Popen[bytes] | None = None
         self.stack_started = False
+        # Where the next cold walk starts in each thread's stretch of its pool:
+        # it goes on from where the last one stopped, so a later cold run
+        # (a paired round, the next route) does not meet ids an earlier one
+        # read, which the services' doorkeepers would admit (workload.lua).
+        self.walk_from = 0
         self._pids_cache: tuple[float, dict[str, int]] = (0.0, {})
 
     # --- Redis --------------------------------------------------------------------

@@ -176,7 +176,14 @@ def main_workloads(cfg: BenchConfig, pools: dict[str, Path]) -> list[Workload]:
         Workload("W1", "hot reads", READ_MIX, hot, d.read, ceiling="ceiling-bare"),
         Workload("W1-at-rate", f"hot reads at {w1_rate} rps", READ_MIX, hot, d.read, rate=w1_rate),
         Workload(
-            "W2", "cold reads", READ_MIX, cold, d.read, ceiling="ceiling-query", flush_first=True
+            "W2",
+            "cold reads",
+            READ_MIX,
+            cold,
+            d.read,
+            ceiling="ceiling-query",
+            flush_first=True,
+            walk=True,
         ),
         Workload(
             "W2-at-rate",
@@ -186,6 +193,7 @@ def main_workloads(cfg: BenchConfig, pools: dict[str, Path]) -> list[Workload]:
             d.read,
             rate=w2_rate,
             flush_first=True,
+            walk=True,
         ),
         Workload(
             "W3",
@@ -220,6 +228,7 @@ def main_workloads(cfg: BenchConfig, pools: dict[str, Path]) -> list[Workload]:
                     d.w4,
                     ceiling="ceiling-query",
                     flush_first=True,
+                    walk=True,
                 )
             )
     w4 = _lua_pools(pools, "w4")

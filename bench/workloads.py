@@ -115,6 +115,9 @@ class Workload:
     flush_first: bool = False
     marker: str = "bench"
     connections: int | None = None
+    # Cold reads: each read id at most once a pass over its (shuffled) pool,
+    # across the run's walked workloads (Processes.walk_from, workload.lua).
+    walk: bool = False
 
 
 @dataclass(slots=True)
@@ -266,6 +269,7 @@ def measure(cfg: BenchConfig, env: Processes, w: Workload) -> Result:
             connections=w.connections or cfg.connections,
             rate=w.rate,
             marker=w.marker,
+            walk_from=env.walk_from if w.walk else None,
         )
     )
     try:
@@ -273,6 +277,8 @@ def measure(cfg: BenchConfig, env: Processes, w: Workload) -> Result:
     finally:
         usage = sampler.stop()
     after = scrape.scrape_cache(ports)
+    if w.walk:  # each thread took about its share of the requests
+        env.walk_from += -(-out.summary["requests"] // cfg.threads)
     cpu_s = {**usage.cpu_s, "wrk": out.cpu_s}
     seconds = usage.seconds
     result = Result(

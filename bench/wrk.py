@@ -27,12 +27,17 @@ class WrkRun:
     rate: int = 0  # total requests per second; 0 = as fast as it goes
     marker: str = "bench"
     timeout_s: int = 5
+    # Read ids in file order, each thread its own stretch, from this far into
+    # it (workload.lua); None: ids drawn at random.
+    walk_from: int | None = None
 
     def command(self) -> list[str]:
         script = LUA_DIR / ("paced.lua" if self.rate else "workload.lua")
         ops = ",".join(f"{op}:{w}" for op, w in self.ops.items())
         args = [f"ops={ops}", f"marker={self.marker}", f"threads={self.threads}"]
         args += [f"rate={self.rate}"] + [f"{k}={v}" for k, v in self.pools.items()]
+        if self.walk_from is not None:
+            args.append(f"walk={self.walk_from}")
         return [
             WRK,
             f"-t{self.threads}",

@@ -7,6 +7,12 @@
 --
 -- Pools (files of ids, one per line): products, questions (reads); wproducts,
 -- wquestions, wreviews, wanswers (writes; default to the read pools).
+-- Read ids are drawn at random, or with walk=<from> (cold reads) taken in
+-- file order, thread k of n from `from` ids past the start of its stretch,
+-- k-1 n-ths of the way in: no read id repeats until the threads together
+-- have taken a whole pool (bench.data shuffles the cold pools' files, so the
+-- order is random and the walk uniform; bench.workloads moves `from` on by
+-- each walked run's requests, so the next run goes on where it stopped).
 -- Every request carries X-Request-Id "bw.<op>.<target>.<seq>"; the gateway
 -- echoes it, so response() knows which request it is answering although a
 -- thread's connections share one Lua state. Without the echo (the ceiling
@@ -106,7 +112,7 @@ function setup(thread)
     threads[#threads + 1] = thread
 end
 
-local cfg, pools, picks, total_weight, seq, single_op
+local cfg, pools, picks, total_weight, seq, single_op, walk, walk_at
 -- Globals, not locals: done() reads them from each thread with thread:get().
 stats, bad_samples = nil, nil
 rec_review_report, rec_question_report, rec_answer_report = nil, nil, nil
@@ -142,6 +148,8 @@ function init(args)
         if #pool == 0 then error("op " .. p.name .. " has an empty id pool") end
     end
     single_op = (#picks == 1) and picks[1].name or nil
+    walk = tonumber(cfg.walk or "")
+    walk_at = {}  -- read pool kind -> index of the id last taken
     seq = 0
     -- Flat counters "<op>|sent", "<op>|ok", "<op>|bad", "<op>|s<status>", and
     -- flat per-op id lists: wrk's thread:get() crashes on nested tables.
@@ -194,12 +202,23 @@ local function keys_for(op)
     return k
 end
 
+local function next_id(kind)
+    local pool = pools[kind]
+    if not walk or (kind ~= "p" and kind ~= "q") then return pool[math.random(#pool)] end
+    local at = walk_at[kind]
+    if at == nil then
+        at = walk + math.floor(((thread_no or 1) - 1) * #pool / tonumber(cfg.threads or "1"))
+    end
+    at = at % #pool + 1
+    walk_at[kind] = at
+    return pool[at]
+end
+
 local host, rid_tag
 
 function request()
     local op = choose_op()
-    local pool = pools[OPS[op].kind]
-    local id = pool[math.random(#pool)]
+    local id = next_id(OPS[op].kind)
     seq = seq + 1
     local sent = keys_for(op).sent
     stats[sent] = stats[sent] + 1
