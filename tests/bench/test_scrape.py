@@ -43,3 +43,30 @@ def test_both_lag_histograms_are_read_apart() -> None:
         "over_10ms": 0,
         "max_under_ms": 0.5,
     }
+
+
+def test_the_hit_ratio_counts_the_misses_that_skip_redis() -> None:
+    """A cold walk's first misses skip Redis (admission.py) and are counted
+    only as local misses: they are lookups all the same (decision 0062)."""
+    metrics = Metrics("overview")
+    empty: scrape.CacheCounts = scrape.Counter()
+    # 20 local hits, 80 local misses: of those, 10 found in Redis, 5 asked
+    # it in vain and 65 skipped it.
+    for counter, times in (
+        (metrics.cache_hit_local, 20),
+        (metrics.cache_miss_local, 80),
+        (metrics.cache_hit_redis, 10),
+        (metrics.cache_miss_redis, 5),
+    ):
+        for _ in range(times):
+            counter.inc()
+    total: scrape.CacheCounts = scrape.Counter()
+    scrape.add_counts(total, metrics.exposition().decode())
+    assert scrape.hit_ratio(empty, total) == {
+        "hit_ratio": 0.3,
+        "local_hit_ratio": 0.2,
+        "redis_hit_ratio": 0.1,
+        "lookups": 100,
+        "redis_errors": 0,
+    }
+    assert scrape.hit_ratio(total, total)["hit_ratio"] is None
