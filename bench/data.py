@@ -205,7 +205,7 @@ def build_pools(cfg: BenchConfig) -> dict[str, Path]:
     pools = {
         "hot_products": hot,
         # The cold pools in a random order: the cold workloads walk them in
-        # file order (workload.lua, walk=1), each id once a pass, and
+        # file order (workload.lua, walk=<from>), each id once a pass, and
         # neighbouring ids, which share pages, end up apart.
         "all_products": per_run.sample(products, len(products)),
         "w4_products": tail,

@@ -122,10 +122,9 @@ def hit_ratio(before: CacheCounts, after: CacheCounts) -> dict[str, float | int 
     Every lookup checks the local tier first (hit or miss); a local miss
     may then ask Redis (hit, miss or error), or skip it (a first miss, not
     admitted: services/common/cache/admission.py) and go to Postgres. So:
-    lookups = local hit + local miss, and hits = local hit + redis hit.
-    (Before decision 0062 the ratio's denominator was hits + Redis misses,
-    which leaves out the misses that skip Redis: a route alone, 4-35% of its
-    requests answered from a cache at SCALE 0.1, showed 61-90%.)"""
+    lookups = local hit + local miss, and hits = local hit + redis hit
+    (decision 0062: hits + Redis misses, the denominator before, leaves out
+    the misses that skip Redis)."""
     delta = {k: after[k] - before.get(k, 0) for k in after}
     local_hits = delta.get(("local", "hit"), 0)
     hits = local_hits + delta.get(("redis", "hit"), 0)
