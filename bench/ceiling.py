@@ -10,7 +10,10 @@ request runs that route's own statement and shaping instead (the service's
 queries.py function, on a bare connection): the route without the service
 around it (cache, middleware, metrics, validation, the Database wrapper).
 With --body-bytes, the fixed answer (without --route) is padded to N bytes: the
-ceiling at a route's body size (bench.cold_ab --ceiling-bodies).
+ceiling at a route's body size (bench.cold_ab --ceiling-bodies). With --query
+and --body-bytes on a service's port behind the gateway, it stands in for a
+service whose every read is a whole-page document: a probe of the path's id
+and ready bytes (the upper bound measured in docs/decisions/0062).
 With --reuse-port, several processes share the port (the benchmark starts one
 per core, as many as it gives the services).
 
@@ -103,8 +106,16 @@ async def fixed(request: web.Request) -> web.Response:
     return web.Response(body=request.app[BODY_KEY], headers={"Content-Type": "application/json"})
 
 
+def probe_key(path_qs: str) -> int:
+    """The key one_query probes: the first number in the path and query
+    (ceiling-query's `/query?id=N`; a route's id when the ceiling stands in
+    for a service behind the gateway), else 1."""
+    match = _FIRST_NUMBER.search(path_qs)
+    return int(match[0]) if match else 1
+
+
 async def one_query(request: web.Request) -> web.Response:
-    key = int(request.query.get("id", "1"))
+    key = probe_key(request.path_qs)
     take, give_back = request.app[POOL]
     conn = await take()
     try:
@@ -114,10 +125,13 @@ async def one_query(request: web.Request) -> web.Response:
     return web.Response(body=request.app[BODY_KEY], headers={"Content-Type": "application/json"})
 
 
+async def no_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=b"", content_type="text/plain")
+
+
 async def route_statement(request: web.Request) -> web.Response:
-    match = _FIRST_NUMBER.search(request.path_qs)
     try:
-        body = await request.app[LOAD](int(match[0]))  # type: ignore[index]
+        body = await request.app[LOAD](probe_key(request.path_qs))
     except LookupError:  # overview's UnknownProduct
         body = None
     if body is None:
@@ -160,6 +174,9 @@ def create_app(
         await pool.close()
 
     app.cleanup_ctx.append(pool_ctx)
+    # An empty exposition: bench.run --base-url scrapes every service port,
+    # also when a ceiling stands in for a service there (docs/decisions/0062).
+    app.router.add_get("/metrics", no_metrics)
     app.router.add_get("/{tail:.*}", one_query if route is None else route_statement)
     return app
 

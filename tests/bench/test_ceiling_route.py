@@ -4,7 +4,8 @@ compares two different things)."""
 
 from __future__ import annotations
 
-from bench.ceiling import ROUTE_LOADS, create_app
+from bench import scrape
+from bench.ceiling import ROUTE_LOADS, create_app, probe_key
 from bench.cold_ab import ROUTES
 
 
@@ -68,3 +69,26 @@ async def test_qa_routes_answer_the_services_bytes(aiohttp_client, service_clien
 async def test_an_unknown_product_is_a_404(aiohttp_client, overview_db) -> None:
     bare = await aiohttp_client(create_app(overview_db, route="product"))
     assert (await bare.get(path("product", 999_999))).status == 404
+
+
+def test_the_probe_takes_the_paths_first_number() -> None:
+    assert probe_key("/query?id=42") == 42  # ceiling-query's own requests
+    assert probe_key("/reviews/?product_id=7&page=1&count=5&sort=newest") == 7
+    assert probe_key("/qa/questions/9/answers?page=1&count=5") == 9
+    assert probe_key("/fixed") == 1
+
+
+async def test_a_ceiling_stands_in_for_a_service_behind_the_gateway(
+    aiohttp_client, reviews_db
+) -> None:
+    """--query with --body-bytes on a service's port (docs/decisions/0062):
+    every read answers the padded body, and /metrics an exposition that
+    bench.run's scrape reads as no counters."""
+    stand_in = await aiohttp_client(create_app(reviews_db, body_bytes=1_500))
+    got = await stand_in.get("/reviews/meta?product_id=7")
+    assert (got.status, len(await got.read())) == (200, 1_500)
+    metrics = await stand_in.get("/metrics")
+    assert metrics.status == 200
+    counts: scrape.CacheCounts = scrape.Counter()
+    scrape.add_counts(counts, await metrics.text())
+    assert counts == scrape.Counter()
