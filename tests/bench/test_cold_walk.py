@@ -1,8 +1,8 @@
 """bench/lua/workload.lua with walk=<from> (the cold workloads): each thread
 takes the read ids in file order from its own stretch of the pool, `from` ids
 in, so no id repeats until the threads together have taken the whole pool.
-Random draws let a "cold" run find the cache warm (a per-route run at full
-scale was answered 17-39% from the cache; docs/decisions/0062)."""
+Random draws let a "cold" run find the cache warm (a per-route run at SCALE
+0.1 was answered 3.6-34.5% from a cache; docs/decisions/0062)."""
 
 from __future__ import annotations
 
