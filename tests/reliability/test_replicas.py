@@ -291,6 +291,7 @@ COHERENCE_RUNS = (
     ("causal-30ms", True, 30, 256, 1500),
     ("naive", False, REPLICA_DELAY_MS, 8, 500),
 )
+CAUSAL_ATTEMPTS = 4
 
 
 async def test_coherence_with_reads_on_the_lagging_replica(
@@ -317,30 +318,41 @@ async def test_coherence_with_reads_on_the_lagging_replica(
         bases = [str(app.make_url("")).rstrip("/") for app in apps]
         model_class, first_product = MODELS[service]
         for name, causal, delay_ms, products, ops in COHERENCE_RUNS:
-            await asyncio.to_thread(pair.set_delay, delay_ms)
-            for app in apps:
-                router_of(app).causal = causal
-            model = model_class(first_product)
-            model.products = list(range(first_product, first_product + products))
-            before = sum(router_of(app).counts()["replica"] for app in apps)
-            history = History()
-            try:
-                run = await run_clients(bases, model, ops, history)
-            finally:
-                await asyncio.to_thread(pair.set_delay, REPLICA_DELAY_MS)
-            replica_reads = sum(router_of(app).counts()["replica"] for app in apps) - before
-            figures[f"{service}:{name}"] = {
-                "checks": history.checks,
-                "violations": len(history.violations),
-                "replica_reads": replica_reads,
-                **run,
-            }
+            # A causal run checks replica reads only if some happen: a read
+            # reaches the replica when its scope's last write has replayed
+            # there, which in a run of under a second is a matter of timing
+            # (qa's runs had 2 each, and CI once had none). So a causal run
+            # with none is run again, on fresh products, a few times.
+            replica_reads = 0
+            for attempt in range(CAUSAL_ATTEMPTS if causal else 1):
+                await asyncio.to_thread(pair.set_delay, delay_ms)
+                for app in apps:
+                    router_of(app).causal = causal
+                model = model_class(first_product)
+                model.products = list(range(first_product, first_product + products))
+                first_product += 1000
+                before = sum(router_of(app).counts()["replica"] for app in apps)
+                history = History()
+                try:
+                    run = await run_clients(bases, model, ops, history)
+                finally:
+                    await asyncio.to_thread(pair.set_delay, REPLICA_DELAY_MS)
+                replica_reads = sum(router_of(app).counts()["replica"] for app in apps) - before
+                figures[f"{service}:{name}"] = {
+                    "attempts": attempt + 1,
+                    "checks": history.checks,
+                    "violations": len(history.violations),
+                    "replica_reads": replica_reads,
+                    **run,
+                }
+                if causal:
+                    assert history.violations == [], history.violations[:5]
+                else:
+                    assert history.violations, "naive replica reads: the checker saw nothing stale"
+                if replica_reads:
+                    break
             if causal:
-                assert history.violations == [], history.violations[:5]
                 assert replica_reads > 0, "no read reached the replica"
-            else:
-                assert history.violations, "naive replica reads: the checker saw nothing stale"
-            first_product += 1000
     record_figures("replicas[coherence]", figures)
 
 
