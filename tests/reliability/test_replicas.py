@@ -318,11 +318,15 @@ async def test_coherence_with_reads_on_the_lagging_replica(
         bases = [str(app.make_url("")).rstrip("/") for app in apps]
         model_class, first_product = MODELS[service]
         for name, causal, delay_ms, products, ops in COHERENCE_RUNS:
-            # A causal run checks replica reads only if some happen: a read
-            # reaches the replica when its scope's last write has replayed
-            # there, which in a run of under a second is a matter of timing
-            # (qa's runs had 2 each, and CI once had none). So a causal run
-            # with none is run again, on fresh products, a few times.
+            # A causal run checks replica reads only if some happen: a load
+            # reaches the replica when its scope's last write and its own
+            # session's last write (the marker, fresh for 1 s) have replayed
+            # there. Every client writes every few tens of ms (qa's model is
+            # half writes, reviews' a third), so with the replica 300 ms
+            # behind that is mostly a session's reads before its first write:
+            # qa's clients start by posting a question, and its runs had 2
+            # replica reads each (CI once had none). So a causal run with
+            # none is run again, on fresh products, a few times.
             replica_reads = 0
             for attempt in range(CAUSAL_ATTEMPTS if causal else 1):
                 await asyncio.to_thread(pair.set_delay, delay_ms)
