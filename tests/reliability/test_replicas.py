@@ -321,12 +321,13 @@ async def test_coherence_with_reads_on_the_lagging_replica(
             # A causal run checks replica reads only if some happen: a load
             # reaches the replica when its scope's last write and its own
             # session's last write (the marker, fresh for 1 s) have replayed
-            # there. Every client writes every few tens of ms (qa's model is
-            # half writes, reviews' a third), so with the replica 300 ms
-            # behind that is mostly a session's reads before its first write:
-            # qa's clients start by posting a question, and its runs had 2
-            # replica reads each (CI once had none). So a causal run with
-            # none is run again, on fresh products, a few times.
+            # there. Reviews' loads are held by their scopes (8 products, each
+            # written every ~30 ms); qa's answer pages are of questions rarely
+            # written, but every client writes every ~37 ms, so its marker
+            # holds them: with markers never fresh (a throwaway FRESH_S = 0)
+            # qa's runs had 166 and 423 replica reads where they have 2 and
+            # 10, reviews' 21 either way. CI once had none. So a causal run
+            # with none is run again, on fresh products, a few times.
             replica_reads = 0
             for attempt in range(CAUSAL_ATTEMPTS if causal else 1):
                 await asyncio.to_thread(pair.set_delay, delay_ms)
