@@ -328,11 +328,11 @@ async def test_coherence_with_reads_on_the_lagging_replica(
             # qa's runs had 166 and 423 replica reads where they have 2 and
             # 10, reviews' 21 either way. CI once had none. So a causal run
             # with none is run again, on fresh products, a few times.
+            for app in apps:
+                router_of(app).causal = causal
             replica_reads = 0
             for attempt in range(CAUSAL_ATTEMPTS if causal else 1):
                 await asyncio.to_thread(pair.set_delay, delay_ms)
-                for app in apps:
-                    router_of(app).causal = causal
                 model = model_class(first_product)
                 model.products = list(range(first_product, first_product + products))
                 first_product += 1000
